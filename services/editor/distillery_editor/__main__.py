@@ -1,0 +1,4 @@
+from distillery.service import serve
+from distillery_editor.app import build
+
+serve("editor", build)

@@ -1,0 +1,153 @@
+"""Representation mapping as plain functions: a verdict in, samples out.
+
+The ``answer`` pathway keeps the final answer only; ``process`` adds the key steps
+compressed to a skeleton. Refusal samples carry an explicit boundary in ``limits``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from distillery import ids
+from distillery.events import CandidatesJudged, JudgedCandidate, Provenance, SampleCurated, SourceOffset, Trace
+from distillery.spec import CapabilitySpec, UnitSpec
+
+# Pools that become training material in this version of the editor.
+CURATED_POOLS = ("train", "refusal")
+
+# Openers and sign-offs that carry no step of the solution.
+_FILLER = re.compile(
+    r"^(sure|certainly|of course|great|okay|ok|alright|let's|let me|here is|here's|i hope|hope this|"
+    r"to solve this|we need to|first,? let's|in conclusion|therefore,? the answer)\b",
+    re.IGNORECASE,
+)
+MAX_RATIONALE_LINES = 8
+
+
+def final_text(jc: JudgedCandidate, unit: UnitSpec) -> str:
+    """The final answer in the unit's output form, canonicalised."""
+    if jc.pool == "refusal":
+        return _first_sentences(jc.text)
+    if unit.output_form == "tool_call" and jc.tool_calls:
+        calls = [{"name": c.name, "arguments": c.arguments} for c in jc.tool_calls]
+        return json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
+    if unit.output_form == "final_answer" and jc.final is not None:
+        return f"#### {jc.final}"
+    return jc.text.strip()
+
+
+def compress_steps(text: str) -> str:
+    """Key steps only: drop the final line, filler, blank and repeated lines; cap the count."""
+    kept: list[str] = []
+    seen: set[str] = set()
+    for raw in text.splitlines():
+        line = raw.strip().strip("*").strip()
+        if not line or line.startswith("####") or _FILLER.match(line):
+            continue
+        norm = re.sub(r"\W+", " ", line.lower()).strip()
+        if norm in seen:
+            continue
+        seen.add(norm)
+        kept.append(line)
+    return "\n".join(kept[:MAX_RATIONALE_LINES])
+
+
+def limits_text(jc: JudgedCandidate, verdict: CandidatesJudged) -> str:
+    """The boundary the student must learn: why answering (calling) stops here."""
+    if jc.pool != "refusal":
+        return ""
+    names = ", ".join(t.name for t in verdict.task.tools) or "none"
+    return f"No declared function fits this request (declared: {names}); call no function and say why."
+
+
+def _first_sentences(text: str, limit: int = 2) -> str:
+    parts = re.split(r"(?<=[.!?])\s+", text.strip())
+    return " ".join(parts[:limit]).strip()
+
+
+def best_per_pool(verdict: CandidatesJudged) -> list[JudgedCandidate]:
+    """The top-ranked candidate of each curated pool: one clear target per task and pool."""
+    chosen: dict[str, JudgedCandidate] = {}
+    for jc in sorted(verdict.candidates, key=lambda c: c.rank):
+        if jc.pool in CURATED_POOLS and jc.pool not in chosen:
+            chosen[jc.pool] = jc
+    return list(chosen.values())
+
+
+def curate(verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec, produced_by: str) -> list[SampleCurated]:
+    """Samples for one verdict; held-out (eval) tasks never become samples."""
+    task = verdict.task
+    unit = spec.units.get(task.unit)
+    if task.split == "eval" or unit is None:
+        return []
+    samples = []
+    for jc in best_per_pool(verdict):
+        for pathway in unit.pathways:
+            final = final_text(jc, unit)
+            rationale = compress_steps(jc.text) if pathway == "process" else ""
+            if pathway == "process" and not rationale:
+                continue  # nothing to teach beyond the answer pathway
+            samples.append(
+                SampleCurated(
+                    sample_id=ids.sample_id_for(jc.candidate_id, verdict.judge_version, pathway),
+                    unit=task.unit,
+                    pathway=pathway,
+                    pool=jc.pool,
+                    prompt=task.prompt,
+                    final=final,
+                    rationale=rationale,
+                    limits=limits_text(jc, verdict),
+                    tool_steps=[{"tool": c.name, "arguments": c.arguments} for c in jc.tool_calls or []],
+                    tools=task.tools,
+                    content_hash=ids.normalized_hash(f"{task.unit}|{pathway}|{task.prompt}|{final}|{rationale}"),
+                    provenance=Provenance(
+                        task_id=task.task_id, candidate_id=jc.candidate_id, teacher_id=jc.teacher_id,
+                        judge_version=verdict.judge_version, verdict_id=verdict.verdict_id, source=source,
+                    ),
+                    metadata={**task.metadata, "score": str(jc.score)},
+                    produced_by=produced_by,
+                    trace=Trace(task_id=task.task_id, causation_id=verdict.event_id),
+                )
+            )
+    return samples
+
+
+class Deduper:
+    """Drops samples seen before, by id (redelivery) or by normalised content (exact duplicate).
+
+    Admitted samples stay *pending* until their batch is durably published
+    (:meth:`commit`); a failed batch is read again, so :meth:`rollback` forgets them.
+    """
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.hashes: set[str] = set()
+        self.pending: list[SampleCurated] = []
+        self._pending_ids: set[str] = set()
+        self._pending_hashes: set[str] = set()
+
+    def admit(self, sample: SampleCurated) -> str | None:
+        """None when admitted, else why not ('duplicate_id' or 'duplicate_content')."""
+        if sample.sample_id in self.ids or sample.sample_id in self._pending_ids:
+            return "duplicate_id"
+        if sample.content_hash in self.hashes or sample.content_hash in self._pending_hashes:
+            return "duplicate_content"
+        self.pending.append(sample)
+        self._pending_ids.add(sample.sample_id)
+        self._pending_hashes.add(sample.content_hash)
+        return None
+
+    def commit(self) -> None:
+        for sample in self.pending:
+            self.remember(sample)
+        self.rollback()
+
+    def rollback(self) -> None:
+        self.pending.clear()
+        self._pending_ids.clear()
+        self._pending_hashes.clear()
+
+    def remember(self, sample: SampleCurated) -> None:
+        self.ids.add(sample.sample_id)
+        self.hashes.add(sample.content_hash)

@@ -1,0 +1,89 @@
+"""Model backends behind one small interface: prompts in, generations out.
+
+``transformers`` runs the model in-process (CPU or GPU, batched); ``replay``
+serves recorded outputs keyed by task for reproducible runs and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+from distillery.ml.generate import Generation
+from distillery.settings import ConfigError
+
+
+class Backend(Protocol):
+    def generate(self, requests: list[tuple[str, str, str]], max_new_tokens: int) -> list[Generation]:
+        """``requests`` are (task_id, system, user) triples; one Generation each, in order."""
+
+
+class TransformersBackend:
+    """Batched generation with a local transformers model (loaded once, on first use)."""
+
+    def __init__(self, model_name: str, batch_size: int, temperature: float, device: str = "cpu") -> None:
+        self.model_name = model_name
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.device = device
+        self._generator = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        from distillery.ml.generate import Generator
+        from distillery.ml.models import load_model
+
+        with self._lock:
+            if self._generator is None:
+                model, tokenizer = load_model(self.model_name, device=self.device)
+                self._generator = Generator(model, tokenizer, device=self.device)
+
+    def generate(self, requests: list[tuple[str, str, str]], max_new_tokens: int) -> list[Generation]:
+        from distillery.ml.generate import render_chat
+
+        self.load()
+        tokenizer = self._generator.tokenizer
+        prompts = [render_chat(tokenizer, system, user) for _, system, user in requests]
+        return self._generator.generate(
+            prompts, max_new_tokens=max_new_tokens, temperature=self.temperature, batch_size=self.batch_size
+        )
+
+
+class ReplayBackend:
+    """Serves recorded outputs: a JSONL file of {"task_id", "text", ...usage fields}."""
+
+    def __init__(self, path: str | Path, teacher_id: str, pace: bool = False) -> None:
+        self.pace = pace
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"teacher '{teacher_id}': field 'replay_path': file not found: {path}")
+        self.recordings: dict[str, dict] = {}
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if row.get("teacher_id", teacher_id) == teacher_id:
+                    self.recordings[row["task_id"]] = row
+
+    def generate(self, requests: list[tuple[str, str, str]], max_new_tokens: int) -> list[Generation]:
+        out = []
+        for task_id, _, _ in requests:
+            row = self.recordings.get(task_id)
+            if row is None:
+                raise LookupError(f"no recording for task {task_id}")
+            latency = float(row.get("latency_s", 0.0))
+            if self.pace:
+                time.sleep(latency)
+            out.append(
+                Generation(
+                    text=row["text"],
+                    prompt_tokens=int(row.get("prompt_tokens", 0)),
+                    completion_tokens=int(row.get("completion_tokens", len(row["text"].split()))),
+                    finish_reason=row.get("finish_reason", "stop"),
+                    mean_token_prob=row.get("confidence"),
+                    seconds=latency,
+                )
+            )
+        return out

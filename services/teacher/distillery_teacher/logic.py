@@ -1,0 +1,91 @@
+"""Teacher logic as plain functions: requests in, candidates (never silence) out."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from distillery import ids
+from distillery.events import CandidateGenerated, GenerationRequested, Trace, Usage
+from distillery.ml.generate import Generation
+from distillery.prompts import system_prompt
+from distillery.spec import CapabilitySpec, TeacherSpec
+from distillery_teacher.backends import Backend
+
+log = logging.getLogger("distillery.teacher")
+
+
+def candidate_from(request: GenerationRequested, gen: Generation, teacher: TeacherSpec, produced_by: str) -> CandidateGenerated:
+    return CandidateGenerated(
+        candidate_id=ids.candidate_id_for(request.request_id),
+        request_id=request.request_id,
+        task=request.task,
+        teacher_id=request.teacher_id,
+        strategy=request.strategy,
+        route_reason=request.route_reason,
+        expected_candidates=request.expected_candidates,
+        text=gen.text,
+        usage=Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens),
+        latency_s=round(gen.seconds, 4),
+        cost_usd=teacher.price.cost(gen.prompt_tokens, gen.completion_tokens, gen.seconds),
+        finish_reason=gen.finish_reason,
+        confidence=gen.mean_token_prob,
+        produced_by=produced_by,
+        trace=Trace(task_id=request.task.task_id, causation_id=request.event_id),
+    )
+
+
+def failed_candidate(request: GenerationRequested, error: str, produced_by: str) -> CandidateGenerated:
+    """A failure is a candidate with an error, so the judge can pool it as ``failure``."""
+    return CandidateGenerated(
+        candidate_id=ids.candidate_id_for(request.request_id),
+        request_id=request.request_id,
+        task=request.task,
+        teacher_id=request.teacher_id,
+        strategy=request.strategy,
+        route_reason=request.route_reason,
+        expected_candidates=request.expected_candidates,
+        text="",
+        finish_reason="error",
+        error=error[:500],
+        produced_by=produced_by,
+        trace=Trace(task_id=request.task.task_id, causation_id=request.event_id),
+    )
+
+
+def _prompt(request: GenerationRequested, spec: CapabilitySpec) -> tuple[str, str, str]:
+    unit = spec.units[request.task.unit]
+    return request.task.task_id, system_prompt(unit, request.task), request.task.prompt
+
+
+def answer(
+    requests: list[GenerationRequested],
+    backend: Backend,
+    spec: CapabilitySpec,
+    teacher: TeacherSpec,
+    produced_by: str,
+) -> list[CandidateGenerated]:
+    """Generate for a batch of requests, grouped by token budget; a failing batch is
+    retried request by request so one bad request fails alone."""
+    by_budget: dict[int, list[GenerationRequested]] = defaultdict(list)
+    for request in requests:
+        by_budget[request.max_new_tokens].append(request)
+    candidates: dict[str, CandidateGenerated] = {}
+    for budget, group in by_budget.items():
+        try:
+            gens = backend.generate([_prompt(r, spec) for r in group], budget)
+            for request, gen in zip(group, gens, strict=True):
+                candidates[request.request_id] = candidate_from(request, gen, teacher, produced_by)
+        except Exception:  # noqa: BLE001 - fall back to one request at a time
+            for request in group:
+                candidates[request.request_id] = _answer_one(request, backend, spec, teacher, produced_by, budget)
+    return [candidates[r.request_id] for r in requests]
+
+
+def _answer_one(request, backend, spec, teacher, produced_by, budget) -> CandidateGenerated:
+    try:
+        (gen,) = backend.generate([_prompt(request, spec)], budget)
+        return candidate_from(request, gen, teacher, produced_by)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a failed candidate
+        log.warning("teacher failed on %s: %s", request.request_id, exc)
+        return failed_candidate(request, f"{type(exc).__name__}: {exc}", produced_by)

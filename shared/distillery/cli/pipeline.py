@@ -1,0 +1,102 @@
+"""What the CLI asks of a running pipeline: counts, pools, lag, metrics, events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.request
+from collections import Counter
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from distillery.events import CandidatesJudged, EvaluationCompleted, Event, SampleCurated, parse_event
+from distillery.kafka import consumer_lag, read_snapshot, topic_counts
+from distillery.settings import ServiceSettings
+from distillery.stack import StackState
+
+
+def settings_for(state: StackState) -> ServiceSettings:
+    return ServiceSettings.model_validate(
+        {"KAFKA_BOOTSTRAP_SERVERS": state.bootstrap, "topic_prefix": state.topic_prefix}
+    )
+
+
+def events(settings: ServiceSettings, topic: str, model: type[Event]) -> list[Event]:
+    snapshot = asyncio.run(read_snapshot(settings, topic))
+    out = []
+    for record in snapshot.records:
+        with contextlib.suppress(Exception):
+            out.append(parse_event(model, record.value))
+    return out
+
+
+def counts(settings: ServiceSettings, teacher_ids: list[str]) -> dict[str, int]:
+    return asyncio.run(topic_counts(settings, list(settings.topics.all_topics(teacher_ids))))
+
+
+def pools(settings: ServiceSettings) -> Counter:
+    """Candidates per pool, one verdict per task (the latest judge version wins nothing here: all shown)."""
+    seen: dict[str, CandidatesJudged] = {}
+    for verdict in events(settings, settings.topics.verdicts, CandidatesJudged):
+        seen[verdict.verdict_id] = verdict
+    return Counter(jc.pool for v in seen.values() for jc in v.candidates)
+
+
+def sample_counts(settings: ServiceSettings) -> Counter:
+    unique = {s.sample_id: s for s in events(settings, settings.topics.samples, SampleCurated)}
+    return Counter((s.unit, s.pool, s.pathway) for s in unique.values())
+
+
+def group_topics(state: StackState) -> dict[str, tuple[str, str]]:
+    """Service name -> (consumer group, input topic)."""
+    topics = settings_for(state).topics
+    groups = {
+        "router": ("distillery-router", topics.tasks),
+        "editor": ("distillery-editor", topics.verdicts),
+        "trainer": ("distillery-trainer", topics.training_requests),
+        "evaluator": ("distillery-evaluator", topics.students),
+    }
+    for proc in state.processes:
+        if proc.name.startswith("teacher-"):
+            teacher = proc.name.removeprefix("teacher-")
+            groups[proc.name] = (f"distillery-teacher-{teacher}", topics.generation_requests(teacher))
+    judge_group = metric_value(state, "judge", "distillery_judge_group_info", label="group")
+    if judge_group:
+        groups["judge"] = (judge_group, topics.candidates)
+    return groups
+
+
+def lags(state: StackState) -> dict[str, int]:
+    settings = settings_for(state)
+    out = {}
+    for name, (group, topic) in group_topics(state).items():
+        out[name] = asyncio.run(consumer_lag(settings, group, [topic]))[topic]
+    return out
+
+
+def metrics(state: StackState, service: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """A service's /metrics as {sample name: [(labels, value)]}; empty if it does not answer."""
+    port = state.process(service).port
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def metric_value(state: StackState, service: str, name: str, label: str | None = None):
+    samples = metrics(state, service).get(name, [])
+    if not samples:
+        return None
+    labels, value = samples[0]
+    return labels.get(label) if label else value
+
+
+def latest_evaluation(settings: ServiceSettings) -> EvaluationCompleted | None:
+    evals = events(settings, settings.topics.evaluations, EvaluationCompleted)
+    return max(evals, key=lambda e: e.produced_at) if evals else None

@@ -1,0 +1,55 @@
+"""Validating a JSONL file of tasks: every bad line is reported with its number and reason."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from distillery import ids
+from distillery.events import Task, TaskSubmitted, Trace
+from distillery.spec import CapabilitySpec
+
+
+@dataclass
+class LineError:
+    line: int
+    reason: str
+
+
+def parse_tasks(text: str, spec: CapabilitySpec | None, max_bytes: int, produced_by: str) -> tuple[list[TaskSubmitted], list[LineError]]:
+    """Valid lines become TaskSubmitted events; the others are reported, not fatal."""
+    events: list[TaskSubmitted] = []
+    errors: list[LineError] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(_parse_line(line, spec, max_bytes, produced_by))
+        except ValueError as exc:
+            errors.append(LineError(number, str(exc)))
+    return events, errors
+
+
+def _parse_line(line: str, spec: CapabilitySpec | None, max_bytes: int, produced_by: str) -> TaskSubmitted:
+    size = len(line.encode())
+    if size > max_bytes:
+        raise ValueError(f"task is {size} bytes, over the {max_bytes}-byte limit")
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise ValueError("a task line must be a JSON object")
+    if "task_id" not in data and "unit" in data and "prompt" in data:
+        data["task_id"] = ids.task_id_for(str(data["unit"]), str(data["prompt"]), data.get("tools") or [])
+    try:
+        task = Task.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(line)"
+        raise ValueError(f"field '{field}': {first['msg']}") from None
+    if spec is not None and task.unit not in spec.units:
+        raise ValueError(f"unknown capability unit '{task.unit}' (spec has {', '.join(sorted(spec.units))})")
+    return TaskSubmitted(task_id=task.task_id, task=task, produced_by=produced_by, trace=Trace(task_id=task.task_id))

@@ -1,0 +1,299 @@
+"""The event contracts (ARCHITECTURE §2): frozen pydantic models with an envelope.
+
+Events are past-tense facts. Every event carries ``event_id`` (a deterministic
+content hash of its cause, see :mod:`distillery.ids`), ``schema_version``,
+``produced_by`` (``service@version``), ``produced_at`` and a ``trace``.
+Readers upcast older schema versions through :data:`UPCASTERS`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distillery import ids
+
+POOLS = ("train", "hard_case", "contrastive", "refusal", "failure", "review", "discard")
+Pool = Literal["train", "hard_case", "contrastive", "refusal", "failure", "review", "discard"]
+Pathway = Literal["answer", "process", "style", "tool_trajectory"]
+Split = Literal["train", "eval"]
+
+
+class Model(BaseModel):
+    """Internal models forbid unknown fields and never change after creation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- payload parts -----------------------------------------------------------
+
+
+class ToolSpec(Model):
+    """A function the model may call, declared as in OpenAI/BFCL function calling."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(Model):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Reference(Model):
+    """Ground truth for the judge's reference checks and the evaluator's metrics.
+
+    ``answer``: the final answer (math). ``tool_calls``: BFCL possible answers,
+    one ``{function: {argument: [allowed values]}}`` per expected call.
+    ``no_call``: the right behaviour is to call no tool.
+    """
+
+    answer: str | None = None
+    tool_calls: list[dict[str, dict[str, list[Any]]]] | None = None
+    no_call: bool = False
+
+
+class Task(Model):
+    task_id: str
+    unit: str
+    prompt: str
+    tools: list[ToolSpec] = Field(default_factory=list)
+    reference: Reference | None = None
+    split: Split = "train"
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Usage(Model):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Trace(Model):
+    task_id: str | None = None
+    causation_id: str | None = None
+
+
+class SourceOffset(Model):
+    topic: str
+    partition: int
+    offset: int
+
+
+# --- envelope ------------------------------------------------------------------
+
+
+class Event(Model):
+    """Envelope shared by every event. Subclasses name their id field."""
+
+    id_field: ClassVar[str]
+    schema_version: int = 1
+    event_id: str = ""
+    produced_by: str
+    produced_at: datetime = Field(default_factory=utcnow)
+    trace: Trace = Field(default_factory=Trace)
+
+    def model_post_init(self, __context: Any) -> None:
+        # event_id is derived from the entity id, so a redelivery has the same one.
+        if not self.event_id:
+            object.__setattr__(self, "event_id", getattr(self, self.id_field))
+
+    @property
+    def key(self) -> str:
+        """Partition key: the task for task-scoped events, else the entity id."""
+        return self.trace.task_id or getattr(self, self.id_field)
+
+
+class TaskSubmitted(Event):
+    id_field: ClassVar[str] = "task_id"
+    task_id: str
+    task: Task
+
+
+class GenerationRequested(Event):
+    id_field: ClassVar[str] = "request_id"
+    request_id: str
+    task: Task
+    teacher_id: str
+    strategy: str
+    route_reason: str
+    expected_candidates: int
+    attempt: int = 1
+    max_new_tokens: int
+
+
+class CandidateGenerated(Event):
+    id_field: ClassVar[str] = "candidate_id"
+    candidate_id: str
+    request_id: str
+    task: Task
+    teacher_id: str
+    strategy: str
+    route_reason: str
+    expected_candidates: int
+    text: str
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    finish_reason: str = "stop"
+    confidence: float | None = None
+    error: str | None = None
+
+
+class JudgedCandidate(Model):
+    candidate_id: str
+    teacher_id: str
+    text: str
+    pool: Pool
+    rank: int
+    score: float
+    reasons: list[str] = Field(default_factory=list)
+    checks: dict[str, bool] = Field(default_factory=dict)
+    final: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    source: SourceOffset | None = None
+
+
+class CandidatesJudged(Event):
+    id_field: ClassVar[str] = "verdict_id"
+    verdict_id: str
+    task: Task
+    judge_version: str
+    candidates: list[JudgedCandidate]
+    missing_candidates: int = 0
+
+
+class Provenance(Model):
+    task_id: str
+    candidate_id: str
+    teacher_id: str
+    judge_version: str
+    verdict_id: str
+    source: SourceOffset | None = None
+
+
+class SampleCurated(Event):
+    id_field: ClassVar[str] = "sample_id"
+    sample_id: str
+    unit: str
+    pathway: Pathway
+    pool: Pool
+    prompt: str
+    final: str
+    rationale: str = ""
+    limits: str = ""
+    evidence: list[str] = Field(default_factory=list)
+    tool_steps: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[ToolSpec] = Field(default_factory=list)
+    weight: float = 1.0
+    content_hash: str
+    provenance: Provenance
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class SampleRetracted(Event):
+    id_field: ClassVar[str] = "sample_id"
+    sample_id: str
+    judge_version: str
+    reason: str
+
+
+class TrainingRequested(Event):
+    id_field: ClassVar[str] = "request_id"
+    request_id: str
+    student: str
+    reason: str = "command"
+
+
+class StudentTrained(Event):
+    id_field: ClassVar[str] = "student_id"
+    student_id: str
+    student: str
+    version: str
+    artifact_dir: str
+    base_model: str
+    recipe: dict[str, Any]
+    manifest: dict[str, Any]
+    loss_curve: list[float] = Field(default_factory=list)
+    train_seconds: float = 0.0
+    train_cost_usd: float = 0.0
+
+
+class SubjectScore(Model):
+    """One subject (teacher, student before, student after) on one unit."""
+
+    unit: str
+    subject: str
+    n: int
+    accuracy: float
+    mean_latency_s: float
+    cost_per_request_usd: float
+    mean_output_tokens: float
+
+
+class EvaluationCompleted(Event):
+    id_field: ClassVar[str] = "evaluation_id"
+    evaluation_id: str
+    student_id: str
+    scores: list[SubjectScore]
+    roi: dict[str, float]
+    report_path: str
+
+
+class EventDeadLettered(Event):
+    id_field: ClassVar[str] = "dead_letter_id"
+    dead_letter_id: str
+    service: str
+    source_topic: str
+    partition: int
+    offset: int
+    record_key: str | None
+    payload: str
+    error: str
+
+
+def task_key(task: Task) -> Trace:
+    return Trace(task_id=task.task_id)
+
+
+def new_task(unit: str, prompt: str, **fields: Any) -> Task:
+    """A task with its deterministic id (used by ``submit`` when a line has none)."""
+    tools = fields.get("tools") or []
+    tool_dump = [t if isinstance(t, dict) else t.model_dump() for t in tools]
+    return Task(task_id=ids.task_id_for(unit, prompt, tool_dump), unit=unit, prompt=prompt, **fields)
+
+
+# Readers upcast older schema versions: {(event class name, from_version): fn(dict) -> dict}.
+# Version 1 is the first wire format; golden files in tests/golden pin it.
+UPCASTERS: dict[tuple[str, int], Any] = {}
+
+
+def parse_event(model: type[Event], payload: bytes | str | dict[str, Any]) -> Event:
+    """Validate a wire payload into ``model``, upcasting older schema versions first."""
+    if isinstance(payload, dict):
+        data = payload
+        return model.model_validate(_upcast(model, data))
+    if isinstance(payload, bytes):
+        payload = payload.decode("utf-8")
+    if not UPCASTERS:
+        return model.model_validate_json(payload)
+    import json
+
+    return model.model_validate(_upcast(model, json.loads(payload)))
+
+
+def _upcast(model: type[Event], data: dict[str, Any]) -> dict[str, Any]:
+    version = int(data.get("schema_version", 1))
+    while (model.__name__, version) in UPCASTERS:
+        data = UPCASTERS[(model.__name__, version)](data)
+        version = int(data["schema_version"])
+    return data

@@ -1,0 +1,46 @@
+"""Deterministic ids: content hashes of their causes (ARCHITECTURE §3).
+
+A redelivered event yields the same ids, so consumers drop duplicates by id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+
+def content_id(prefix: str, *parts: Any) -> str:
+    """``prefix_`` + 24 hex chars of sha256 over the canonical JSON of ``parts``."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return f"{prefix}_{hashlib.sha256(canonical.encode()).hexdigest()[:24]}"
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalized_hash(text: str) -> str:
+    """Hash of text with case and whitespace normalised: the exact-dedup key."""
+    normal = _SPACE.sub(" ", text.strip().lower())
+    return hashlib.sha256(normal.encode()).hexdigest()[:32]
+
+
+def task_id_for(unit: str, prompt: str, tools: list[Any] | None = None) -> str:
+    return content_id("task", unit, prompt, tools or [])
+
+
+def request_id_for(task_id: str, teacher_id: str, attempt: int = 1) -> str:
+    return content_id("req", task_id, teacher_id, attempt)
+
+
+def candidate_id_for(request_id: str) -> str:
+    return content_id("cand", request_id)
+
+
+def verdict_id_for(task_id: str, judge_version: str) -> str:
+    return content_id("verdict", task_id, judge_version)
+
+
+def sample_id_for(candidate_id: str, judge_version: str, pathway: str) -> str:
+    return content_id("sample", candidate_id, judge_version, pathway)

@@ -1,0 +1,196 @@
+"""Batched generation with exact token accounting and a per-completion confidence score.
+
+Teachers produce the distillation data and students are evaluated with the same code, so the
+numbers it reports (token counts, finish reason, mean token probability) feed cost accounting and
+the filters that catch a teacher's mistakes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+
+from distillery.ml.models import ensure_pad_token
+
+
+@dataclass
+class Generation:
+    """One completion.
+
+    ``completion_tokens`` counts the tokens the model actually produced for this item, up to and
+    including the EOS token or the token that completed a stop string (padding is never counted),
+    even though ``text`` is cut before the stop string. ``mean_token_prob`` is the mean probability
+    the model gave those tokens before any temperature scaling; :class:`Generator` always sets it,
+    None is left for backends that cannot score their tokens.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: Literal["stop", "length"]
+    mean_token_prob: float | None
+    seconds: float
+
+
+def render_chat(tokenizer: PreTrainedTokenizerBase, system: str, user: str) -> str:
+    """Turn a system and a user message into the prompt text the model was trained to continue.
+
+    An empty ``system`` is left out, so a template's own default system prompt (SmolLM2 has one)
+    applies. Tokenizers without a chat template (base models, tiny students) get a plain fallback.
+    """
+    if tokenizer.chat_template:
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": user})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    header = f"System: {system}\n" if system else ""
+    return f"{header}User: {user}\nAssistant:"
+
+
+class _StopStrings(StoppingCriteria):
+    """Ends each row as soon as its decoded completion contains a stop string, and records when.
+
+    Decoding the whole completion each step is cheap next to a forward pass and, unlike matching
+    token ids, catches a stop string however the tokenizer happens to split it.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: list[str], prompt_len: int, rows: int) -> None:
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.prompt_len = prompt_len
+        self.stopped_at: list[int | None] = [None] * rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs) -> torch.BoolTensor:
+        completions = input_ids[:, self.prompt_len :]
+        texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        done = [any(s in text for s in self.stop) for text in texts]
+        for row, hit in enumerate(done):
+            if hit and self.stopped_at[row] is None:
+                self.stopped_at[row] = completions.shape[1]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def _truncate_at_stop(text: str, stop: list[str]) -> str:
+    """Cut ``text`` before the earliest stop string, so callers never see the stop marker."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def _completion_length(tokens: list[int], eos_ids: set[int], stopped_at: int | None) -> tuple[int, bool]:
+    """Number of real completion tokens and whether EOS or a stop string (not the budget) ended it."""
+    eos_end = next((i + 1 for i, token in enumerate(tokens) if token in eos_ids), None)
+    ends = [end for end in (eos_end, stopped_at) if end is not None]
+    return (min(ends), True) if ends else (len(tokens), False)
+
+
+def _chosen_token_probs(step_logits: tuple[torch.Tensor, ...], completions: torch.Tensor) -> torch.Tensor:
+    """Probability of each generated token under the raw logits, as a (rows, steps) tensor.
+
+    Reduced one step at a time so the (rows, steps, vocab) stack is never materialised.
+    """
+    probs = [
+        torch.softmax(logits.float(), dim=-1).gather(1, completions[:, step : step + 1])
+        for step, logits in enumerate(step_logits)
+    ]
+    return torch.cat(probs, dim=1)
+
+
+class Generator:
+    """Batched, left-padded generation for a causal LM and its tokenizer."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        device: str | torch.device | None = None,
+    ) -> None:
+        """Wrap ``model``; pass ``device`` to move it there, otherwise it stays where it is."""
+        self.model = model if device is None else model.to(device)
+        self.tokenizer = ensure_pad_token(tokenizer)
+        self.eos_ids = self._eos_ids()
+
+    def _eos_ids(self) -> set[int]:
+        """Every token that ends a turn: the model's configured EOS ids plus the tokenizer's."""
+        configured = self.model.generation_config.eos_token_id
+        ids = {configured} if isinstance(configured, int) else set(configured or [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        stop: list[str] | None = None,
+        temperature: float = 0.0,
+        batch_size: int = 8,
+    ) -> list[Generation]:
+        """Complete every prompt (already rendered text), greedily when ``temperature`` is 0."""
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        results: list[Generation] = []
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
+            results.extend(self._generate_batch(batch, max_new_tokens, stop or [], temperature))
+        return results
+
+    def _sampling_kwargs(self, temperature: float) -> dict:
+        """Greedy decoding at temperature 0, plain sampling otherwise."""
+        if temperature > 0:
+            return {"do_sample": True, "temperature": temperature}
+        return {"do_sample": False}
+
+    def _generate_batch(
+        self, batch: list[str], max_new_tokens: int, stop: list[str], temperature: float
+    ) -> list[Generation]:
+        """Generate one batch and turn the raw output into :class:`Generation` records."""
+        started = time.perf_counter()
+        with torch.inference_mode():
+            encoded = self.tokenizer(batch, return_tensors="pt", padding=True, padding_side="left")
+            encoded = encoded.to(self.model.device)
+            prompt_len = encoded["input_ids"].shape[1]
+            stopper = _StopStrings(self.tokenizer, stop, prompt_len, len(batch))
+            output = self.model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=sorted(self.eos_ids),
+                pad_token_id=self.tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([stopper] if stop else []),
+                output_logits=True,
+                return_dict_in_generate=True,
+                **self._sampling_kwargs(temperature),
+            )
+            completions = output.sequences[:, prompt_len:]
+            probs = _chosen_token_probs(output.logits, completions).cpu()
+        prompt_tokens = encoded["attention_mask"].sum(dim=1).tolist()
+        seconds = (time.perf_counter() - started) / len(batch)
+        return [
+            self._record(
+                completions[row].tolist(), probs[row], prompt_tokens[row], stopper.stopped_at[row], stop, seconds
+            )
+            for row in range(len(batch))
+        ]
+
+    def _record(
+        self,
+        tokens: list[int],
+        probs: torch.Tensor,
+        prompt_tokens: int,
+        stopped_at: int | None,
+        stop: list[str],
+        seconds: float,
+    ) -> Generation:
+        """Build one record: real tokens only, text cut at the first stop string."""
+        length, ended = _completion_length(tokens, self.eos_ids, stopped_at)
+        text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+        return Generation(
+            text=_truncate_at_stop(text, stop),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=length,
+            finish_reason="stop" if ended else "length",
+            mean_token_prob=probs[:length].mean().item(),
+            seconds=seconds,
+        )

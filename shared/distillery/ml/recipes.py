@@ -1,0 +1,29 @@
+"""Students as recipes describe them: the untrained base, and the prompt a student sees.
+
+Shared by the trainer (which trains from the base) and the evaluator (which measures
+the base as "before" and the artifact as "after" on exactly the same prompts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distillery.events import Task
+from distillery.prompts import system_prompt
+from distillery.spec import StudentSpec, UnitSpec
+
+
+def load_base(recipe: StudentSpec, device: str = "cpu") -> tuple[Any, Any]:
+    """The student before training: a seeded tiny Llama on the SmolLM2 tokenizer, or SmolLM2 itself."""
+    from distillery.ml.models import build_tiny_student, load_model
+
+    if recipe.base == "tiny-llama":
+        model, tokenizer = build_tiny_student(hidden_size=recipe.hidden_size, layers=recipe.layers, seed=recipe.seed)
+        return model.to(device), tokenizer
+    return load_model("smollm2-135m-instruct", device=device)
+
+
+def student_prompt(tokenizer: Any, unit: UnitSpec, task: Task) -> str:
+    from distillery.ml.generate import render_chat
+
+    return render_chat(tokenizer, system_prompt(unit, task, compact=True), task.prompt)

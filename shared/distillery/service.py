@@ -1,0 +1,87 @@
+"""Service wiring: FastStream broker with Prometheus middleware, health and metrics endpoints.
+
+A service's ``app.py`` calls :func:`make_bus`, registers its subscribers and hands
+the result to :func:`serve`. ``/metrics``, ``/health/live`` and ``/health/ready``
+are served by uvicorn on ``DISTILLERY_HTTP_PORT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY, make_asgi_app
+
+from distillery.broker import free_port
+from distillery.bus import Bus
+from distillery.kafka import client_kwargs, ensure_topics
+from distillery.settings import ConfigError, ServiceSettings
+from distillery.spec import CapabilitySpec
+
+
+def make_bus(settings: ServiceSettings, service: str, version: str) -> Bus:
+    kwargs = client_kwargs(settings)
+    broker = KafkaBroker(
+        kwargs.pop("bootstrap_servers"),
+        middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=service)],
+        acks="all",
+        linger_ms=5,
+        logger=logging.getLogger(f"distillery.{service}"),
+        **{k: v for k, v in kwargs.items() if k != "security_protocol" or v != "PLAINTEXT"},
+    )
+    return Bus(broker, settings, service, version)
+
+
+@get
+async def live(scope: Any) -> AsgiResponse:  # noqa: ARG001
+    return AsgiResponse(b"ok", 200)
+
+
+def make_app(
+    bus: Bus,
+    spec: CapabilitySpec | None = None,
+    on_startup: list[Callable[[], Awaitable[None]]] | None = None,
+    on_shutdown: list[Callable[[], Awaitable[None]]] | None = None,
+    teacher_ids: list[str] | None = None,
+) -> AsgiFastStream:
+    """The ASGI app: the broker's subscribers plus /metrics and the health endpoints."""
+
+    async def create_topics() -> None:
+        ids = teacher_ids if teacher_ids is not None else (list(spec.teachers) if spec else [])
+        await ensure_topics(bus.settings, bus.topics.all_topics(ids))
+
+    return AsgiFastStream(
+        bus.broker,
+        asgi_routes=[
+            ("/metrics", make_asgi_app(REGISTRY)),
+            ("/health/live", live),
+            ("/health/ready", make_ping_asgi(bus.broker, timeout=5.0)),
+        ],
+        on_startup=[create_topics, bus.start, *(on_startup or [])],
+        after_shutdown=[*(on_shutdown or []), bus.stop],
+    )
+
+
+def serve(service: str, build: Callable[[], tuple[AsgiFastStream, ServiceSettings]]) -> None:
+    """Build and run a service; configuration errors stop it with one readable line."""
+    import uvicorn
+
+    try:
+        app, settings = build()
+    except ConfigError as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+    )
+    port = settings.http_port or free_port()
+    logging.getLogger("distillery").info("%s listening on http://%s:%d", service, settings.http_host, port)
+    config = uvicorn.Config(app, host=settings.http_host, port=port, log_level="warning", lifespan="on")
+    asyncio.run(uvicorn.Server(config).serve())

@@ -1,0 +1,86 @@
+"""End to end: all six services as OS processes on the real broker, replay teachers.
+
+Tasks from the real example workload flow through router, two replay teachers,
+judge, editor, trainer and evaluator; the test checks what every hop produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from distillery import stack
+from distillery.cli.submit import parse_tasks
+from distillery.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, EventDeadLettered,
+                               SampleCurated, StudentTrained, TrainingRequested)
+from distillery.kafka import produce_all
+from distillery.spec import load_spec
+from tests.support import replay_spec
+from tests.waiting import events, wait_for
+
+
+@pytest.fixture
+def pipeline(tmp_path, kafka_bootstrap, topic_prefix):
+    spec_path, workload = replay_spec(tmp_path)
+    state = stack.start(spec_path, tmp_path / "run", topic_prefix, bootstrap=kafka_bootstrap)
+    try:
+        stack.wait_ready(state, timeout_s=120)
+        yield state, spec_path, workload
+    finally:
+        stack.stop(state)
+
+
+def test_workload_flows_through_all_six_services(pipeline, settings):
+    state, spec_path, workload = pipeline
+    spec = load_spec(spec_path)
+    text = "\n".join(__import__("json").dumps(t) for t in workload) + "\n{broken\n"
+    submitted, errors = parse_tasks(text, spec, settings.max_task_bytes, "test")
+    assert [e.line for e in errors] == [len(workload) + 1]
+    items = [(settings.topics.tasks, e.task_id, e.model_dump_json().encode()) for e in submitted]
+    items.append((settings.topics.tasks, "poison", b'{"not": "a task"}'))
+    asyncio.run(produce_all(settings, items))
+
+    verdicts = wait_for(lambda: events(settings, settings.topics.verdicts, CandidatesJudged),
+                        lambda v: len({x.task.task_id for x in v}) == len(workload), timeout_s=120)
+    assert len(verdicts) == len(workload), "exactly one verdict per task"
+    pools = {}
+    for verdict in verdicts:
+        for jc in verdict.candidates:
+            pools.setdefault(jc.pool, []).append((verdict.task, jc))
+    # alpha is always right: every train-split task has a train or refusal candidate
+    assert {"train", "refusal", "failure", "discard"} <= set(pools)
+    for task, jc in pools["refusal"]:
+        assert task.reference.no_call and jc.teacher_id == "beta" and "no_call_correct" in jc.reasons
+    for task, jc in pools["failure"]:
+        assert jc.teacher_id == "beta" and "broken_output" in jc.reasons
+    candidates = events(settings, settings.topics.candidates, CandidateGenerated)
+    assert len({c.candidate_id for c in candidates}) == sum(len(v.candidates) for v in verdicts)
+    assert all(c.cost_usd > 0 and c.usage.completion_tokens == 20 for c in candidates)
+
+    dlq = wait_for(lambda: events(settings, settings.topics.dlq, EventDeadLettered), lambda d: len(d) >= 1)
+    assert any(d.source_topic == settings.topics.tasks and "invalid" in d.error for d in dlq)
+
+    samples = wait_for(lambda: events(settings, settings.topics.samples, SampleCurated), lambda s: len(s) > 0)
+    time.sleep(2)
+    samples = events(settings, settings.topics.samples, SampleCurated)
+    assert len({s.sample_id for s in samples}) == len(samples), "no sample doubled"
+    eval_ids = {t["task_id"] for t in workload if t["split"] == "eval"}
+    assert not {s.provenance.task_id for s in samples} & eval_ids, "held-out tasks never become samples"
+    assert {s.pathway for s in samples if s.unit == "math_steps"} == {"answer", "process"}
+    assert all(s.limits for s in samples if s.pool == "refusal")
+
+    request = TrainingRequested(request_id="train-test", student="tiny", produced_by="test")
+    asyncio.run(produce_all(settings, [(settings.topics.training_requests, "train-test", request.model_dump_json().encode())]))
+    trained = wait_for(lambda: events(settings, settings.topics.students, StudentTrained), lambda s: len(s) == 1, timeout_s=300)[0]
+    assert trained.manifest["samples"] > 0 and trained.manifest["sha256"]
+    assert sum(trained.manifest["end_offsets"].values()) >= len(samples)
+    assert trained.loss_curve[-1] < trained.loss_curve[0]
+    evaluation = wait_for(lambda: events(settings, settings.topics.evaluations, EvaluationCompleted),
+                          lambda e: len(e) == 1, timeout_s=300)[0]
+    subjects = {s.subject for s in evaluation.scores}
+    assert {"teacher:alpha", "teacher:beta", "student:before", "student:after"} <= subjects
+    alpha = [s for s in evaluation.scores if s.subject == "teacher:alpha"]
+    assert all(s.accuracy == 1.0 for s in alpha)
+    assert evaluation.roi["offline_total_usd"] > 0

@@ -1,0 +1,71 @@
+"""Test helpers: a recorded-replay spec built from the real example workload.
+
+The replay teachers serve answers derived from each task's ground truth: ``alpha``
+answers every task correctly, ``beta`` gets a deterministic share wrong in the way
+weak teachers do (wrong argument, wrong number, a tool call where none fits, broken
+JSON), so the judge's pools have real work to do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from distillery.workload import build_workload
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def correct_answer(task: dict) -> str:
+    ref = task["reference"]
+    if ref.get("no_call"):
+        return "None of the available functions can answer this request, so I will not call any."
+    if ref.get("tool_calls"):
+        (call,) = ref["tool_calls"][:1]
+        (name, args), = call.items()
+        chosen = {k: v[0] for k, v in args.items() if v and v[0] != ""}
+        return json.dumps({"name": name, "arguments": chosen})
+    return f"Work out the quantity asked.\nCompute it step by step.\n#### {ref['answer']}"
+
+
+def flawed_answer(task: dict, index: int) -> str:
+    """Every other task of each unit (the workload interleaves units) is answered wrongly."""
+    if (index // 3) % 2:
+        return correct_answer(task)
+    ref = task["reference"]
+    if ref.get("no_call"):
+        tool = task["tools"][0]["name"] if task["tools"] else "search"
+        return json.dumps({"name": tool, "arguments": {}})
+    if ref.get("tool_calls"):
+        return '{"name": "broken", "arguments": {'
+    return f"Guess.\n#### {float(ref['answer']) + 1:g}"
+
+
+def replay_spec(tmp_path: Path, per_unit: int = 4, eval_per_unit: int = 2, timeout_s: float = 60,
+                beta_latency_s: float = 0.01, beta_paced: bool = False) -> tuple[Path, list[dict]]:
+    """A copy of the example spec whose teachers are replays of derived answers."""
+    workload = build_workload(per_unit, eval_per_unit)
+    rows = []
+    for i, task in enumerate(workload):
+        rows.append({"teacher_id": "alpha", "task_id": task["task_id"], "text": correct_answer(task),
+                     "prompt_tokens": 50, "completion_tokens": 20, "latency_s": 0.01, "confidence": 0.9})
+        rows.append({"teacher_id": "beta", "task_id": task["task_id"], "text": flawed_answer(task, i),
+                     "prompt_tokens": 50, "completion_tokens": 20, "latency_s": beta_latency_s, "confidence": 0.6})
+    replay = tmp_path / "replay.jsonl"
+    replay.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = yaml.safe_load((ROOT / "examples" / "spec.yaml").read_text())
+    price = {"per_1k_prompt": 0.003, "per_1k_completion": 0.015}
+    spec["teachers"] = {
+        "alpha": {"backend": "replay", "replay_path": str(replay), "price": price},
+        "beta": {"backend": "replay", "replay_path": str(replay), "price": price, "replay_pace": beta_paced},
+    }
+    for name, unit in spec["units"].items():
+        unit["routing"] = {"strategy": "competition", "teachers": ["alpha", "beta"]} if name != "tool_boundary" \
+            else {"strategy": "single", "teachers": ["beta"]}
+    spec["judge"]["aggregation_timeout_s"] = timeout_s
+    spec["students"]["tiny"].update(epochs=2, hidden_size=32, layers=1, max_new_tokens=16, max_seq_len=320)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path, workload

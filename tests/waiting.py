@@ -1,0 +1,36 @@
+"""Polling helpers for tests that watch topics of a running pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from distillery.events import Event, parse_event
+from distillery.kafka import read_snapshot
+from distillery.settings import ServiceSettings
+
+T = TypeVar("T")
+
+
+def events(settings: ServiceSettings, topic: str, model: type[Event]) -> list:
+    snapshot = asyncio.run(read_snapshot(settings, topic))
+    out = []
+    for record in snapshot.records:
+        with contextlib.suppress(Exception):
+            out.append(parse_event(model, record.value))
+    return out
+
+
+def wait_for(fetch: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 60, every_s: float = 0.5) -> T:
+    """Poll ``fetch`` until ``done`` holds; fail with the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s; last value: {str(value)[:500]}")
+        time.sleep(every_s)
