@@ -53,11 +53,13 @@ async def ensure_topics(settings: ServiceSettings, topics: dict[str, int]) -> No
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    # aiokafka's metadata covers only subscribed topics; add_topic makes it fetch this one too.
+    await consumer._client.add_topic(topic)  # noqa: SLF001 - no public API for an unsubscribed topic
     for _ in range(50):
         parts = consumer.partitions_for_topic(topic)
         if parts:
             return [TopicPartition(topic, p) for p in sorted(parts)]
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+        await consumer._client.force_metadata_update()  # noqa: SLF001
         await asyncio.sleep(0.1)
     return []
 

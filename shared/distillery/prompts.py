@@ -3,8 +3,6 @@ so the student is evaluated on exactly the prompt form it was trained on."""
 
 from __future__ import annotations
 
-import json
-
 from distillery.events import Task, ToolSpec
 from distillery.spec import UnitSpec
 
@@ -12,21 +10,28 @@ from distillery.spec import UnitSpec
 def system_prompt(unit: UnitSpec, task: Task, compact: bool = False) -> str:
     """The unit's instruction plus the declared functions, if the task has any.
 
-    Teachers get the full JSON schemas. ``compact`` (students) lists each function
-    as ``name(arg: type, ...)``: a small model's context is short and its capacity
-    is better spent on the mapping than on reading schema boilerplate.
+    Functions are listed as signatures, ``name(arg: type, opt?: type)``, with their
+    descriptions for teachers. Full JSON schemas cost several hundred prompt tokens
+    per task (prefill dominates generation time on CPU) and tempt models to copy the
+    schema into the arguments. ``compact`` (students) drops the descriptions: a small
+    model's context is short and its capacity is better spent on the mapping.
     """
     parts = [unit.system_prompt.strip()] if unit.system_prompt else []
-    if task.tools and compact:
-        parts.append("Functions:\n" + "\n".join(_signature(t) for t in task.tools))
-    elif task.tools:
-        tools = [t.model_dump(mode="json") for t in task.tools]
-        parts.append("Functions:\n" + json.dumps(tools, separators=(",", ":")))
+    if task.tools:
+        parts.append("Functions:\n" + "\n".join(signature(t, with_docs=not compact) for t in task.tools))
     return "\n\n".join(parts)
 
 
-def _signature(tool: ToolSpec) -> str:
-    props = tool.parameters.get("properties", {}) if isinstance(tool.parameters, dict) else {}
-    required = set(tool.parameters.get("required", [])) if isinstance(tool.parameters, dict) else set()
-    args = [f"{name}{'' if name in required else '?'}: {p.get('type', 'any')}" for name, p in props.items()]
-    return f"{tool.name}({', '.join(args)})"
+def signature(tool: ToolSpec, with_docs: bool = True) -> str:
+    params = tool.parameters if isinstance(tool.parameters, dict) else {}
+    required = set(params.get("required", []))
+    args = []
+    for name, prop in params.get("properties", {}).items():
+        arg = f"{name}{'' if name in required else '?'}: {prop.get('type', 'any')}"
+        if with_docs and prop.get("description"):
+            arg += f" ({prop['description'].strip()})"
+        args.append(arg)
+    line = f"{tool.name}({', '.join(args)})"
+    if with_docs and tool.description:
+        line += f" - {tool.description.strip()}"
+    return line

@@ -543,12 +543,19 @@ class ReferenceResult:
     tool_calls: list[ToolCall] | None = None
 
 
+DECLINE_CUE = re.compile(
+    r"\b(no|none of the|not any)\b[^.\n]{0,40}\b(function|tool)s?\b|\b(can ?not|can't|unable to|not able to)\b"
+    r"|\bwill not call\b|\bdoes not (fit|apply|match)\b",
+    re.IGNORECASE,
+)
+
+
 def check_reference(task: Task, text: str, kind: str) -> ReferenceResult:
     """Check one output against the task's reference.
 
     ``kind`` is ``"none"`` (nothing checked), ``"final_answer"`` (extract and
     compare with ``reference.answer``) or ``"tool_call"`` (a ``reference.no_call``
-    task is correct iff the output holds no parseable call; otherwise parse,
+    task is correct iff the output holds no parseable call and states the decline; otherwise parse,
     validate against ``task.tools`` and match ``reference.tool_calls``).
 
     Reason tags: ``no_final_answer``, ``wrong_final_answer``,
@@ -584,10 +591,12 @@ def check_reference(task: Task, text: str, kind: str) -> ReferenceResult:
     # kind == "tool_call"
     calls = parse_tool_calls(text)
     if ref is not None and ref.no_call:
-        ok = not calls  # [] or None: no parseable call
-        return ReferenceResult(
-            ok, [] if ok else ["called_tool_when_none_fits"], {"no_call": ok}, None, calls
-        )
+        # BFCL's irrelevance metric is "no call"; the unit also asks to say so, which
+        # separates a decline from an answer made up from memory (or from noise).
+        no_call = not calls  # [] or None: no parseable call
+        declines = bool(DECLINE_CUE.search(text))
+        reasons = ([] if no_call else ["called_tool_when_none_fits"]) + ([] if declines else ["no_decline_stated"])
+        return ReferenceResult(no_call and declines, reasons, {"no_call": no_call, "declines": declines}, None, calls)
     reasons = []
     checks = {"tool_call_present": calls is None or bool(calls), "tool_call_parses": calls is not None}
     if calls is None:

@@ -77,6 +77,10 @@ def serve(service: str, build: Callable[[], tuple[AsgiFastStream, ServiceSetting
     except ConfigError as exc:
         print(f"{service}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",

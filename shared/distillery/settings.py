@@ -39,6 +39,7 @@ class ServiceSettings(BaseSettings):
     consumer_group: str = Field(default="", description="empty: distillery-<service>")
     run_dir: Path = Path(".distillery/run")
     log_level: str = "INFO"
+    torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default")
 
     def group(self, service: str) -> str:
         return self.consumer_group or f"distillery-{service}"

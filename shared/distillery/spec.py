@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distillery.settings import ConfigError
 
@@ -65,6 +65,13 @@ class Routing(SpecModel):
         if self.strategy == "single" and len(self.teachers) != 1:
             raise ValueError("strategy 'single' takes exactly one teacher")
         return self
+
+    @field_validator("teachers")
+    @classmethod
+    def _no_duplicates(cls, teachers: list[str]) -> list[str]:
+        if len(set(teachers)) != len(teachers):
+            raise ValueError("a teacher is listed twice (the judge would wait for a candidate that never comes)")
+        return teachers
 
 
 class Rules(SpecModel):
@@ -126,6 +133,7 @@ class Economics(SpecModel):
     horizon_days: float = Field(default=30, gt=0)
     judge_cost_per_candidate_usd: float = Field(default=0.0, ge=0)
     train_cost_per_second_usd: float = Field(default=0.0, ge=0)
+    quality_tolerance: float = Field(default=0.05, ge=0, le=1)  # student may trail the best teacher by this much
 
 
 class CapabilitySpec(SpecModel):
@@ -156,6 +164,7 @@ class CapabilitySpec(SpecModel):
 
 def _describe(error: dict) -> str:
     loc = [str(p) for p in error["loc"]]
+    error = {**error, "msg": str(error["msg"]).removeprefix("Value error, ")}
     if len(loc) >= 2 and loc[0] in ("units", "teachers", "students"):
         kind = loc[0].rstrip("s")
         field = ".".join(loc[2:]) or "(whole entry)"

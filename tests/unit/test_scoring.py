@@ -354,15 +354,20 @@ def test_irrelevance_no_call_logic(irrelevance) -> None:
     for q in irrelevance[:40]:
         task = _task(q, no_call=True)
         refusal = check_reference(task, "None of the available functions can answer this request.", "tool_call")
-        assert refusal.correct is True and refusal.checks == {"no_call": True} and refusal.reasons == []
+        assert refusal.correct is True and refusal.checks == {"no_call": True, "declines": True} and refusal.reasons == []
         fn = q["function"][0]
         args = {p: 1 for p in fn["parameters"].get("required", [])}
         called = check_reference(task, "<tool_call>" + json.dumps({"name": fn["name"], "arguments": args}) + "</tool_call>", "tool_call")
-        assert called.correct is False and called.reasons == ["called_tool_when_none_fits"]
-        assert called.checks == {"no_call": False} and called.tool_calls and called.tool_calls[0].name == fn["name"]
-    # BFCL semantics: a call that fails to parse is not a call
+        assert called.correct is False and called.reasons == ["called_tool_when_none_fits", "no_decline_stated"]
+        assert called.checks == {"no_call": False, "declines": False}
+        assert called.tool_calls and called.tool_calls[0].name == fn["name"]
     task = _task(irrelevance[0], no_call=True)
-    assert check_reference(task, '{"name": "determine_body_mass_index", "arguments": {', "tool_call").correct is True
+    # BFCL semantics: a call that fails to parse is not a call; the unit also wants the decline said
+    broken = check_reference(task, 'No tool fits. {"name": "determine_body_mass_index", "arguments": {', "tool_call")
+    assert broken.correct is True
+    # an answer made up from memory calls nothing but does not decline: not the boundary behaviour
+    made_up = check_reference(task, "The answer is 42 because of the weather.", "tool_call")
+    assert made_up.correct is False and made_up.reasons == ["no_decline_stated"]
 
 
 def test_no_reference_gives_none(bfcl) -> None:

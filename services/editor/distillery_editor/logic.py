@@ -22,13 +22,17 @@ _FILLER = re.compile(
     r"to solve this|we need to|first,? let's|in conclusion|therefore,? the answer)\b",
     re.IGNORECASE,
 )
+_ARITHMETIC = re.compile(r"\d|=")  # an opener followed by a computation is a step, not filler
 MAX_RATIONALE_LINES = 8
+# The learnable boundary behaviour: decline to call, say why. Teachers phrase it in many
+# ways (or answer from memory); the sample keeps one canonical form and the why in `limits`.
+REFUSAL = "None of the available functions can do this, so I will not call any."
 
 
 def final_text(jc: JudgedCandidate, unit: UnitSpec) -> str:
     """The final answer in the unit's output form, canonicalised."""
     if jc.pool == "refusal":
-        return _first_sentences(jc.text)
+        return REFUSAL
     if unit.output_form == "tool_call" and jc.tool_calls:
         calls = [{"name": c.name, "arguments": c.arguments} for c in jc.tool_calls]
         return json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
@@ -43,7 +47,7 @@ def compress_steps(text: str) -> str:
     seen: set[str] = set()
     for raw in text.splitlines():
         line = raw.strip().strip("*").strip()
-        if not line or line.startswith("####") or _FILLER.match(line):
+        if not line or line.startswith("####") or (_FILLER.match(line) and not _ARITHMETIC.search(line)):
             continue
         norm = re.sub(r"\W+", " ", line.lower()).strip()
         if norm in seen:
@@ -59,11 +63,6 @@ def limits_text(jc: JudgedCandidate, verdict: CandidatesJudged) -> str:
         return ""
     names = ", ".join(t.name for t in verdict.task.tools) or "none"
     return f"No declared function fits this request (declared: {names}); call no function and say why."
-
-
-def _first_sentences(text: str, limit: int = 2) -> str:
-    parts = re.split(r"(?<=[.!?])\s+", text.strip())
-    return " ".join(parts[:limit]).strip()
 
 
 def best_per_pool(verdict: CandidatesJudged) -> list[JudgedCandidate]:
@@ -86,6 +85,8 @@ def curate(verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec
         for pathway in unit.pathways:
             final = final_text(jc, unit)
             rationale = compress_steps(jc.text) if pathway == "process" else ""
+            limits = limits_text(jc, verdict)
+            tool_names = ",".join(sorted(t.name for t in task.tools))
             if pathway == "process" and not rationale:
                 continue  # nothing to teach beyond the answer pathway
             samples.append(
@@ -97,10 +98,12 @@ def curate(verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec
                     prompt=task.prompt,
                     final=final,
                     rationale=rationale,
-                    limits=limits_text(jc, verdict),
+                    limits=limits,
                     tool_steps=[{"tool": c.name, "arguments": c.arguments} for c in jc.tool_calls or []],
                     tools=task.tools,
-                    content_hash=ids.normalized_hash(f"{task.unit}|{pathway}|{task.prompt}|{final}|{rationale}"),
+                    content_hash=ids.normalized_hash(
+                        f"{task.unit}|{pathway}|{tool_names}|{task.prompt}|{final}|{rationale}|{limits}"
+                    ),
                     provenance=Provenance(
                         task_id=task.task_id, candidate_id=jc.candidate_id, teacher_id=jc.teacher_id,
                         judge_version=verdict.judge_version, verdict_id=verdict.verdict_id, source=source,

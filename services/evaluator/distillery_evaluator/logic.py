@@ -62,25 +62,37 @@ def score(outputs: list[Output], spec: CapabilitySpec) -> list[SubjectScore]:
 def roi(scores: list[SubjectScore], offline_cost_usd: dict[str, float], spec: CapabilitySpec) -> dict[str, float]:
     """The ROI ledger: offline cost against serving savings at the configured traffic.
 
-    savings/request = teacher cost/request - student cost/request (request-weighted over units);
-    net = savings/request x requests over the horizon - offline cost;
-    break-even = offline cost / savings per request (in requests, and in days at the traffic).
+    Traffic is split evenly over the evaluated units. A unit's traffic moves to the student
+    only if the student is within ``quality_tolerance`` of that unit's best teacher; then each
+    of its requests saves (best teacher's cost - student's cost). Otherwise it saves nothing:
+    a cheap student that is wrong is no saving.
+    net = mean saving per request x requests over the horizon - offline cost;
+    break-even = offline cost / mean saving per request (requests, and days at the traffic).
     """
-    def per_request(prefix: str) -> float:
-        rows = [s for s in scores if s.subject.startswith(prefix)]
-        total = sum(s.n for s in rows)
-        return sum(s.cost_per_request_usd * s.n for s in rows) / total if total else 0.0
-
-    teacher, student = per_request("teacher:"), per_request("student:after")
-    offline = sum(offline_cost_usd.values())
     econ = spec.economics
+    units = sorted({s.unit for s in scores})
+    by = {(s.unit, s.subject): s for s in scores}
+    ledger: dict[str, float] = {f"offline_{k}_usd": round(v, 6) for k, v in offline_cost_usd.items()}
+    savings, teacher_costs, student_costs = [], [], []
+    for unit in units:
+        teachers = [s for s in scores if s.unit == unit and s.subject.startswith("teacher:")]
+        student = by.get((unit, "student:after"))
+        if not teachers or student is None:
+            continue
+        best = max(teachers, key=lambda t: (t.accuracy, -t.cost_per_request_usd))
+        served = student.accuracy >= best.accuracy - econ.quality_tolerance
+        ledger[f"student_serves_{unit}"] = float(served)
+        teacher_costs.append(best.cost_per_request_usd)
+        student_costs.append(student.cost_per_request_usd)
+        savings.append(best.cost_per_request_usd - student.cost_per_request_usd if served else 0.0)
+    offline = sum(offline_cost_usd.values())
     requests = econ.requests_per_day * econ.horizon_days
-    saving = teacher - student
-    ledger = {f"offline_{k}_usd": round(v, 6) for k, v in offline_cost_usd.items()}
+    saving = mean(savings) if savings else 0.0
     ledger.update(
         offline_total_usd=round(offline, 6),
-        teacher_cost_per_request_usd=round(teacher, 8),
-        student_cost_per_request_usd=round(student, 8),
+        teacher_cost_per_request_usd=round(mean(teacher_costs), 8) if teacher_costs else 0.0,
+        student_cost_per_request_usd=round(mean(student_costs), 8) if student_costs else 0.0,
+        units_served_by_student=float(sum(ledger.get(f"student_serves_{u}", 0.0) for u in units)),
         saving_per_request_usd=round(saving, 8),
         horizon_requests=requests,
         net_saving_usd=round(saving * requests - offline, 4),

@@ -19,7 +19,7 @@ RULES_WEIGHT = 0.4
 def judge_version(spec: CapabilitySpec) -> str:
     """Names rubric, rules and judge together: the label plus a hash of what decides a verdict."""
     decisive = {
-        "judge": spec.judge.model_dump(mode="json"),
+        "judge": spec.judge.model_dump(mode="json", exclude={"aggregation_timeout_s"}),  # tuning, not judging
         "units": {name: u.rules.model_dump(mode="json") for name, u in sorted(spec.units.items())},
         "code": "rules-v1",  # bump when the pool policy below changes meaning
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from distillery.spec import load_spec
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distillery: teacher-to-student distillation as an event-driven pipeline.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
 RUN_DIR = typer.Option(Path(".distillery/run"), "--run-dir", help="Folder of the running pipeline (logs, state, artifacts).")
 SPEC = typer.Option(Path("examples/spec.yaml"), "--spec", help="Capability spec (YAML).")
@@ -123,10 +124,10 @@ def _request_training(state: stack.StackState, student: str) -> None:
 
 
 def _wait_trained(state: stack.StackState, student: str, before: int, timeout_s: float = 1800) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     settings = pipeline.settings_for(state)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task(f"training '{student}'", total=None)
         deadline = time.monotonic() + timeout_s
@@ -134,8 +135,8 @@ def _wait_trained(state: stack.StackState, student: str, before: int, timeout_s:
             _check_alive(state, "trainer")
             m = pipeline.metrics(state, "trainer")
             total = _labelled(m, "distillery_trainer_total_steps", student)
-            if total:
-                loss = _labelled(m, "distillery_trainer_loss", student)
+            loss = _labelled(m, "distillery_trainer_loss", student)
+            if total and loss is not None:
                 progress.update(bar, total=total, completed=_labelled(m, "distillery_trainer_step", student) or 0,
                                 description=f"training '{student}' (loss {loss:.3f})")
             if time.monotonic() > deadline:
@@ -168,7 +169,8 @@ def report(run_dir: Path = RUN_DIR) -> None:
 
 def _print_report(evaluation) -> None:
     subjects = sorted({s.subject for s in evaluation.scores}, key=lambda s: (not s.startswith("teacher"), s))
-    table = Table("unit", *subjects, title=f"held-out accuracy per capability unit ({evaluation.student_id})")
+    label = {s: s.removeprefix("teacher:").replace("student:", "student ") for s in subjects}
+    table = Table("unit", *[label[s] for s in subjects], title=f"held-out accuracy per capability unit ({evaluation.student_id})")
     by = {(s.unit, s.subject): s for s in evaluation.scores}
     for unit in sorted({s.unit for s in evaluation.scores}):
         table.add_row(unit, *[f"{by[(unit, s)].accuracy:.2f} (n={by[(unit, s)].n})" if (unit, s) in by else "-"
@@ -178,7 +180,7 @@ def _print_report(evaluation) -> None:
     for subject in subjects:
         rows = [s for s in evaluation.scores if s.subject == subject]
         n = sum(r.n for r in rows)
-        costs.add_row(subject, f"{sum(r.mean_latency_s * r.n for r in rows) / n:.3f}",
+        costs.add_row(label[subject], f"{sum(r.mean_latency_s * r.n for r in rows) / n:.3f}",
                       f"{sum(r.cost_per_request_usd * r.n for r in rows) / n:.6f}")
     console.print(costs)
     roi = Table("ROI ledger", "value")
@@ -274,6 +276,8 @@ def run() -> None:
         err.print("interrupted")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the contract is one readable line, never a traceback
+        if os.environ.get("DISTILLERY_DEBUG"):
+            raise
         err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
         sys.exit(2)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from distillery import ids
-from distillery.events import Task, TaskSubmitted, Trace
+from distillery.events import Task, TaskSubmitted, ToolSpec, Trace
 from distillery.spec import CapabilitySpec
 
 
@@ -22,7 +22,8 @@ def parse_tasks(text: str, spec: CapabilitySpec | None, max_bytes: int, produced
     """Valid lines become TaskSubmitted events; the others are reported, not fatal."""
     events: list[TaskSubmitted] = []
     errors: list[LineError] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split on \n only: U+2028 and friends are valid inside JSON strings
+    for number, line in enumerate((raw.rstrip("\r") for raw in text.split("\n")), start=1):
         if not line.strip():
             continue
         try:
@@ -30,6 +31,15 @@ def parse_tasks(text: str, spec: CapabilitySpec | None, max_bytes: int, produced
         except ValueError as exc:
             errors.append(LineError(number, str(exc)))
     return events, errors
+
+
+def _task_id(data: dict) -> str:
+    """The deterministic id of a task given without one (same hash as ``events.new_task``)."""
+    try:
+        tools = [ToolSpec.model_validate(t).model_dump() for t in data.get("tools") or []]
+    except (ValidationError, TypeError):
+        tools = data.get("tools") or []
+    return ids.task_id_for(str(data.get("unit", "")), str(data.get("prompt", "")), tools)
 
 
 def _parse_line(line: str, spec: CapabilitySpec | None, max_bytes: int, produced_by: str) -> TaskSubmitted:
@@ -42,12 +52,13 @@ def _parse_line(line: str, spec: CapabilitySpec | None, max_bytes: int, produced
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, dict):
         raise ValueError("a task line must be a JSON object")
-    if "task_id" not in data and "unit" in data and "prompt" in data:
-        data["task_id"] = ids.task_id_for(str(data["unit"]), str(data["prompt"]), data.get("tools") or [])
+    if "task_id" not in data:
+        data["task_id"] = _task_id(data)
     try:
         task = Task.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        first = next((e for e in errors if e["loc"][:1] != ("task_id",)), errors[0])
         field = ".".join(str(p) for p in first["loc"]) or "(line)"
         raise ValueError(f"field '{field}': {first['msg']}") from None
     if spec is not None and task.unit not in spec.units:

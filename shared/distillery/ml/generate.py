@@ -131,11 +131,16 @@ class Generator:
         """Complete every prompt (already rendered text), greedily when ``temperature`` is 0."""
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
-        results: list[Generation] = []
-        for start in range(0, len(prompts), batch_size):
-            batch = prompts[start : start + batch_size]
-            results.extend(self._generate_batch(batch, max_new_tokens, stop or [], temperature))
-        return results
+        # Batch prompts of similar length together: left padding to the longest prompt
+        # of a batch is pure wasted compute. Results come back in the caller's order.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[Generation | None] = [None] * len(prompts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            generated = self._generate_batch([prompts[i] for i in chunk], max_new_tokens, stop or [], temperature)
+            for i, gen in zip(chunk, generated, strict=True):
+                results[i] = gen
+        return results  # type: ignore[return-value]
 
     def _sampling_kwargs(self, temperature: float) -> dict:
         """Greedy decoding at temperature 0, plain sampling otherwise."""

@@ -90,21 +90,22 @@ def _collate(rows: list[dict], pad_id: int, device: torch.device) -> dict[str, t
     }
 
 
-def _weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _weighted_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Weighted mean over examples of each example's mean next-token loss on its target tokens.
 
-    Averaging per example first keeps long answers from dominating short ones.
+    Averaging per example first keeps long answers from dominating short ones. The output
+    layer runs only at target positions: over a 49k vocabulary it dominates the cost, and
+    prompt positions carry no loss.
     """
-    shifted_logits = logits[:, :-1].float()
-    shifted_labels = labels[:, 1:]
-    token_loss = F.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.shape[-1]),
-        shifted_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view(shifted_labels.shape)
-    counted = (shifted_labels != IGNORE_INDEX).float()
-    example_loss = (token_loss * counted).sum(dim=1) / counted.sum(dim=1).clamp_min(1.0)
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    counted = labels != IGNORE_INDEX
+    rows, cols = counted.nonzero(as_tuple=True)
+    logits = model.get_output_embeddings()(hidden[:, :-1][rows, cols]).float()
+    token_loss = F.cross_entropy(logits, labels[rows, cols], reduction="none")
+    per_example = torch.zeros(labels.shape[0], device=token_loss.device).index_add_(0, rows, token_loss)
+    example_loss = per_example / counted.sum(dim=1).clamp_min(1).float()
+    weights = batch["weights"]
     return (example_loss * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
@@ -151,8 +152,7 @@ def train_sft(
     model.train()
     for step, rows_in_batch in enumerate(batches[:total_steps], start=1):
         batch = _collate(rows_in_batch, pad_id, model.device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = _weighted_loss(logits, batch["labels"], batch["weights"])
+        loss = _weighted_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

