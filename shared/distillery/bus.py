@@ -131,14 +131,16 @@ class Bus:
 
     # -- inputs ------------------------------------------------------------------
 
-    def decode(self, records: Iterable[ConsumerRecord], model: type[E]) -> tuple[list[In[E]], list[Out]]:
+    def decode(
+        self, records: Iterable[ConsumerRecord], model: type[E], max_bytes: int | None = None
+    ) -> tuple[list[In[E]], list[Out]]:
         """Validate each record; invalid or oversized ones become dead letters, the rest go on."""
         valid: list[In[E]] = []
         dead: list[Out] = []
         for record in records:
             size = len(record.value or b"")
-            if size > self.settings.max_task_bytes:
-                dead.append(self.dead_letter(record, f"{size} bytes > limit {self.settings.max_task_bytes}", "oversized"))
+            if max_bytes is not None and size > max_bytes:
+                dead.append(self.dead_letter(record, f"{size} bytes > limit {max_bytes}", "oversized"))
                 continue
             try:
                 valid.append(In(parse_event(model, record.value or b""), record))  # type: ignore[arg-type]
@@ -178,6 +180,7 @@ class Bus:
         on_published: Callable[[], None] | None = None,
         on_failed: Callable[[], None] | None = None,
         max_records: int | None = None,
+        max_bytes: int | None = None,
         **subscriber_options: Any,
     ) -> Any:
         """Register a batch subscriber with publish-then-commit semantics.
@@ -186,7 +189,8 @@ class Bus:
         committed offset below work it has read but not finished; ``lock``
         serialises batches with that consumer's own background flushes.
         ``on_published`` / ``on_failed`` let in-memory state (the editor's dedup
-        index) change only once the batch's outputs are durable.
+        index) change only once the batch's outputs are durable. ``max_bytes``
+        dead-letters larger records as ``oversized`` (the router bounds tasks).
         """
         topic_list = [topics] if isinstance(topics, str) else topics
 
@@ -206,7 +210,7 @@ class Bus:
             self.consumers[group_id] = msg.consumer
             async with lock or contextlib.nullcontext():
                 with self.batch_seconds.time():
-                    items, dead = self.decode(records, model)
+                    items, dead = self.decode(records, model, max_bytes)
                     try:
                         outs = await handler(items) if items else []
                         await self.publish([*outs, *dead])

@@ -18,7 +18,7 @@ from distillery.service import make_app, make_bus
 from distillery.settings import ServiceSettings, load_settings
 from distillery.spec import load_spec
 from distillery_evaluator import __version__
-from distillery_evaluator.logic import report_markdown, roi, score, teacher_outputs
+from distillery_evaluator.logic import report_markdown, roi, score, teacher_outputs, write_outputs
 from distillery_evaluator.students import plot_scores, student_outputs
 
 ACCURACY = Gauge("distillery_evaluator_accuracy", "Held-out accuracy", ["unit", "subject"])
@@ -55,6 +55,9 @@ def build():
         outputs = teacher_outputs(list(verdicts.values()))
         outputs += await asyncio.to_thread(student_outputs, trained, recipe, spec, eval_tasks, settings.device)
         scores = score(outputs, spec)
+        out_dir = Path(trained.artifact_dir) / "evaluation"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_outputs(outputs, spec, out_dir / "outputs.jsonl")
         train_candidates = [jc for v in verdicts.values() if v.task.split == "train" for jc in v.candidates]
         offline = {
             "teacher_generation": sum(jc.cost_usd for jc in train_candidates),
@@ -63,8 +66,6 @@ def build():
         }
         ledger = roi(scores, offline, spec)
         overlap = len(set(trained.manifest.get("task_ids", [])) & {t.task_id for t in eval_tasks})
-        out_dir = Path(trained.artifact_dir) / "evaluation"
-        out_dir.mkdir(parents=True, exist_ok=True)
         plots = [plot_scores(scores, out_dir / "accuracy.png")]
         (out_dir / "report.md").write_text(report_markdown(trained.student, trained.student_id, scores, ledger, overlap, plots))
         (out_dir / "scores.json").write_text(json.dumps([s.model_dump() for s in scores], indent=2))

@@ -43,6 +43,16 @@ def is_correct(output: Output, spec: CapabilitySpec) -> bool:
     return bool(check_reference(output.task, output.text, unit.rules.reference).correct)
 
 
+def write_outputs(outputs: list[Output], spec: CapabilitySpec, path) -> None:
+    """Every scored answer, so a reader can see *why* a subject scored what it did."""
+    import json
+
+    rows = [json.dumps({"task_id": o.task.task_id, "unit": o.task.unit, "subject": o.subject,
+                        "correct": is_correct(o, spec), "text": o.text}, ensure_ascii=False)
+            for o in sorted(outputs, key=lambda o: (o.task.unit, o.task.task_id, o.subject))]
+    path.write_text("\n".join(rows) + "\n")
+
+
 def score(outputs: list[Output], spec: CapabilitySpec) -> list[SubjectScore]:
     groups: dict[tuple[str, str], list[Output]] = defaultdict(list)
     for out in outputs:

@@ -26,5 +26,6 @@ def build():
             ROUTED.labels(request.task.unit, request.teacher_id, request.strategy).inc()
         return [Out(bus.topics.generation_requests(r.teacher_id), r) for r in requests]
 
-    bus.subscribe(bus.topics.tasks, TaskSubmitted, bus.per_event(on_task), group_id=settings.group("router"))
+    bus.subscribe(bus.topics.tasks, TaskSubmitted, bus.per_event(on_task), group_id=settings.group("router"),
+                  max_bytes=settings.max_task_bytes)
     return make_app(bus, spec), settings

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.table import Table
 
 from distillery import ids, stack
@@ -28,6 +27,8 @@ from distillery.spec import load_spec
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distillery: teacher-to-student distillation as an event-driven pipeline.")
 console = Console()
+if not console.is_terminal:  # logs and CI: wide enough for the report tables
+    console.width = 120
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
 RUN_DIR = typer.Option(Path(".distillery/run"), "--run-dir", help="Folder of the running pipeline (logs, state, artifacts).")
@@ -168,7 +169,8 @@ def report(run_dir: Path = RUN_DIR) -> None:
 
 
 def _print_report(evaluation) -> None:
-    subjects = sorted({s.subject for s in evaluation.scores}, key=lambda s: (not s.startswith("teacher"), s))
+    order = {"student:before": 1, "student:after": 2}
+    subjects = sorted({s.subject for s in evaluation.scores}, key=lambda s: (order.get(s, 0), s))
     label = {s: s.removeprefix("teacher:").replace("student:", "student ") for s in subjects}
     table = Table("unit", *[label[s] for s in subjects], title=f"held-out accuracy per capability unit ({evaluation.student_id})")
     by = {(s.unit, s.subject): s for s in evaluation.scores}
@@ -176,12 +178,13 @@ def _print_report(evaluation) -> None:
         table.add_row(unit, *[f"{by[(unit, s)].accuracy:.2f} (n={by[(unit, s)].n})" if (unit, s) in by else "-"
                               for s in subjects])
     console.print(table)
-    costs = Table("subject", "latency s/request", "cost USD/request", title="latency and cost")
+    costs = Table("subject", "latency s/request", "cost USD/request", "output tokens", title="latency and cost")
     for subject in subjects:
         rows = [s for s in evaluation.scores if s.subject == subject]
         n = sum(r.n for r in rows)
         costs.add_row(label[subject], f"{sum(r.mean_latency_s * r.n for r in rows) / n:.3f}",
-                      f"{sum(r.cost_per_request_usd * r.n for r in rows) / n:.6f}")
+                      f"{sum(r.cost_per_request_usd * r.n for r in rows) / n:.6f}",
+                      f"{sum(r.mean_output_tokens * r.n for r in rows) / n:.1f}")
     console.print(costs)
     roi = Table("ROI ledger", "value")
     for key, value in evaluation.roi.items():
@@ -211,9 +214,6 @@ def demo(
         _wait_trained(state, "tiny", before=0)
         evaluation = _wait_evaluation(state)
         _print_report(evaluation)
-        report_md = Path(evaluation.report_path)
-        if report_md.is_file():
-            console.print(Markdown(report_md.read_text().split("## ROI")[0]))
         console.print(f"demo finished in {time.monotonic() - started:.0f}s")
     finally:
         if not keep:
