@@ -20,7 +20,7 @@ from tests.waiting import events, wait_for
 
 def test_judge_sigkill_mid_stream_loses_nothing_and_doubles_nothing(tmp_path, kafka_bootstrap, topic_prefix, settings):
     # beta replays at its recorded pace, so the judge always holds tasks waiting for beta's candidate.
-    spec_path, workload = replay_spec(tmp_path, per_unit=40, eval_per_unit=2, beta_latency_s=0.04, beta_paced=True)
+    spec_path, workload = replay_spec(tmp_path, per_unit=40, eval_per_unit=2, beta_latency_s=0.1, beta_paced=True)
     state = stack.start(spec_path, tmp_path / "run", topic_prefix, bootstrap=kafka_bootstrap)
     try:
         stack.wait_ready(state, timeout_s=120)
@@ -30,12 +30,12 @@ def test_judge_sigkill_mid_stream_loses_nothing_and_doubles_nothing(tmp_path, ka
 
         n = len(workload)
         judge = state.process("judge")
-        wait_for(lambda: events(settings, settings.topics.verdicts, CandidatesJudged),
-                 lambda v: n // 5 <= len(v), timeout_s=120, every_s=0.2)
-        open_tasks = wait_for(lambda: _open_tasks(judge.port), lambda o: o > 0, timeout_s=30, every_s=0.05)
+        # kill once the judge has published some verdicts and holds tasks still waiting for beta
+        wait_for(lambda: (len(events(settings, settings.topics.verdicts, CandidatesJudged)), _open_tasks(judge.port)),
+                 lambda seen: seen[0] >= 5 and seen[1] > 0, timeout_s=120, every_s=0.1)
         os.kill(judge.pid, signal.SIGKILL)
         verdicts_at_kill = len(events(settings, settings.topics.verdicts, CandidatesJudged))
-        assert verdicts_at_kill < n and open_tasks > 0, "the kill must land mid-stream, with tasks open"
+        assert verdicts_at_kill < n, "the kill must land mid-stream"
         time.sleep(1)
         restarted = stack.start_process("judge", judge.module, judge.env, tmp_path / "run")
         state.processes = [p if p.name != "judge" else restarted for p in state.processes]

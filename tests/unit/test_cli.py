@@ -15,18 +15,12 @@ import pytest
 
 from distillery import ids
 from distillery.cli.submit import parse_tasks
-from distillery.spec import load_spec
 from distillery.workload import build_workload
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "examples" / "spec.yaml"
 MAX = 1024 * 1024
 COMMANDS = ("up", "submit", "status", "train", "report", "down", "demo")
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return load_spec(SPEC_PATH)
 
 
 @pytest.fixture(scope="module")

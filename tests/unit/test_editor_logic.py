@@ -9,7 +9,6 @@ import pytest
 
 from distillery import ids
 from distillery.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, ToolCall, Trace
-from distillery.spec import load_spec
 from distillery.workload import build_workload
 from distillery_editor.logic import MAX_RATIONALE_LINES, REFUSAL, Deduper, compress_steps, curate
 
@@ -17,11 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 JUDGE_VERSION = "rules-v1-0123456789"
 SOURCE = SourceOffset(topic="distill.verdicts.v1", partition=1, offset=17)
 MATH_TEXT = "Sure! Let me help.\n194 * 490 = 95060\n194 * 150 = 29100\n95060 - 29100 = 65960\n#### 65960"
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return load_spec(ROOT / "examples" / "spec.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -10,34 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from distillery import ids
 from distillery.events import CandidateGenerated, JudgedCandidate, SourceOffset, Task, Trace, Usage
 from distillery.spec import Rules, load_spec, parse_spec
-from distillery.workload import build_workload
 from distillery_judge.logic import judge_candidate, judge_task, judge_version, rank, rule_floor
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "examples" / "spec.yaml"
-
-
-@pytest.fixture(scope="module")
-def spec_data() -> dict:
-    return yaml.safe_load(SPEC_PATH.read_text())
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return load_spec(SPEC_PATH)
-
-
-@pytest.fixture(scope="module")
-def tasks() -> dict[str, Task]:
-    out: dict[str, Task] = {}
-    for line in build_workload(2, 1):
-        out.setdefault(line["unit"], Task.model_validate(line))
-    return out
 
 
 def candidate(task: Task, text: str, teacher: str = "smollm2", **fields) -> CandidateGenerated:

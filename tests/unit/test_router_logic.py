@@ -6,38 +6,17 @@ import copy
 from pathlib import Path
 
 import pytest
-import yaml
 
 from distillery import ids
 from distillery.bus import Rejected
 from distillery.events import Task, TaskSubmitted, Trace
 from distillery.settings import ConfigError
-from distillery.spec import load_spec, parse_spec
-from distillery.workload import build_workload
+from distillery.spec import parse_spec
 from distillery_router.logic import route
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "examples" / "spec.yaml"
 PRODUCED_BY = "router@test"
-
-
-@pytest.fixture(scope="module")
-def spec_data() -> dict:
-    return yaml.safe_load(SPEC_PATH.read_text())
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return load_spec(SPEC_PATH)
-
-
-@pytest.fixture(scope="module")
-def tasks() -> dict[str, Task]:
-    """The first train task of each unit of the real workload."""
-    out: dict[str, Task] = {}
-    for line in build_workload(2, 1):
-        out.setdefault(line["unit"], Task.model_validate(line))
-    return out
 
 
 def submitted(task: Task) -> TaskSubmitted:

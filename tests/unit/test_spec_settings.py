@@ -16,11 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "examples" / "spec.yaml"
 
 
-@pytest.fixture(scope="module")
-def spec_data() -> dict:
-    return yaml.safe_load(SPEC_PATH.read_text())
-
-
 @pytest.fixture
 def data(spec_data) -> dict:
     return copy.deepcopy(spec_data)

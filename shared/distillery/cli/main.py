@@ -21,7 +21,7 @@ from distillery.cli import pipeline
 from distillery.cli.submit import parse_tasks
 from distillery.events import TrainingRequested
 from distillery.kafka import produce_all
-from distillery.settings import ConfigError, ServiceSettings
+from distillery.settings import ConfigError
 from distillery.spec import load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
