@@ -240,6 +240,11 @@ class SubjectScore(Model):
     mean_output_tokens: float
 
 
+def subject_order(subject: str) -> tuple[int, str]:
+    """How reports list subjects: teachers first, then the student before and after training."""
+    return ({"student:before": 1, "student:after": 2}.get(subject, 0), subject)
+
+
 class EvaluationCompleted(Event):
     id_field: ClassVar[str] = "evaluation_id"
     evaluation_id: str

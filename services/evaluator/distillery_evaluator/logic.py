@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from statistics import mean
 
-from distillery.events import CandidatesJudged, SubjectScore, Task
+from distillery.events import CandidatesJudged, SubjectScore, Task, subject_order
 from distillery.scoring import check_reference
 from distillery.spec import CapabilitySpec
 
@@ -116,7 +116,7 @@ def roi(scores: list[SubjectScore], offline_cost_usd: dict[str, float], spec: Ca
 def report_markdown(student: str, student_id: str, scores: list[SubjectScore], ledger: dict[str, float],
                     heldout_overlap: int, plots: list[str]) -> str:
     units = sorted({s.unit for s in scores})
-    subjects = sorted({s.subject for s in scores}, key=_subject_order)
+    subjects = sorted({s.subject for s in scores}, key=subject_order)
     lines = [
         f"# Distillery evaluation: student `{student}` ({student_id})", "",
         "Accuracy on held-out tasks per capability unit (n tasks); the same reference checks as the judge.", "",
@@ -140,8 +140,3 @@ def report_markdown(student: str, student_id: str, scores: list[SubjectScore], l
     lines += ["", f"Held-out check: {heldout_overlap} evaluation tasks appear in the training manifest (must be 0)."]
     lines += [f"\n![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
-
-
-def _subject_order(subject: str) -> tuple[int, str]:
-    order = {"teacher": 0, "student:before": 1, "student:after": 2}
-    return (order.get(subject.split(":")[0] if subject.startswith("teacher") else subject, 3), subject)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from distillery.events import StudentTrained, SubjectScore, Task
 from distillery.spec import CapabilitySpec, StudentSpec
+from distillery.events import subject_order
 from distillery_evaluator.logic import Output
 
 
@@ -47,7 +48,7 @@ def plot_scores(scores: list[SubjectScore], path: Path) -> str:
     import matplotlib.pyplot as plt
 
     units = sorted({s.unit for s in scores})
-    subjects = sorted({s.subject for s in scores})
+    subjects = sorted({s.subject for s in scores}, key=subject_order)
     width = 0.8 / max(1, len(subjects))
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for i, subject in enumerate(subjects):

@@ -19,7 +19,7 @@ from rich.table import Table
 from distillery import ids, stack
 from distillery.cli import pipeline
 from distillery.cli.submit import parse_tasks
-from distillery.events import TrainingRequested
+from distillery.events import TrainingRequested, subject_order
 from distillery.kafka import produce_all
 from distillery.settings import ConfigError
 from distillery.spec import load_spec
@@ -169,8 +169,7 @@ def report(run_dir: Path = RUN_DIR) -> None:
 
 
 def _print_report(evaluation) -> None:
-    order = {"student:before": 1, "student:after": 2}
-    subjects = sorted({s.subject for s in evaluation.scores}, key=lambda s: (order.get(s, 0), s))
+    subjects = sorted({s.subject for s in evaluation.scores}, key=subject_order)
     label = {s: s.removeprefix("teacher:").replace("student:", "student ") for s in subjects}
     table = Table("unit", *[label[s] for s in subjects], title=f"held-out accuracy per capability unit ({evaluation.student_id})")
     by = {(s.unit, s.subject): s for s in evaluation.scores}
