@@ -21,6 +21,7 @@ from distillery.settings import ConfigError
 from distillery.spec import load_spec
 
 SERVICES = ("router", "judge", "editor", "trainer", "evaluator")
+PER_PROCESS = {"DISTILLERY_HTTP_PORT", "DISTILLERY_TEACHER_ID", "DISTILLERY_CONSUMER_GROUP", "DISTILLERY_TORCH_THREADS"}
 
 
 @dataclass
@@ -59,7 +60,9 @@ class StackState:
 
 
 def service_env(bootstrap: str, prefix: str, spec_path: Path, run_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
+    # The user's DISTILLERY_* settings (device, model cache, batch sizes...) reach every service;
+    # the per-process ones are set per process below and by start_process.
+    env = {k: v for k, v in os.environ.items() if k not in PER_PROCESS}
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         DISTILLERY_TOPIC_PREFIX=prefix,
