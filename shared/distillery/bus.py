@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from distillery import ids
 from distillery.events import Event, EventDeadLettered, Trace, parse_event
+from distillery.kafka import client_kwargs
 from distillery.settings import ServiceSettings
 
 log = logging.getLogger("distillery.bus")
@@ -86,11 +87,10 @@ class Bus:
     # -- outputs -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Outputs go through one plain aiokafka producer: batches are sent without awaiting
-        each acknowledgement, then awaited together (FastStream's per-message publish path
-        costs about three times as much per event; its middleware still measures consumption)."""
-        from distillery.kafka import client_kwargs
-
+        """Outputs go through one plain aiokafka producer: a batch is sent without awaiting
+        each acknowledgement, then awaited together. FastStream's per-message publish path
+        cost as much as the rest of a hop (docs/benchmarks.md); its middleware still
+        measures consumption."""
         self.producer = AIOKafkaProducer(acks="all", linger_ms=5, **client_kwargs(self.settings))
         await self.producer.start()
 
