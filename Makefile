@@ -43,3 +43,9 @@ down:
 
 clean:
 	rm -rf $(VENV) .distillery
+
+# Python protobuf/gRPC modules for proto/distill/v1 into shared/distillery/grpc_gen (committed;
+# tests/unit/test_grpc_generated.py fails when they are stale). See distillery/grpc_gen/generate.py.
+.PHONY: proto
+proto: install
+	$(PY) -m distillery.grpc_gen.generate

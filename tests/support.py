@@ -44,7 +44,8 @@ def flawed_answer(task: dict, index: int) -> str:
 
 
 def replay_spec(tmp_path: Path, per_unit: int = 4, eval_per_unit: int = 2, timeout_s: float = 60,
-                beta_latency_s: float = 0.01, beta_paced: bool = False) -> tuple[Path, list[dict]]:
+                beta_latency_s: float = 0.01, beta_paced: bool = False,
+                boundary_attempts: int = 1) -> tuple[Path, list[dict]]:
     """A copy of the example spec whose teachers are replays of derived answers."""
     workload = build_workload(per_unit, eval_per_unit)
     rows = []
@@ -64,6 +65,7 @@ def replay_spec(tmp_path: Path, per_unit: int = 4, eval_per_unit: int = 2, timeo
     for name, unit in spec["units"].items():
         unit["routing"] = {"strategy": "competition", "teachers": ["alpha", "beta"]} if name != "tool_boundary" \
             else {"strategy": "single", "teachers": ["beta"]}
+    spec["units"]["tool_boundary"]["max_attempts"] = boundary_attempts
     spec["judge"]["aggregation_timeout_s"] = timeout_s
     spec["students"]["tiny"].update(epochs=2, hidden_size=32, layers=1, max_new_tokens=16, max_seq_len=320)
     path = tmp_path / "spec.yaml"

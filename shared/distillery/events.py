@@ -75,6 +75,42 @@ class Usage(Model):
     completion_tokens: int = 0
 
 
+class TrajectoryStep(Model):
+    """One act-observe step of a tool trajectory: the call, and what came back (or went wrong)."""
+
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    observation: str = ""
+    error: str | None = None
+
+
+class ChainStep(Model):
+    """One finished step of a role chain: who answered in which role, and what."""
+
+    role: str
+    teacher_id: str
+    candidate_id: str
+    text: str
+    cost_usd: float = 0.0
+
+
+class Chain(Model):
+    """Where a request or candidate stands in a role chain (retrieval -> reasoning -> rewriting)."""
+
+    roles: list[str]
+    teachers: list[str]
+    step: int
+    prior: list[ChainStep] = Field(default_factory=list)
+
+    @property
+    def role(self) -> str:
+        return self.roles[self.step]
+
+    @property
+    def is_final(self) -> bool:
+        return self.step == len(self.teachers) - 1
+
+
 class Trace(Model):
     task_id: str | None = None
     causation_id: str | None = None
@@ -126,6 +162,10 @@ class GenerationRequested(Event):
     expected_candidates: int
     attempt: int = 1
     max_new_tokens: int
+    route_rule: str | None = None
+    route_score: float | None = None
+    chain: Chain | None = None
+    feedback: str | None = None  # why the previous attempt was rejected (regeneration)
 
 
 class CandidateGenerated(Event):
@@ -144,6 +184,9 @@ class CandidateGenerated(Event):
     finish_reason: str = "stop"
     confidence: float | None = None
     error: str | None = None
+    chain: Chain | None = None
+    attempt: int = 1
+    trajectory: list[TrajectoryStep] = Field(default_factory=list)
 
 
 class JudgedCandidate(Model):
@@ -161,6 +204,8 @@ class JudgedCandidate(Model):
     latency_s: float = 0.0
     cost_usd: float = 0.0
     source: SourceOffset | None = None
+    chain_steps: list[ChainStep] = Field(default_factory=list)
+    trajectory: list[TrajectoryStep] = Field(default_factory=list)
 
 
 class CandidatesJudged(Event):
@@ -170,6 +215,19 @@ class CandidatesJudged(Event):
     judge_version: str
     candidates: list[JudgedCandidate]
     missing_candidates: int = 0
+    attempt: int = 1
+
+
+class RegenerationRequested(Event):
+    """The judge asks the router for another, bounded attempt, with the reasons as feedback."""
+
+    id_field: ClassVar[str] = "regeneration_id"
+    regeneration_id: str
+    task: Task
+    attempt: int
+    teachers: list[str]
+    feedback: str
+    verdict_id: str
 
 
 class Provenance(Model):

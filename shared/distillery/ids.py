@@ -38,8 +38,15 @@ def candidate_id_for(request_id: str) -> str:
     return content_id("cand", request_id)
 
 
-def verdict_id_for(task_id: str, judge_version: str) -> str:
-    return content_id("verdict", task_id, judge_version)
+def verdict_id_for(task_id: str, judge_version: str, attempt: int = 1) -> str:
+    if attempt == 1:  # first attempts keep the id they always had
+        return content_id("verdict", task_id, judge_version)
+    return content_id("verdict", task_id, judge_version, attempt)
+
+
+def round_key(task_id: str, attempt: int = 1) -> str:
+    """What the judge aggregates on: a task's candidates of one attempt."""
+    return task_id if attempt == 1 else f"{task_id}#{attempt}"
 
 
 def sample_id_for(candidate_id: str, judge_version: str, pathway: str) -> str:

@@ -3,7 +3,7 @@ so the student is evaluated on exactly the prompt form it was trained on."""
 
 from __future__ import annotations
 
-from distillery.events import Task, ToolSpec
+from distillery.events import Chain, Task, ToolSpec
 from distillery.spec import UnitSpec
 
 
@@ -20,6 +20,22 @@ def system_prompt(unit: UnitSpec, task: Task, compact: bool = False) -> str:
     if task.tools:
         parts.append("Functions:\n" + "\n".join(signature(t, with_docs=not compact) for t in task.tools))
     return "\n\n".join(parts)
+
+
+def teacher_messages(unit: UnitSpec, task: Task, chain: Chain | None = None, feedback: str | None = None) -> tuple[str, str]:
+    """(system, user) for a teacher request. A retry carries the judge's feedback; a chain
+    step adds its role and every earlier step's output."""
+    system, user = system_prompt(unit, task), task.prompt
+    if feedback:
+        user = f"{user}\n\n{feedback}. Answer again, following the instructions exactly."
+    if chain is None:
+        return system, user
+    instruction = unit.routing.role_prompts.get(chain.role, f"Your role in this pipeline: {chain.role}.")
+    system = f"{system}\n\n{instruction}".strip()
+    if chain.prior:
+        earlier = "\n\n".join(f"[{step.role}]\n{step.text.strip()}" for step in chain.prior)
+        user = f"{user}\n\nEarlier steps:\n{earlier}"
+    return system, user
 
 
 def signature(tool: ToolSpec, with_docs: bool = True) -> str:

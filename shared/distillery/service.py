@@ -49,8 +49,13 @@ def make_app(
     on_startup: list[Callable[[], Awaitable[None]]] | None = None,
     on_shutdown: list[Callable[[], Awaitable[None]]] | None = None,
     teacher_ids: list[str] | None = None,
+    ready_check: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsgiFastStream:
-    """The ASGI app: the broker's subscribers plus /metrics and the health endpoints."""
+    """The ASGI app: the broker's subscribers plus /metrics and the health endpoints.
+
+    ``/health/ready`` answers 204 while the broker answers a ping and, if given, ``ready_check``
+    returns True (a teacher's model server, say); 503 otherwise, with which of the two failed.
+    """
 
     async def create_topics() -> None:
         ids = teacher_ids if teacher_ids is not None else (list(spec.teachers) if spec else [])
@@ -61,11 +66,27 @@ def make_app(
         asgi_routes=[
             ("/metrics", make_asgi_app(REGISTRY)),
             ("/health/live", live),
-            ("/health/ready", make_ping_asgi(bus.broker, timeout=5.0)),
+            ("/health/ready", _readiness(bus, ready_check)),
         ],
         on_startup=[create_topics, bus.start, *(on_startup or [])],
         after_shutdown=[*(on_shutdown or []), bus.stop],
     )
+
+
+def _readiness(bus: Bus, ready_check: Callable[[], Awaitable[bool]] | None) -> Any:
+    """The readiness endpoint: the broker ping, AND-ed with the service's own check if it has one."""
+    if ready_check is None:
+        return make_ping_asgi(bus.broker, timeout=5.0)
+
+    @get
+    async def ready(scope: Any) -> AsgiResponse:  # noqa: ARG001
+        if not await bus.broker.ping(5.0):
+            return AsgiResponse(b"broker not reachable", 503)
+        if not await ready_check():
+            return AsgiResponse(b"backend not ready", 503)
+        return AsgiResponse(b"", 204)
+
+    return ready
 
 
 def serve(service: str, build: Callable[[], tuple[AsgiFastStream, ServiceSettings]]) -> None:

@@ -38,32 +38,76 @@ class Price(SpecModel):
 
 
 class TeacherSpec(SpecModel):
-    backend: Literal["transformers", "replay"] = "transformers"
+    backend: Literal["transformers", "replay", "openai"] = "transformers"
+    # transformers: a registry name (distillery.ml.models); openai: the server's model name
     model: str = "smollm2-135m-instruct"
     replay_path: str | None = None
     replay_pace: bool = False  # replay sleeps each recording's latency, like the real teacher did
+    # openai backend: any OpenAI-compatible chat-completions server (vLLM, llama.cpp, hosted APIs)
+    base_url: str | None = None
+    api_key_env: str | None = None  # name of the environment variable holding the key, never the key
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    json_output: bool = False  # ask for JSON (response_format) where the server supports it
     max_new_tokens: int = Field(default=128, ge=1, le=4096)
     batch_size: int = Field(default=8, ge=1, le=256)
     temperature: float = Field(default=0.0, ge=0)
     price: Price = Field(default_factory=Price)
 
-
     @model_validator(mode="after")
-    def _replay_has_path(self) -> TeacherSpec:
+    def _backend_has_its_settings(self) -> TeacherSpec:
         if self.backend == "replay" and not self.replay_path:
             raise ValueError("backend 'replay' needs replay_path")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url")
         return self
 
 
+class ExpertRule(SpecModel):
+    """Routes a task to ``teacher`` when every condition given matches (experts strategy)."""
+
+    teacher: str
+    risk: Literal["low", "medium", "high"] | None = None
+    difficulty: str | None = None
+    scenario: str | None = None
+    has_tools: bool | None = None
+    prompt_matches: str | None = None  # a regular expression searched in the prompt
+
+    @property
+    def name(self) -> str:
+        conds = [f"{k}={v}" for k, v in self.model_dump(exclude={"teacher"}, exclude_none=True).items()]
+        return " and ".join(conds) or "always"
+
+
 class Routing(SpecModel):
-    strategy: Literal["single", "competition"] = "single"
-    teachers: list[str] = Field(min_length=1)
+    """Who answers a unit's tasks.
+
+    single: one teacher. competition: every listed teacher, in parallel.
+    experts: the first matching rule picks the teacher; else ``default``; else the DLQ.
+    chain: the listed teachers in order, each step's output the next step's input
+    (``roles`` names the steps). value: the teacher with the best learned acceptance
+    per cost, sampled (Thompson) so the others keep being explored.
+    """
+
+    strategy: Literal["single", "competition", "experts", "chain", "value"] = "single"
+    teachers: list[str] = Field(default_factory=list)
+    rules: list[ExpertRule] = Field(default_factory=list)
+    default: str | None = None
+    roles: list[str] = Field(default_factory=list)
+    role_prompts: dict[str, str] = Field(default_factory=dict)  # chain: instruction per role name
     max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
 
     @model_validator(mode="after")
-    def _single_has_one(self) -> Routing:
+    def _strategy_is_complete(self) -> Routing:
         if self.strategy == "single" and len(self.teachers) != 1:
             raise ValueError("strategy 'single' takes exactly one teacher")
+        if self.strategy in ("competition", "value", "chain") and not self.teachers:
+            raise ValueError(f"strategy '{self.strategy}' needs teachers")
+        if self.strategy == "experts" and not self.rules:
+            raise ValueError("strategy 'experts' needs rules")
+        if self.strategy == "chain" and self.roles and len(self.roles) != len(self.teachers):
+            raise ValueError("strategy 'chain' needs one role per teacher")
         return self
 
     @field_validator("teachers")
@@ -72,6 +116,11 @@ class Routing(SpecModel):
         if len(set(teachers)) != len(teachers):
             raise ValueError("a teacher is listed twice (the judge would wait for a candidate that never comes)")
         return teachers
+
+    def all_teachers(self) -> list[str]:
+        """Every teacher this routing may send to (for validation and topic creation)."""
+        named = [*self.teachers, *(r.teacher for r in self.rules), *([self.default] if self.default else [])]
+        return list(dict.fromkeys(named))
 
 
 class Rules(SpecModel):
@@ -83,6 +132,7 @@ class Rules(SpecModel):
     required_fields: list[str] = Field(default_factory=list)
     forbidden_patterns: list[str] = Field(default_factory=list)
     reference: Literal["none", "final_answer", "tool_call"] = "none"
+    require_tool_use: bool = False  # tool trajectories: at least one tool call must have succeeded
 
 
 class UnitSpec(SpecModel):
@@ -91,12 +141,36 @@ class UnitSpec(SpecModel):
     may: list[str] = Field(default_factory=list)
     must_not: list[str] = Field(default_factory=list)
     output_form: Literal["text", "final_answer", "tool_call"] = "text"
-    pathways: list[Literal["answer", "process"]] = Field(default_factory=lambda: ["answer"], min_length=1)
+    pathways: list[Literal["answer", "process", "tool_trajectory"]] = Field(default_factory=lambda: ["answer"], min_length=1)
+    # tool_trajectory units: the registry tools (distillery.tools) teachers may call, and the loop's bounds
+    tools: list[str] = Field(default_factory=list)
+    max_tool_steps: int = Field(default=4, ge=1, le=16)
+    tool_timeout_s: float = Field(default=2.0, gt=0, le=60)
     risk: Literal["low", "medium", "high"] = "low"
+    # high risk: what must back a `train` verdict besides the rule floor. rules_and_judge: a
+    # reference match too (no reference -> review); review: a human always looks first.
+    second_check: Literal["rules_and_judge", "review"] = "rules_and_judge"
+    # attempts per task: above 1, a task none of whose candidates was accepted is asked again
+    # (same teachers, the judge's reasons as feedback), up to this many times in all
+    max_attempts: int = Field(default=1, ge=1, le=5)
     routing: Routing
     rules: Rules = Field(default_factory=Rules)
     system_prompt: str = ""
     eval_metric: Literal["exact_match", "tool_call_accuracy", "refusal_correctness"] = "exact_match"
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_are_registered(cls, tools: list[str]) -> list[str]:
+        from distillery.tools import REGISTRY
+
+        unknown = [t for t in tools if t not in REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown tool(s) {unknown}; the registry has {sorted(REGISTRY)}")
+        return tools
+
+    @property
+    def uses_tools(self) -> bool:
+        return "tool_trajectory" in self.pathways
 
 
 class JudgeSpec(SpecModel):
@@ -147,7 +221,7 @@ class CapabilitySpec(SpecModel):
     @model_validator(mode="after")
     def _references_resolve(self) -> CapabilitySpec:
         for name, unit in self.units.items():
-            for teacher in unit.routing.teachers:
+            for teacher in unit.routing.all_teachers():
                 if teacher not in self.teachers:
                     raise ValueError(f"unit '{name}': field 'routing.teachers': unknown teacher '{teacher}'")
         for name, student in self.students.items():

@@ -11,6 +11,7 @@ PARTITIONS = {
     "generation.requests": 4,
     "candidates": 4,
     "verdicts": 4,
+    "regeneration": 4,
     "samples": 4,
     "training.requests": 1,
     "students": 1,
@@ -44,6 +45,10 @@ class Topics:
         return self._name("verdicts")
 
     @property
+    def regeneration(self) -> str:
+        return self._name("regeneration")
+
+    @property
     def samples(self) -> str:
         return self._name("samples")
 
@@ -69,6 +74,7 @@ class Topics:
             self.tasks: PARTITIONS["tasks"],
             self.candidates: PARTITIONS["candidates"],
             self.verdicts: PARTITIONS["verdicts"],
+            self.regeneration: PARTITIONS["regeneration"],
             self.samples: PARTITIONS["samples"],
             self.training_requests: PARTITIONS["training.requests"],
             self.students: PARTITIONS["students"],

@@ -171,7 +171,46 @@ def _math_items() -> list[dict[str, Any]]:
     return items
 
 
-_POOLS = {"tool_call": _tool_call_items, "tool_boundary": _tool_boundary_items, "math_steps": _math_items}
+def _tool_use_items() -> list[dict[str, Any]]:
+    """Questions that need the registry's tools (unit conversion, calculator, knowledge-base lookup).
+
+    Generated, not shipped: the answers are computed with the same tool functions the teachers
+    call, so the reference is exact. Illustrative rather than a benchmark.
+    """
+    from distillery.tools import calculator, convert_units, lookup
+
+    items = []
+    conversions = [("kilometres", "metres", "km", "m"), ("hours", "seconds", "hour", "s"),
+                   ("kilograms", "grams", "kg", "g"), ("minutes", "seconds", "minute", "s")]
+    for i in range(1, 31):
+        words_from, words_to, src, dst = conversions[i % len(conversions)]
+        value = i * 1.5 if i % 2 else i
+        items.append(_tool_item(f"Convert {value:g} {words_from} to {words_to}.",
+                                convert_units(value, src, dst), "conversion"))
+    for i in range(1, 31):
+        a, b, c = 7 * i + 3, 11 * i % 17 + 2, i % 5 + 2
+        items.append(_tool_item(f"What is ({a} + {b}) * {c}?", calculator(f"({a} + {b}) * {c}"), "arithmetic"))
+    facts = [("marathon", "How many kilometres are two marathons?", "2 * 42.195"),
+             ("olympic pool", "How many metres do you swim in 8 lengths of an Olympic pool?", "8 * 50"),
+             ("mount everest", "How many metres higher than 8000 m is Mount Everest?", "8849 - 8000"),
+             ("days in a leap year", "How many hours are in a leap year?", "366 * 24"),
+             ("football pitch", "How many metres are 3 lengths of a FIFA football pitch?", "3 * 105"),
+             ("earth moon distance", "How many kilometres is a round trip from the Earth to the Moon?", "2 * 384400")]
+    for topic, question, expression in facts:
+        assert lookup(topic)  # the fact the question needs is in the knowledge base
+        items.append(_tool_item(question, calculator(expression), "lookup"))
+    return items
+
+
+def _tool_item(prompt: str, answer: float, scenario: str) -> dict[str, Any]:
+    return {"unit": "tool_use", "prompt": prompt, "tools": [],
+            "reference": {"answer": normalize_answer(f"{answer:g}" if isinstance(answer, float) else str(answer))},
+            "metadata": {"source": f"generated:{scenario}", "difficulty": "easy" if scenario != "lookup" else "medium",
+                         "scenario": scenario, "steps": "1" if scenario != "lookup" else "2"}}
+
+
+_POOLS = {"tool_call": _tool_call_items, "tool_boundary": _tool_boundary_items, "math_steps": _math_items,
+          "tool_use": _tool_use_items}
 
 
 def _line(item: dict[str, Any], split: str) -> dict[str, Any]:

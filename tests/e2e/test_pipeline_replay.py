@@ -14,7 +14,7 @@ import pytest
 from distillery import stack
 from distillery.cli.submit import parse_tasks
 from distillery.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, EventDeadLettered,
-                               SampleCurated, StudentTrained, TrainingRequested)
+                               GenerationRequested, SampleCurated, StudentTrained, TrainingRequested)
 from distillery.kafka import produce_all
 from distillery.spec import load_spec
 from tests.support import replay_spec
@@ -23,7 +23,7 @@ from tests.waiting import events, wait_for
 
 @pytest.fixture
 def pipeline(tmp_path, kafka_bootstrap, topic_prefix):
-    spec_path, workload = replay_spec(tmp_path)
+    spec_path, workload = replay_spec(tmp_path, boundary_attempts=2)
     state = stack.start(spec_path, tmp_path / "run", topic_prefix, bootstrap=kafka_bootstrap)
     try:
         stack.wait_ready(state, timeout_s=120)
@@ -42,9 +42,10 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
     items.append((settings.topics.tasks, "poison", b'{"not": "a task"}'))
     asyncio.run(produce_all(settings, items))
 
-    verdicts = wait_for(lambda: events(settings, settings.topics.verdicts, CandidatesJudged),
-                        lambda v: len({x.task.task_id for x in v}) == len(workload), timeout_s=120)
-    assert len(verdicts) == len(workload), "exactly one verdict per task"
+    every = wait_for(lambda: events(settings, settings.topics.verdicts, CandidatesJudged),
+                     lambda v: len({x.task.task_id for x in v}) == len(workload), timeout_s=120)
+    verdicts = [v for v in every if v.attempt == 1]
+    assert len(verdicts) == len(workload), "exactly one first verdict per task"
     pools = {}
     for verdict in verdicts:
         for jc in verdict.candidates:
@@ -56,8 +57,18 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
     for task, jc in pools["failure"]:
         assert jc.teacher_id == "beta" and "broken_output" in jc.reasons
     candidates = events(settings, settings.topics.candidates, CandidateGenerated)
-    assert len({c.candidate_id for c in candidates}) == sum(len(v.candidates) for v in verdicts)
+    assert len({c.candidate_id for c in candidates if c.attempt == 1}) == sum(len(v.candidates) for v in verdicts)
     assert all(c.cost_usd > 0 and c.usage.completion_tokens == 20 for c in candidates)
+
+    # bounded regeneration: beta's rejected boundary answers (train split) get exactly one more attempt
+    rejected = {v.task.task_id for v in verdicts if v.task.unit == "tool_boundary" and v.task.split == "train"
+                and not any(jc.pool in ("train", "refusal") for jc in v.candidates)}
+    assert rejected
+    retries = wait_for(lambda: [v for v in events(settings, settings.topics.verdicts, CandidatesJudged) if v.attempt > 1],
+                       lambda r: len(r) >= len(rejected), timeout_s=60)
+    assert sorted(v.task.task_id for v in retries) == sorted(rejected) and {v.attempt for v in retries} == {2}
+    retried = [r for r in events(settings, settings.topics.generation_requests("beta"), GenerationRequested) if r.attempt == 2]
+    assert len(retried) == len(rejected) and all("rejected" in r.feedback for r in retried)
 
     dlq = wait_for(lambda: events(settings, settings.topics.dlq, EventDeadLettered), lambda d: len(d) >= 1)
     assert any(d.source_topic == settings.topics.tasks and "invalid" in d.error for d in dlq)

@@ -41,7 +41,7 @@ def test_router_routes_and_dead_letters_bad_input(tmp_path, settings):
         spec = load_spec(SPEC)
         ok = new_task("tool_call", "Find the area of a triangle with base 10 and height 5.")
         unknown = new_task("poetry", "Write a haiku.")
-        big = new_task("math_steps", "x" * 5000)
+        big = new_task("math_steps", "x" * 9000)  # over the 4 KiB limit plus the envelope allowance
         items = [(settings.topics.tasks, t.task_id, TaskSubmitted(task_id=t.task_id, task=t, produced_by="test",
                                                                      trace=Trace(task_id=t.task_id)).model_dump_json().encode())
                  for t in (ok, unknown, big)]

@@ -35,7 +35,7 @@ def spec_error(data: object) -> str:
 
 def test_example_spec_loads_and_its_references_resolve() -> None:
     spec = load_spec(SPEC_PATH)
-    assert set(spec.units) == {"tool_call", "tool_boundary", "math_steps"}
+    assert set(spec.units) == {"tool_call", "tool_boundary", "math_steps", "tool_use"}
     for unit in spec.units.values():
         assert set(unit.routing.teachers) <= set(spec.teachers)
     for student in spec.students.values():

@@ -65,6 +65,14 @@ def limits_text(jc: JudgedCandidate, verdict: CandidatesJudged) -> str:
     return f"No declared function fits this request (declared: {names}); call no function and say why."
 
 
+def tool_steps(jc: JudgedCandidate, pathway: str) -> list[dict]:
+    """The tool-trajectory pathway keeps every step (call, arguments, observation, error);
+    other pathways keep the parsed call of a tool-call answer."""
+    if pathway == "tool_trajectory":
+        return [step.model_dump(mode="json") for step in jc.trajectory]
+    return [{"tool": c.name, "arguments": c.arguments} for c in jc.tool_calls or []]
+
+
 def best_per_pool(verdict: CandidatesJudged) -> list[JudgedCandidate]:
     """The top-ranked candidate of each curated pool: one clear target per task and pool."""
     chosen: dict[str, JudgedCandidate] = {}
@@ -86,9 +94,12 @@ def curate(verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec
             final = final_text(jc, unit)
             rationale = compress_steps(jc.text) if pathway == "process" else ""
             limits = limits_text(jc, verdict)
-            tool_names = ",".join(sorted(t.name for t in task.tools))
+            tool_names = ",".join(sorted(t.name for t in task.tools) or unit.tools)
+            steps = tool_steps(jc, pathway)
             if pathway == "process" and not rationale:
                 continue  # nothing to teach beyond the answer pathway
+            if pathway == "tool_trajectory" and not jc.trajectory:
+                continue  # no trajectory to learn from
             samples.append(
                 SampleCurated(
                     sample_id=ids.sample_id_for(jc.candidate_id, verdict.judge_version, pathway),
@@ -99,10 +110,10 @@ def curate(verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec
                     final=final,
                     rationale=rationale,
                     limits=limits,
-                    tool_steps=[{"tool": c.name, "arguments": c.arguments} for c in jc.tool_calls or []],
+                    tool_steps=steps,
                     tools=task.tools,
                     content_hash=ids.normalized_hash(
-                        f"{task.unit}|{pathway}|{tool_names}|{task.prompt}|{final}|{rationale}|{limits}"
+                        f"{task.unit}|{pathway}|{tool_names}|{task.prompt}|{final}|{rationale}|{limits}|{steps}"
                     ),
                     provenance=Provenance(
                         task_id=task.task_id, candidate_id=jc.candidate_id, teacher_id=jc.teacher_id,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from aiokafka import ConsumerRecord, TopicPartition
 
 from distillery.events import CandidateGenerated, SourceOffset, Task
+from distillery.ids import round_key
 
 
 @dataclass
@@ -21,6 +22,7 @@ class OpenTask:
     opened_at: float
     partition: TopicPartition
     first_offset: int
+    attempt: int
     candidates: dict[str, tuple[CandidateGenerated, SourceOffset]] = field(default_factory=dict)
 
     @property
@@ -48,31 +50,31 @@ class Aggregator:
         """Add a candidate; returns the task when its last expected candidate arrived."""
         tp = TopicPartition(record.topic, record.partition)
         self.next_offsets[tp] = max(self.next_offsets.get(tp, 0), record.offset + 1)
-        task_id = cand.task.task_id
-        if task_id in self.judged or task_id in self.in_flight:
+        key = round_key(cand.task.task_id, cand.attempt)  # each attempt of a task is judged on its own
+        if key in self.judged or key in self.in_flight:
             return AddResult(late=True)  # judged already (redelivery, or arrived after the timeout)
-        entry = self.open.get(task_id)
+        entry = self.open.get(key)
         if entry is None:
-            entry = OpenTask(cand.task, cand.expected_candidates, now, tp, record.offset)
-            self.open[task_id] = entry
+            entry = OpenTask(cand.task, cand.expected_candidates, now, tp, record.offset, cand.attempt)
+            self.open[key] = entry
         duplicate = cand.candidate_id in entry.candidates
         if not duplicate:
             entry.expected = max(entry.expected, cand.expected_candidates)
             source = SourceOffset(topic=record.topic, partition=record.partition, offset=record.offset)
             entry.candidates[cand.candidate_id] = (cand, source)
         if entry.complete:
-            return AddResult(ready=self._take(task_id), duplicate=duplicate)
+            return AddResult(ready=self._take(key), duplicate=duplicate)
         return AddResult(duplicate=duplicate)
 
-    def _take(self, task_id: str) -> OpenTask:
-        entry = self.open.pop(task_id)
-        self.in_flight[task_id] = entry
+    def _take(self, key: str) -> OpenTask:
+        entry = self.open.pop(key)
+        self.in_flight[key] = entry
         return entry
 
     def expired(self, now: float) -> list[OpenTask]:
         """Tasks open longer than the timeout; they are judged with what arrived."""
-        due = [t.task.task_id for t in self.open.values() if now - t.opened_at >= self.timeout_s]
-        return [self._take(task_id) for task_id in due]
+        due = [key for key, t in self.open.items() if now - t.opened_at >= self.timeout_s]
+        return [self._take(key) for key in due]
 
     def confirm(self) -> None:
         """The verdicts of the in-flight tasks are durable: they are judged."""
@@ -84,8 +86,8 @@ class Aggregator:
         self.open.update(self.in_flight)
         self.in_flight.clear()
 
-    def mark_judged(self, task_id: str) -> None:
-        self.judged.add(task_id)
+    def mark_judged(self, task_id: str, attempt: int = 1) -> None:
+        self.judged.add(round_key(task_id, attempt))
 
     def commit_limit(self, tp: TopicPartition) -> int | None:
         """The first offset of the oldest task still open on ``tp`` (None: nothing held)."""

@@ -17,13 +17,15 @@ from distillery.settings import ServiceSettings, load_settings
 from distillery.spec import load_spec
 from distillery_judge import __version__
 from distillery_judge.aggregate import Aggregator, OpenTask
-from distillery_judge.logic import judge_task, judge_version
+from distillery_judge.logic import judge_task, judge_version, regeneration_for
 
 VERDICTS = Counter("distillery_judge_candidates_pooled_total", "Candidates per pool", ["unit", "pool"])
 RULE_FAILURES = Counter("distillery_judge_rule_failures_total", "Failed checks", ["unit", "check"])
 OPEN_TASKS = Gauge("distillery_judge_open_tasks", "Tasks waiting for candidates")
 LATE = Counter("distillery_judge_late_candidates_total", "Candidates of tasks already judged")
 GROUP = Info("distillery_judge_group", "Judge version and the consumer group it reads candidates with")
+CHAIN_STEPS = Counter("distillery_judge_chain_steps_skipped_total", "Intermediate chain steps (judged with the final)")
+REGENERATIONS = Counter("distillery_judge_regenerations_total", "Bounded retries asked of the router", ["unit"])
 TIMEOUTS = Counter("distillery_judge_timeouts_total", "Tasks judged incomplete after the timeout")
 
 
@@ -37,24 +39,34 @@ def build():
     agg = Aggregator(spec.judge.aggregation_timeout_s)
     lock = asyncio.Lock()
 
-    def verdict_for(entry: OpenTask) -> Out:
+    def verdict_for(entry: OpenTask) -> list[Out]:
+        """The verdict, and a bounded regeneration request when nothing was accepted."""
         cands = sorted(entry.candidates.values(), key=lambda cs: cs[0].candidate_id)
-        verdict = judge_task(entry.task, cands, entry.expected, spec, version, bus.produced_by)
+        verdict = judge_task(entry.task, cands, entry.expected, spec, version, bus.produced_by, entry.attempt)
         for jc in verdict.candidates:
             VERDICTS.labels(entry.task.unit, jc.pool).inc()
             for check, ok in jc.checks.items():
                 if not ok:
                     RULE_FAILURES.labels(entry.task.unit, check).inc()
-        return Out(bus.topics.verdicts, verdict)
+        outs = [Out(bus.topics.verdicts, verdict)]
+        retry = regeneration_for(verdict, spec, bus.produced_by)
+        if retry:
+            REGENERATIONS.labels(entry.task.unit).inc()
+            outs.append(Out(bus.topics.regeneration, retry))
+        return outs
 
     async def on_candidates(items: list[In[CandidateGenerated]]) -> list[Out]:
         now = time.monotonic()
         outs = []
         for item in items:
-            result = agg.add(item.event, item.record, now)
+            cand = item.event
+            if cand.chain and not cand.chain.is_final and not cand.error:
+                CHAIN_STEPS.inc()  # an intermediate step: the router moves the chain on; the final one carries it
+                continue
+            result = agg.add(cand, item.record, now)
             LATE.inc(result.late)
             if result.ready:
-                outs.append(verdict_for(result.ready))
+                outs.extend(verdict_for(result.ready))
         OPEN_TASKS.set(len(agg.open))
         return outs
 
@@ -67,7 +79,7 @@ def build():
                 if due:
                     TIMEOUTS.inc(len(due))
                     try:
-                        await bus.publish([verdict_for(entry) for entry in due])
+                        await bus.publish([out for entry in due for out in verdict_for(entry)])
                     except Exception:  # noqa: BLE001 - broker trouble: try again next tick
                         agg.restore()
                         continue
@@ -86,7 +98,7 @@ def build():
             with contextlib.suppress(Exception):
                 verdict = parse_event(CandidatesJudged, record.value)
                 if verdict.judge_version == version:
-                    agg.mark_judged(verdict.task.task_id)
+                    agg.mark_judged(verdict.task.task_id, verdict.attempt)
 
     class DropRevoked(ConsumerRebalanceListener):
         async def on_partitions_revoked(self, revoked):

@@ -7,9 +7,10 @@ import json
 import re
 
 from distillery import ids
-from distillery.events import CandidateGenerated, CandidatesJudged, JudgedCandidate, SourceOffset, Task, Trace
+from distillery.events import (CandidateGenerated, CandidatesJudged, JudgedCandidate, RegenerationRequested,
+                               SourceOffset, Task, Trace)
 from distillery.scoring import check_reference, parse_tool_calls
-from distillery.spec import CapabilitySpec, Rules
+from distillery.spec import CapabilitySpec, Rules, UnitSpec
 
 # A reference match outweighs the rule floor: a polite wrong answer must not outrank a terse right one.
 REFERENCE_WEIGHT = 0.6
@@ -53,11 +54,17 @@ def judge_candidate(task: Task, cand: CandidateGenerated, rules: Rules, source: 
     """Pool one candidate with its reasons (rank is set later by :func:`rank`)."""
     base = dict(
         candidate_id=cand.candidate_id, teacher_id=cand.teacher_id, text=cand.text, rank=0,
-        usage=cand.usage, latency_s=cand.latency_s, cost_usd=cand.cost_usd, source=source,
+        usage=cand.usage, latency_s=cand.latency_s, source=source,
+        # a chain's answer cost every step that led to it
+        cost_usd=cand.cost_usd + sum(step.cost_usd for step in (cand.chain.prior if cand.chain else [])),
+        chain_steps=cand.chain.prior if cand.chain else [],
+        trajectory=cand.trajectory,
     )
     if cand.error:
         return JudgedCandidate(pool="failure", score=0.0, reasons=["teacher_error"], **base)
     rule_checks = rule_floor(cand.text, rules)
+    if rules.require_tool_use:
+        rule_checks["tool_used"] = any(step.error is None for step in cand.trajectory)
     ref = check_reference(task, cand.text, rules.reference)
     checks = {**rule_checks, **ref.checks}
     failed_rules = [name for name, ok in rule_checks.items() if not ok]
@@ -88,6 +95,17 @@ def _pool(cand, checks, failed_rules, correct, ref_reasons, task) -> tuple[str, 
     return "train", ["rules_passed", "reference_match"]
 
 
+def apply_risk(jc: JudgedCandidate, unit: UnitSpec) -> JudgedCandidate:
+    """Nothing from a high-risk unit reaches `train` on one signal alone."""
+    if unit.risk != "high" or jc.pool != "train":
+        return jc
+    if unit.second_check == "review":
+        return jc.model_copy(update={"pool": "review", "reasons": [*jc.reasons, "high_risk_review"]})
+    if "reference_match" not in jc.reasons:  # the rule floor alone is one signal
+        return jc.model_copy(update={"pool": "review", "reasons": [*jc.reasons, "high_risk_single_signal"]})
+    return jc
+
+
 def rank(judged: list[JudgedCandidate]) -> list[JudgedCandidate]:
     """Best first by score; ties broken deterministically by teacher then candidate id."""
     ordered = sorted(judged, key=lambda j: (-j.score, j.teacher_id, j.candidate_id))
@@ -101,15 +119,46 @@ def judge_task(
     spec: CapabilitySpec,
     version: str,
     produced_by: str,
+    attempt: int = 1,
 ) -> CandidatesJudged:
-    rules = spec.units[task.unit].rules if task.unit in spec.units else Rules()
-    judged = rank([judge_candidate(task, cand, rules, src) for cand, src in candidates])
+    unit = spec.units.get(task.unit)
+    rules = unit.rules if unit else Rules()
+    judged = [judge_candidate(task, cand, rules, src) for cand, src in candidates]
+    judged = rank([apply_risk(jc, unit) for jc in judged] if unit else judged)
     return CandidatesJudged(
-        verdict_id=ids.verdict_id_for(task.task_id, version),
+        verdict_id=ids.verdict_id_for(task.task_id, version, attempt),
+        attempt=attempt,
         task=task,
         judge_version=version,
         candidates=judged,
         missing_candidates=max(0, expected - len(candidates)),
         produced_by=produced_by,
         trace=Trace(task_id=task.task_id, causation_id=candidates[0][0].event_id if candidates else None),
+    )
+
+
+ACCEPTED_POOLS = ("train", "refusal", "hard_case")
+
+
+def regeneration_for(verdict: CandidatesJudged, spec: CapabilitySpec, produced_by: str) -> RegenerationRequested | None:
+    """A bounded retry when no candidate of a training task was accepted; the reasons are the feedback.
+
+    Held-out tasks are never retried: the teacher baseline is its first answer.
+    """
+    unit = spec.units.get(verdict.task.unit)
+    if unit is None or verdict.task.split != "train" or verdict.attempt >= unit.max_attempts:
+        return None
+    if not verdict.candidates or any(jc.pool in ACCEPTED_POOLS for jc in verdict.candidates):
+        return None
+    reasons = list(dict.fromkeys(r for jc in verdict.candidates for r in jc.reasons))
+    attempt = verdict.attempt + 1
+    return RegenerationRequested(
+        regeneration_id=ids.content_id("regen", verdict.task.task_id, verdict.judge_version, attempt),
+        task=verdict.task,
+        attempt=attempt,
+        teachers=sorted({jc.teacher_id for jc in verdict.candidates}),
+        feedback="The previous answer was rejected: " + ", ".join(reasons),
+        verdict_id=verdict.verdict_id,
+        produced_by=produced_by,
+        trace=Trace(task_id=verdict.task.task_id, causation_id=verdict.event_id),
     )

@@ -37,6 +37,10 @@ def build():
         raise ConfigError(f"invalid setting teacher_id (env DISTILLERY_TEACHER_ID): '{settings.teacher_id}' is not a teacher of the spec")
     if teacher.backend == "replay":
         backend = ReplayBackend(teacher.replay_path or "", settings.teacher_id, teacher.replay_pace)
+    elif teacher.backend == "openai":
+        from distillery_teacher.openai_backend import OpenAIBackend
+
+        backend = OpenAIBackend(teacher, settings.teacher_id)
     else:
         backend = TransformersBackend(teacher.model, teacher.batch_size, teacher.temperature, settings.device)
     bus = make_bus(settings, "teacher", __version__)
@@ -70,4 +74,14 @@ def build():
         if settings.preload and isinstance(backend, TransformersBackend):
             await asyncio.to_thread(backend.load)
 
+    if teacher.backend == "openai":
+        # The service starts even when the model server is down; readiness follows the server.
+        async def start_probe() -> None:
+            backend.start_probe()
+
+        async def close_backend() -> None:
+            backend.close()
+
+        return make_app(bus, spec, on_startup=[start_probe], on_shutdown=[close_backend],
+                        ready_check=backend.is_ready), settings
     return make_app(bus, spec, on_startup=[preload]), settings

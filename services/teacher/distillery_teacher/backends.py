@@ -53,7 +53,11 @@ class TransformersBackend:
 
 
 class ReplayBackend:
-    """Serves recorded outputs: a JSONL file of {"task_id", "text", ...usage fields}."""
+    """Serves recorded outputs: a JSONL file of {"task_id", "text", ...usage fields}.
+
+    A tool trajectory is recorded as ``"texts"``: one model turn per step; the loop asks for
+    step *n* of a task with the key ``<task_id>#<n>`` (step 0 is the plain task id).
+    """
 
     def __init__(self, path: str | Path, teacher_id: str, pace: bool = False) -> None:
         self.pace = pace
@@ -69,18 +73,23 @@ class ReplayBackend:
 
     def generate(self, requests: list[tuple[str, str, str]], max_new_tokens: int) -> list[Generation]:
         out = []
-        for task_id, _, _ in requests:
+        for key, _, _ in requests:
+            task_id, _, step = key.partition("#")
             row = self.recordings.get(task_id)
             if row is None:
                 raise LookupError(f"no recording for task {task_id}")
+            texts = row.get("texts") or [row["text"]]
+            if int(step or 0) >= len(texts):
+                raise LookupError(f"no recording for step {step} of task {task_id}")
+            text = texts[int(step or 0)]
             latency = float(row.get("latency_s", 0.0))
             if self.pace:
                 time.sleep(latency)
             out.append(
                 Generation(
-                    text=row["text"],
+                    text=text,
                     prompt_tokens=int(row.get("prompt_tokens", 0)),
-                    completion_tokens=int(row.get("completion_tokens", len(row["text"].split()))),
+                    completion_tokens=int(row.get("completion_tokens", len(text.split()))),
                     finish_reason=row.get("finish_reason", "stop"),
                     mean_token_prob=row.get("confidence"),
                     seconds=latency,

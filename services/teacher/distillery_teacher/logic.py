@@ -8,14 +8,16 @@ from collections import defaultdict
 from distillery import ids
 from distillery.events import CandidateGenerated, GenerationRequested, Trace, Usage
 from distillery.ml.generate import Generation
-from distillery.prompts import system_prompt
+from distillery.prompts import teacher_messages
+from distillery_teacher.trajectory import run_trajectories
 from distillery.spec import CapabilitySpec, TeacherSpec
 from distillery_teacher.backends import Backend
 
 log = logging.getLogger("distillery.teacher")
 
 
-def candidate_from(request: GenerationRequested, gen: Generation, teacher: TeacherSpec, produced_by: str) -> CandidateGenerated:
+def _from_request(request: GenerationRequested, produced_by: str, **fields) -> CandidateGenerated:
+    """What every candidate copies from its request: ids, task, routing, chain and attempt."""
     return CandidateGenerated(
         candidate_id=ids.candidate_id_for(request.request_id),
         request_id=request.request_id,
@@ -24,38 +26,42 @@ def candidate_from(request: GenerationRequested, gen: Generation, teacher: Teach
         strategy=request.strategy,
         route_reason=request.route_reason,
         expected_candidates=request.expected_candidates,
+        chain=request.chain,
+        attempt=request.attempt,
+        produced_by=produced_by,
+        trace=Trace(task_id=request.task.task_id, causation_id=request.event_id),
+        **fields,
+    )
+
+
+def candidate_from(request: GenerationRequested, gen: Generation, teacher: TeacherSpec, produced_by: str) -> CandidateGenerated:
+    """The candidate for one generation; a generation the backend marked failed becomes a failed candidate."""
+    if gen.error is not None:
+        log.warning("teacher failed on %s: %s", request.request_id, gen.error)
+        return failed_candidate(request, gen.error, produced_by, latency_s=gen.seconds)
+    return _from_request(
+        request, produced_by,
         text=gen.text,
         usage=Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens),
         latency_s=round(gen.seconds, 4),
         cost_usd=teacher.price.cost(gen.prompt_tokens, gen.completion_tokens, gen.seconds),
         finish_reason=gen.finish_reason,
         confidence=gen.mean_token_prob,
-        produced_by=produced_by,
-        trace=Trace(task_id=request.task.task_id, causation_id=request.event_id),
     )
 
 
-def failed_candidate(request: GenerationRequested, error: str, produced_by: str) -> CandidateGenerated:
-    """A failure is a candidate with an error, so the judge can pool it as ``failure``."""
-    return CandidateGenerated(
-        candidate_id=ids.candidate_id_for(request.request_id),
-        request_id=request.request_id,
-        task=request.task,
-        teacher_id=request.teacher_id,
-        strategy=request.strategy,
-        route_reason=request.route_reason,
-        expected_candidates=request.expected_candidates,
-        text="",
-        finish_reason="error",
-        error=error[:500],
-        produced_by=produced_by,
-        trace=Trace(task_id=request.task.task_id, causation_id=request.event_id),
-    )
+def failed_candidate(request: GenerationRequested, error: str, produced_by: str, latency_s: float = 0.0) -> CandidateGenerated:
+    """A failure is a candidate with an error, so the judge can pool it as ``failure``.
+
+    ``latency_s`` is the time spent before giving up (retries included), where known."""
+    return _from_request(request, produced_by, text="", latency_s=round(latency_s, 4), finish_reason="error",
+                         error=error[:500])
 
 
 def _prompt(request: GenerationRequested, spec: CapabilitySpec) -> tuple[str, str, str]:
     unit = spec.units[request.task.unit]
-    return request.task.task_id, system_prompt(unit, request.task), request.task.prompt
+    system, user = teacher_messages(unit, request.task, request.chain, request.feedback)
+    return request.task.task_id, system, user
 
 
 def answer(
@@ -65,12 +71,19 @@ def answer(
     teacher: TeacherSpec,
     produced_by: str,
 ) -> list[CandidateGenerated]:
-    """Generate for a batch of requests, grouped by token budget; a failing batch is
-    retried request by request so one bad request fails alone."""
+    """Generate for a batch of requests, grouped by token budget. A backend reports a request
+    that failed on its own as a Generation with ``error`` (the openai backend does); a backend
+    that raises for the whole batch gets it retried request by request, so one bad request
+    fails alone either way."""
+    candidates: dict[str, CandidateGenerated] = {}
+    tool_units = [r for r in requests if spec.units[r.task.unit].uses_tools]
+    if tool_units:  # act-observe loops over declared tools (trajectory.py)
+        for cand in run_trajectories(tool_units, backend, spec, teacher, produced_by, candidate_from):
+            candidates[cand.request_id] = cand
     by_budget: dict[int, list[GenerationRequested]] = defaultdict(list)
     for request in requests:
-        by_budget[request.max_new_tokens].append(request)
-    candidates: dict[str, CandidateGenerated] = {}
+        if request.request_id not in candidates:
+            by_budget[request.max_new_tokens].append(request)
     for budget, group in by_budget.items():
         try:
             gens = backend.generate([_prompt(r, spec) for r in group], budget)

@@ -44,16 +44,35 @@ def _task_id(data: dict) -> str:
 
 def _parse_line(line: str, spec: CapabilitySpec | None, max_bytes: int, produced_by: str) -> TaskSubmitted:
     size = len(line.encode())
-    if size > max_bytes:
-        raise ValueError(f"task is {size} bytes, over the {max_bytes}-byte limit")
+    check_size(size, max_bytes)
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    return validate_task(data, spec, max_bytes, produced_by, size=size)
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise ValueError(f"task is {size} bytes, over the {max_bytes}-byte limit")
+
+
+def json_size(data: object) -> int:
+    """Bytes of ``data`` as one compact JSONL line: the size of a task that did not arrive as a line."""
+    return len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+
+
+def validate_task(data: object, spec: CapabilitySpec | None, max_bytes: int, produced_by: str,
+                  size: int | None = None) -> TaskSubmitted:
+    """The rules every task obeys however it arrives (a JSONL line, the router's gRPC ingest):
+    a bounded size, a JSON object that validates as a Task (its id computed when absent), a unit
+    of the spec. Raises ValueError with the reason. ``size``: bytes as received (a line's
+    length); None measures ``data`` as a compact JSON line."""
     if not isinstance(data, dict):
         raise ValueError("a task line must be a JSON object")
+    check_size(json_size(data) if size is None else size, max_bytes)
     if "task_id" not in data:
-        data["task_id"] = _task_id(data)
+        data = {**data, "task_id": _task_id(data)}
     try:
         task = Task.model_validate(data)
     except ValidationError as exc:

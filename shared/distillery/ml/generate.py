@@ -25,7 +25,10 @@ class Generation:
     including the EOS token or the token that completed a stop string (padding is never counted),
     even though ``text`` is cut before the stop string. ``mean_token_prob`` is the mean probability
     the model gave those tokens before any temperature scaling; :class:`Generator` always sets it,
-    None is left for backends that cannot score their tokens.
+    None is left for backends that cannot score their tokens. ``error`` is set (and the other
+    fields are empty) when a backend could not get this one completion (e.g. a server that still
+    failed after its retries); the teacher turns it into a failed candidate, so one bad request
+    never fails its batch.
     """
 
     text: str
@@ -34,6 +37,7 @@ class Generation:
     finish_reason: Literal["stop", "length"]
     mean_token_prob: float | None
     seconds: float
+    error: str | None = None
 
 
 def render_chat(tokenizer: PreTrainedTokenizerBase, system: str, user: str) -> str:

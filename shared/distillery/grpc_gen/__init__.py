@@ -1,0 +1,1 @@
+"""Python modules generated from proto/distill/v1 by ``make proto`` (see :mod:`.generate`); do not edit."""
