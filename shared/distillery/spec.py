@@ -53,6 +53,7 @@ class TeacherSpec(SpecModel):
     max_new_tokens: int = Field(default=128, ge=1, le=4096)
     batch_size: int = Field(default=8, ge=1, le=256)
     temperature: float = Field(default=0.0, ge=0)
+    stop: list[str] = Field(default_factory=list)  # stop sequences (text is cut before them)
     price: Price = Field(default_factory=Price)
 
     @model_validator(mode="after")

@@ -42,7 +42,8 @@ def build():
 
         backend = OpenAIBackend(teacher, settings.teacher_id)
     else:
-        backend = TransformersBackend(teacher.model, teacher.batch_size, teacher.temperature, settings.device)
+        backend = TransformersBackend(teacher.model, teacher.batch_size, teacher.temperature, settings.device,
+                                      stop=teacher.stop)
     bus = make_bus(settings, "teacher", __version__)
     name = settings.teacher_id
 

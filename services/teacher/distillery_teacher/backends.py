@@ -24,8 +24,10 @@ class Backend(Protocol):
 class TransformersBackend:
     """Batched generation with a local transformers model (loaded once, on first use)."""
 
-    def __init__(self, model_name: str, batch_size: int, temperature: float, device: str = "cpu") -> None:
+    def __init__(self, model_name: str, batch_size: int, temperature: float, device: str = "cpu",
+                 stop: list[str] | None = None) -> None:
         self.model_name = model_name
+        self.stop = stop or []
         self.batch_size = batch_size
         self.temperature = temperature
         self.device = device
@@ -48,7 +50,8 @@ class TransformersBackend:
         tokenizer = self._generator.tokenizer
         prompts = [render_chat(tokenizer, system, user) for _, system, user in requests]
         return self._generator.generate(
-            prompts, max_new_tokens=max_new_tokens, temperature=self.temperature, batch_size=self.batch_size
+            prompts, max_new_tokens=max_new_tokens, temperature=self.temperature, batch_size=self.batch_size,
+            stop=self.stop,
         )
 
 
