@@ -48,6 +48,8 @@ def messages(run: Run, spec: CapabilitySpec) -> tuple[str, str]:
         call = json.dumps({"name": step.tool, "arguments": step.arguments})
         result = f"Error: {step.error}" if step.error else f"Result: {step.observation}"
         user += f"\n\nTool call: {call}\n{result}"
+    if run.steps:  # small models repeat a successful call unless told the next move explicitly
+        user += "\n\nIf the results above answer the question, reply 'FINAL: <answer>' now; otherwise call one more tool."
     return system, user
 
 
