@@ -82,6 +82,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     requests = prompts(args.prompts)
+    load_before = os.getloadavg()[0]
     budget = args.max_new_tokens
     rows = []  # (backend, batch, wall, gens)
 
@@ -124,8 +125,10 @@ def main() -> None:
             rows.append(("replay", batch, wall, gens))
 
     base_rate = sum(g.completion_tokens for g in baseline) / rows[0][2]
-    print(f"\n{len(requests)} prompts, max_new_tokens {budget}, SmolLM2-135M fp32 greedy, torch threads {args.threads}, "
-          f"{os.cpu_count()} CPUs\n")
+    print(f"\n{len(requests)} prompts, max_new_tokens {budget}, SmolLM2-135M fp32 greedy, "
+          f"torch threads {args.threads}, {os.cpu_count()} CPUs, 1-min load average {load_before:.2f} at the start, "
+          f"{os.getloadavg()[0]:.2f} at the end "
+          "(other processes on the machine skew the figures)\n")
     print("| backend | batch | wall s | completion tokens | tokens/s | candidates/s | tokens/s vs transformers b1 "
           "| same text as transformers b1 |")
     print("|---|---|---|---|---|---|---|---|")

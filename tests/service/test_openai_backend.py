@@ -99,6 +99,16 @@ def test_real_completions_carry_tokens_confidence_and_finish_reason(server):
     assert stats["response_formats"]["json_object"] >= 3  # json_output asks for response_format
 
 
+def test_stop_sequences_reach_the_server(server):
+    backend = OpenAIBackend(teacher(server, stop=[" "]), "remote")
+    try:
+        (gen,) = backend.generate(PROMPTS[2:], 12)
+    finally:
+        backend.close()
+    assert gen.error is None and gen.text and " " not in gen.text.strip()
+    assert gen.finish_reason == "stop" and gen.completion_tokens < 12
+
+
 def test_a_500_is_retried_by_the_client(tmp_path):
     port = free_port()
     proc = start_server(tmp_path, port, "--fail-first", "1")
@@ -145,8 +155,8 @@ def test_unreachable_server_gives_failed_candidates_with_the_reason():
 
 
 def _request(task, teacher_id: str, max_new_tokens: int = 12) -> GenerationRequested:
-    return GenerationRequested(request_id=ids.request_id_for(task.task_id, teacher_id), task=task, teacher_id=teacher_id,
-                               strategy="single", route_reason="test", expected_candidates=1,
+    return GenerationRequested(request_id=ids.request_id_for(task.task_id, teacher_id), task=task,
+                               teacher_id=teacher_id, strategy="single", route_reason="test", expected_candidates=1,
                                max_new_tokens=max_new_tokens, produced_by="test@0", trace=Trace(task_id=task.task_id))
 
 
@@ -198,7 +208,8 @@ def test_teacher_service_answers_through_the_server(server, tmp_path, settings):
         tasks = [new_task("tool_boundary", "What is the weather in Paris today?"),
                  new_task("math_steps", "Tom has 3 apples and buys 4 more. How many apples does he have?",
                           reference={"answer": "7"}),
-                 new_task("math_steps", "A box holds 6 eggs. How many eggs are in 2 boxes?", reference={"answer": "12"})]
+                 new_task("math_steps", "A box holds 6 eggs. How many eggs are in 2 boxes?",
+                          reference={"answer": "12"})]
         topic = settings.topics.generation_requests("remote")
         items = [(topic, t.task_id, _request(t, "remote").model_dump_json().encode()) for t in tasks]
         asyncio.run(produce_all(settings, items))

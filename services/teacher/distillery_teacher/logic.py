@@ -50,7 +50,8 @@ def candidate_from(request: GenerationRequested, gen: Generation, teacher: Teach
     )
 
 
-def failed_candidate(request: GenerationRequested, error: str, produced_by: str, latency_s: float = 0.0) -> CandidateGenerated:
+def failed_candidate(request: GenerationRequested, error: str, produced_by: str,
+                     latency_s: float = 0.0) -> CandidateGenerated:
     """A failure is a candidate with an error, so the judge can pool it as ``failure``.
 
     ``latency_s`` is the time spent before giving up (retries included), where known."""

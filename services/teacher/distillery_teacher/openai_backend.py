@@ -3,7 +3,8 @@
 vLLM (``vllm serve``), llama.cpp's ``llama-server``, hosted APIs, and this package's own
 ``python -m distillery_teacher.openai_server`` all speak the protocol. Requests go out
 concurrently (at most ``concurrency`` in flight), each one a chat completion with
-``logprobs=True``; ``json_output`` adds ``response_format={"type": "json_object"}``.
+``logprobs=True`` (and the teacher's ``stop`` sequences); ``json_output`` adds
+``response_format={"type": "json_object"}``.
 
 Retries are the official client's own (checked in openai 3.57.0, ``openai/_base_client.py``,
 ``_should_retry``, ``_calculate_retry_timeout`` and ``_constants.py``): a connection error, a
@@ -56,13 +57,14 @@ def api_key_for(teacher: TeacherSpec, teacher_id: str) -> str:
 
 def describe_error(exc: Exception, url: str, max_retries: int) -> str:
     """One readable line: what failed, where, and that the retries were spent."""
+    attempts = max_retries + 1
+    gave_up = f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}"
     if isinstance(exc, openai.APIStatusError):
-        return f"openai backend: HTTP {exc.status_code} from {url}: {exc.message}"
+        retried = exc.status_code in (408, 409, 429) or exc.status_code >= 500
+        return f"openai backend: HTTP {exc.status_code} from {url}{'; ' + gave_up if retried else ''}: {exc.message}"
     if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
         cause = f": {type(exc.__cause__).__name__}: {exc.__cause__}" if exc.__cause__ else ""
-        attempts = max_retries + 1
-        return (f"openai backend: {type(exc).__name__} ({exc}{cause}) for {url}; "
-                f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}")
+        return f"openai backend: {type(exc).__name__} ({exc}{cause}) for {url}; {gave_up}"
     return f"openai backend: {type(exc).__name__}: {exc} ({url})"
 
 
@@ -139,6 +141,8 @@ class OpenAIBackend:
             "temperature": self.teacher.temperature,
             "logprobs": True,
         }
+        if self.teacher.stop:
+            body["stop"] = list(self.teacher.stop)  # OpenAI's own API takes at most 4; vLLM any number
         if self.teacher.json_output:
             body["response_format"] = {"type": "json_object"}
         return body

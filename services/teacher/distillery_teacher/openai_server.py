@@ -137,8 +137,8 @@ def parse_chat_request(body: Any, served_model: str, default_max_tokens: int, ma
         raise BadRequest("temperature must be a number from 0 to 2", "temperature")
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
-        raise BadRequest("stop must be a string or a list of up to 4 strings", "stop")
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 16:
+        raise BadRequest("stop must be a string or a list of up to 16 non-empty strings", "stop")
     response_format = body.get("response_format")
     if response_format is not None and not (isinstance(response_format, dict) and "type" in response_format):
         raise BadRequest("response_format must be an object with a type", "response_format")
@@ -354,8 +354,10 @@ def build_server(model: str, served_model: str | None = None, device: str = "cpu
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m distillery_teacher.openai_server", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="registry name (e.g. smollm2-135m-instruct) or saved-model folder")
+    parser = argparse.ArgumentParser(prog="python -m distillery_teacher.openai_server",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True,
+                        help="registry name (e.g. smollm2-135m-instruct) or saved-model folder")
     parser.add_argument("--served-model-name", help="the name clients send as 'model' (default: --model)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
