@@ -36,8 +36,8 @@ from distillery.ml.models import SMOLLM2  # noqa: E402
 from distillery.prompts import system_prompt  # noqa: E402
 from distillery.spec import TeacherSpec, load_spec  # noqa: E402
 from distillery.workload import build_workload  # noqa: E402
-from distillery_teacher.backends import ReplayBackend, TransformersBackend  # noqa: E402
-from distillery_teacher.openai_backend import OpenAIBackend  # noqa: E402
+from distillery.backends import ReplayBackend, TransformersBackend  # noqa: E402
+from distillery.openai_backend import OpenAIBackend  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -206,6 +206,13 @@ class JudgedCandidate(Model):
     source: SourceOffset | None = None
     chain_steps: list[ChainStep] = Field(default_factory=list)
     trajectory: list[TrajectoryStep] = Field(default_factory=list)
+    # per-dimension scores in [0, 1], and which scorer produced each (e.g. "llm:qwen-coder")
+    dimensions: dict[str, float] = Field(default_factory=dict)
+    scorers: dict[str, str] = Field(default_factory=dict)
+    confidence: float | None = None  # the teacher's, carried for hard-case decisions downstream
+    correction: str | None = None  # contrastive: the right answer this wrong one is kept against
+    evidence: list[str] = Field(default_factory=list)  # complementary points other teachers raised
+    judge_raw: str | None = None  # the judge model's unparseable output, kept when it failed
 
 
 class CandidatesJudged(Event):
@@ -216,6 +223,11 @@ class CandidatesJudged(Event):
     candidates: list[JudgedCandidate]
     missing_candidates: int = 0
     attempt: int = 1
+    # multi-teacher relation of the task's candidates: agree, complement, conflict (None: one candidate)
+    relation: Literal["agree", "complement", "conflict"] | None = None
+    relation_reasons: list[str] = Field(default_factory=list)
+    # the judge's own checks on this task: position_swap_agree, perturbation_caught, two_judge_agree
+    self_checks: dict[str, bool] = Field(default_factory=dict)
 
 
 class RegenerationRequested(Event):
@@ -259,10 +271,47 @@ class SampleCurated(Event):
 
 
 class SampleRetracted(Event):
-    id_field: ClassVar[str] = "sample_id"
+    """A sample leaves the repository: a newer judge version or a human rejected its candidate.
+
+    ``judge_version`` is the version (or ``human``) that decided; ``source`` the verdict or
+    decision record that caused it, so a restarted editor knows which verdict governs a task.
+    """
+
+    id_field: ClassVar[str] = "retraction_id"
     sample_id: str
     judge_version: str
     reason: str
+    task_id: str | None = None
+    candidate_id: str | None = None
+    source: SourceOffset | None = None
+    retraction_id: str = ""  # derived: h(sample_id, judge_version)
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.retraction_id:  # one retraction per sample and decider: a redelivery repeats the id
+            object.__setattr__(self, "retraction_id", ids.content_id("retract", self.sample_id, self.judge_version))
+        super().model_post_init(__context)
+
+
+Decision = Literal["accept", "reject"]
+
+
+class ReviewDecided(Event):
+    """A human decision on a candidate of the review pool; it outranks the model judge, replays included."""
+
+    id_field: ClassVar[str] = "decision_id"
+    decision_id: str
+    task: Task
+    candidate: JudgedCandidate
+    judge_version: str  # of the verdict that sent the candidate to review
+    verdict_id: str
+    decision: Decision
+    pool: Pool | None = None  # accept: the pool the human put it in
+    note: str = ""
+    reviewer: str = ""
+
+
+def decision_id_for(candidate_id: str, decision: str, pool: str | None, note: str, reviewer: str) -> str:
+    return ids.content_id("review", candidate_id, decision, pool or "", note, reviewer)
 
 
 class TrainingRequested(Event):
@@ -322,6 +371,28 @@ class EventDeadLettered(Event):
     record_key: str | None
     payload: str
     error: str
+
+
+SampleEvent = SampleCurated | SampleRetracted
+
+
+def parse_sample_record(payload: bytes | str) -> SampleEvent:
+    """The samples topic carries both curated samples and their retractions."""
+    try:
+        return parse_event(SampleCurated, payload)
+    except ValueError:
+        return parse_event(SampleRetracted, payload)
+
+
+def live_samples(events: list[SampleEvent]) -> list[SampleCurated]:
+    """What the repository holds after these events, in topic order: the last word on each sample id wins."""
+    live: dict[str, SampleCurated] = {}
+    for event in events:
+        if isinstance(event, SampleRetracted):
+            live.pop(event.sample_id, None)
+        else:
+            live[event.sample_id] = event
+    return list(live.values())
 
 
 def task_key(task: Task) -> Trace:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -134,6 +135,75 @@ class Rules(SpecModel):
     forbidden_patterns: list[str] = Field(default_factory=list)
     reference: Literal["none", "final_answer", "tool_call"] = "none"
     require_tool_use: bool = False  # tool trajectories: at least one tool call must have succeeded
+    # a JSON answer: the parsed object must carry these keys with these JSON types (object, string, ...)
+    json_schema: dict[str, Literal["string", "number", "integer", "boolean", "array", "object"]] = Field(
+        default_factory=dict)
+
+    @field_validator("forbidden_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} does not compile: {exc}") from None
+        return patterns
+
+
+class Dimension(SpecModel):
+    """One scored dimension of a unit: which scorer, how much it weighs, where it fails.
+
+    rules: share of the rule floor passed. reference: 1 on a reference match, 0 on a
+    mismatch (left out where the task has no reference). embedding: MiniLM cosine similarity
+    to the reference (or the prompt). llm: the judge model's 0-10 score on the rubric line
+    ``description``, divided by 10.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    scorer: Literal["rules", "reference", "embedding", "llm"]
+    weight: float = Field(default=1.0, ge=0)
+    threshold: float = Field(default=0.0, ge=0, le=1)  # below it the dimension fails (reason `low:<name>`)
+    description: str = ""
+    against: Literal["reference", "prompt"] = "reference"  # embedding: what the answer is compared with
+
+
+def default_dimensions() -> list[Dimension]:
+    # A reference match outweighs the rule floor: a polite wrong answer must not outrank a terse right one.
+    return [Dimension(name="rules", scorer="rules", weight=0.4), Dimension(name="reference", scorer="reference", weight=0.6)]
+
+
+class SelfChecks(SpecModel):
+    """The judge checking itself on this unit (ARCHITECTURE §4, judge layer 4)."""
+
+    position_swap: bool = False  # pairwise model comparison of the top two candidates, in both orders
+    perturbation_rate: float = Field(default=0.0, ge=0, le=1)  # share of accepted candidates re-judged with a planted error
+    # Gate: while the unit's worst self-check rate over the last `window` checks is below this,
+    # nothing of the unit goes to `train` (it goes to `review`). 0 turns the gate off.
+    min_agreement: float = Field(default=0.0, ge=0, le=1)
+    window: int = Field(default=50, ge=1, le=10_000)
+    min_observations: int = Field(default=5, ge=1)  # checks needed before the gate may close
+
+
+class UnitJudge(SpecModel):
+    """How the judge scores and pools one unit beyond the rule floor."""
+
+    dimensions: list[Dimension] = Field(default_factory=default_dimensions, min_length=1)
+    self_checks: SelfChecks = Field(default_factory=SelfChecks)
+    hard_case_confidence: float = Field(default=0.0, ge=0, le=1)  # teacher confidence below it: hard_case
+    contrastive: bool = True  # a wrong answer with a known correction is kept as `contrastive`
+    keep_complements: bool = False  # complementary constraints of other teachers become sample evidence
+
+    @field_validator("dimensions")
+    @classmethod
+    def _unique_names(cls, dims: list[Dimension]) -> list[Dimension]:
+        names = [d.name for d in dims]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dimension names repeat: {names}")
+        return dims
+
+    @property
+    def uses_llm(self) -> bool:
+        return any(d.scorer == "llm" for d in self.dimensions) or self.self_checks.position_swap
 
 
 class UnitSpec(SpecModel):
@@ -156,6 +226,7 @@ class UnitSpec(SpecModel):
     max_attempts: int = Field(default=1, ge=1, le=5)
     routing: Routing
     rules: Rules = Field(default_factory=Rules)
+    judge: UnitJudge = Field(default_factory=UnitJudge)
     system_prompt: str = ""
     eval_metric: Literal["exact_match", "tool_call_accuracy", "refusal_correctness"] = "exact_match"
 
@@ -175,8 +246,15 @@ class UnitSpec(SpecModel):
 
 
 class JudgeSpec(SpecModel):
-    label: str = "rules"
+    """The judge of a deployment. ``label`` is the human half of ``judge_version``."""
+
+    label: str = Field(default="rules", pattern=r"^[A-Za-z0-9._-]+$")
     aggregation_timeout_s: float = Field(default=120.0, gt=0)
+    # the LLM judge: a name from `teachers` (any backend); a second one measures two-judge agreement
+    model: str | None = None
+    second_model: str | None = None
+    max_new_tokens: int = Field(default=96, ge=8, le=1024)
+    retries: int = Field(default=1, ge=0, le=5)  # asks again on malformed scores, then `failure`
 
 
 class StudentSpec(SpecModel):
@@ -221,7 +299,13 @@ class CapabilitySpec(SpecModel):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> CapabilitySpec:
+        for field in ("model", "second_model"):
+            name = getattr(self.judge, field)
+            if name is not None and name not in self.teachers:
+                raise ValueError(f"field 'judge.{field}': unknown teacher '{name}' (the judge model is declared under teachers)")
         for name, unit in self.units.items():
+            if unit.judge.uses_llm and self.judge.model is None:
+                raise ValueError(f"unit '{name}': field 'judge': llm scoring or position_swap needs judge.model")
             for teacher in unit.routing.all_teachers():
                 if teacher not in self.teachers:
                     raise ValueError(f"unit '{name}': field 'routing.teachers': unknown teacher '{teacher}'")
@@ -230,6 +314,12 @@ class CapabilitySpec(SpecModel):
                 if unit not in self.units:
                     raise ValueError(f"student '{name}': field 'units': unknown unit '{unit}'")
         return self
+
+    def routed_teachers(self) -> list[str]:
+        """Teachers some unit routes to: each gets a deployment. A teacher entry named only as
+        the judge model is run inside the judge, not as a teacher service."""
+        routed = {t for unit in self.units.values() for t in unit.routing.all_teachers()}
+        return [t for t in self.teachers if t in routed]
 
     def digest(self) -> str:
         """Content hash of the spec: part of the judge version and the recipe lineage."""

@@ -107,9 +107,9 @@ def start(spec_path: Path, run_dir: Path, prefix: str = "distill", extra_env: di
     env = service_env(bootstrap, prefix, spec_path, run_dir, extra_env)
     processes = [start_process(name, f"distillery_{name}", env, run_dir) for name in SERVICES]
     # Model-backed teachers run side by side: split the cores so they do not thrash each other.
-    local = [t for t, ts in spec.teachers.items() if ts.backend == "transformers"]
+    local = [t for t in spec.routed_teachers() if spec.teachers[t].backend == "transformers"]
     threads = str(max(1, (os.cpu_count() or 1) // max(1, len(local))))
-    for teacher_id in spec.teachers:
+    for teacher_id in spec.routed_teachers():
         teacher_env = {**env, "DISTILLERY_TEACHER_ID": teacher_id, "DISTILLERY_TORCH_THREADS": threads}
         processes.append(start_process(f"teacher-{teacher_id}", "distillery_teacher", teacher_env, run_dir))
     state = StackState(str(run_dir), bootstrap, prefix, str(spec_path.resolve()), broker_pid, processes)

@@ -13,6 +13,7 @@ PARTITIONS = {
     "verdicts": 4,
     "regeneration": 4,
     "samples": 4,
+    "reviews": 4,
     "training.requests": 1,
     "students": 1,
     "evaluations": 1,
@@ -53,6 +54,11 @@ class Topics:
         return self._name("samples")
 
     @property
+    def reviews(self) -> str:
+        """Human decisions on the review pool (keyed by task)."""
+        return self._name("reviews")
+
+    @property
     def training_requests(self) -> str:
         return self._name("training.requests")
 
@@ -76,6 +82,7 @@ class Topics:
             self.verdicts: PARTITIONS["verdicts"],
             self.regeneration: PARTITIONS["regeneration"],
             self.samples: PARTITIONS["samples"],
+            self.reviews: PARTITIONS["reviews"],
             self.training_requests: PARTITIONS["training.requests"],
             self.students: PARTITIONS["students"],
             self.evaluations: PARTITIONS["evaluations"],

@@ -26,7 +26,7 @@ from distillery.kafka import produce_all
 from distillery.ml.models import SMOLLM2
 from distillery.spec import TeacherSpec, load_spec
 from distillery_teacher.logic import answer
-from distillery_teacher.openai_backend import OpenAIBackend
+from distillery.openai_backend import OpenAIBackend
 from tests.support import ROOT
 from tests.waiting import events, wait_for
 

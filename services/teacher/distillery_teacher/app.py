@@ -13,7 +13,7 @@ from distillery.service import make_app, make_bus
 from distillery.settings import ConfigError, ServiceSettings, load_settings
 from distillery.spec import load_spec
 from distillery_teacher import __version__
-from distillery_teacher.backends import ReplayBackend, TransformersBackend
+from distillery.backends import TransformersBackend, make_backend
 from distillery_teacher.logic import answer
 
 TOKENS = Counter("distillery_teacher_tokens_total", "Tokens processed", ["teacher", "kind"])
@@ -35,15 +35,7 @@ def build():
     teacher = spec.teachers.get(settings.teacher_id)
     if teacher is None:
         raise ConfigError(f"invalid setting teacher_id (env DISTILLERY_TEACHER_ID): '{settings.teacher_id}' is not a teacher of the spec")
-    if teacher.backend == "replay":
-        backend = ReplayBackend(teacher.replay_path or "", settings.teacher_id, teacher.replay_pace)
-    elif teacher.backend == "openai":
-        from distillery_teacher.openai_backend import OpenAIBackend
-
-        backend = OpenAIBackend(teacher, settings.teacher_id)
-    else:
-        backend = TransformersBackend(teacher.model, teacher.batch_size, teacher.temperature, settings.device,
-                                      stop=teacher.stop)
+    backend = make_backend(teacher, settings.teacher_id, settings.device)
     bus = make_bus(settings, "teacher", __version__)
     name = settings.teacher_id
 

@@ -11,7 +11,7 @@ from distillery.ml.generate import Generation
 from distillery.prompts import teacher_messages
 from distillery_teacher.trajectory import run_trajectories
 from distillery.spec import CapabilitySpec, TeacherSpec
-from distillery_teacher.backends import Backend
+from distillery.backends import Backend
 
 log = logging.getLogger("distillery.teacher")
 

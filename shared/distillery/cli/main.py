@@ -89,7 +89,7 @@ def status(run_dir: Path = RUN_DIR) -> None:
     settings = pipeline.settings_for(state)
     spec = load_spec(state.spec_path)
     topics = Table("topic", "events", title="topics")
-    for topic, count in pipeline.counts(settings, list(spec.teachers)).items():
+    for topic, count in pipeline.counts(settings, spec.routed_teachers()).items():
         topics.add_row(topic, str(count))
     pools = Table("pool", "candidates", title="judge pools")
     for pool, count in sorted(pipeline.pools(settings).items()):
@@ -225,7 +225,7 @@ def _follow(state: stack.StackState, n_tasks: int, timeout_s: float = 3600) -> N
 
     settings = pipeline.settings_for(state)
     spec = load_spec(state.spec_path)
-    teacher_ids = list(spec.teachers)
+    teacher_ids = spec.routed_teachers()
     topics = settings.topics
     with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:

@@ -1,7 +1,9 @@
 """Model backends behind one small interface: prompts in, generations out.
 
 ``transformers`` runs the model in-process (CPU or GPU, batched); ``replay``
-serves recorded outputs keyed by task for reproducible runs and tests.
+serves recorded outputs keyed by task for reproducible runs and tests; ``openai``
+(:mod:`distillery.openai_backend`) talks to any OpenAI-compatible server. Teachers
+generate with them, and the judge's model scorer asks its rubric through them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Protocol
 
 from distillery.ml.generate import Generation
 from distillery.settings import ConfigError
+from distillery.spec import TeacherSpec
 
 
 class Backend(Protocol):
@@ -99,3 +102,14 @@ class ReplayBackend:
                 )
             )
         return out
+
+
+def make_backend(teacher: TeacherSpec, teacher_id: str, device: str = "cpu") -> Backend:
+    """The backend a spec entry declares (a teacher, or a model the judge scores with)."""
+    if teacher.backend == "replay":
+        return ReplayBackend(teacher.replay_path or "", teacher_id, teacher.replay_pace)
+    if teacher.backend == "openai":
+        from distillery.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(teacher, teacher_id)
+    return TransformersBackend(teacher.model, teacher.batch_size, teacher.temperature, device, stop=teacher.stop)
