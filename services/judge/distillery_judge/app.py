@@ -8,6 +8,7 @@ import time
 
 from aiokafka import ConsumerRebalanceListener
 from prometheus_client import Counter, Gauge, Info
+from pydantic import Field
 
 from distillery.bus import In, Out
 from distillery.events import CandidateGenerated, CandidatesJudged, parse_event
@@ -17,7 +18,7 @@ from distillery.settings import ServiceSettings, load_settings
 from distillery.spec import load_spec
 from distillery_judge import __version__
 from distillery_judge.aggregate import Aggregator, OpenTask
-from distillery_judge.logic import judge_task, judge_version, regeneration_for
+from distillery_judge.logic import judge_task, judge_version, regeneration_for, with_label
 
 VERDICTS = Counter("distillery_judge_candidates_pooled_total", "Candidates per pool", ["unit", "pool"])
 RULE_FAILURES = Counter("distillery_judge_rule_failures_total", "Failed checks", ["unit", "check"])
@@ -29,9 +30,15 @@ REGENERATIONS = Counter("distillery_judge_regenerations_total", "Bounded retries
 TIMEOUTS = Counter("distillery_judge_timeouts_total", "Tasks judged incomplete after the timeout")
 
 
+class JudgeSettings(ServiceSettings):
+    judge_label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$",
+                                    description="overrides the spec's judge.label (a replay under a new name)")
+    replay: bool = Field(default=False, description="re-judge recorded candidates: never ask for regeneration")
+
+
 def build():
-    settings = load_settings(ServiceSettings)
-    spec = load_spec(settings.spec_path)
+    settings = load_settings(JudgeSettings)
+    spec = with_label(load_spec(settings.spec_path), settings.judge_label)
     bus = make_bus(settings, "judge", __version__)
     version = judge_version(spec)
     group = settings.consumer_group or f"distillery-judge-{version}"  # a new version replays from the start
@@ -49,7 +56,7 @@ def build():
                 if not ok:
                     RULE_FAILURES.labels(entry.task.unit, check).inc()
         outs = [Out(bus.topics.verdicts, verdict)]
-        retry = regeneration_for(verdict, spec, bus.produced_by)
+        retry = None if settings.replay else regeneration_for(verdict, spec, bus.produced_by)
         if retry:
             REGENERATIONS.labels(entry.task.unit).inc()
             outs.append(Out(bus.topics.regeneration, retry))

@@ -28,6 +28,13 @@ def judge_version(spec: CapabilitySpec) -> str:
     return f"{spec.judge.label}-{digest}"
 
 
+def with_label(spec: CapabilitySpec, label: str | None) -> CapabilitySpec:
+    """The spec under another judge label (a replay names its version without editing the file)."""
+    if not label:
+        return spec
+    return spec.model_copy(update={"judge": spec.judge.model_copy(update={"label": label})})
+
+
 def format_ok(text: str, output_format: str) -> bool:
     if output_format == "tool_call":
         return parse_tool_calls(text) is not None
