@@ -17,6 +17,8 @@ from distillery import ids
 
 POOLS = ("train", "hard_case", "contrastive", "refusal", "failure", "review", "discard")
 Pool = Literal["train", "hard_case", "contrastive", "refusal", "failure", "review", "discard"]
+# Pools the editor turns into samples (the others are kept on the verdicts topic for audit and review).
+SAMPLE_POOLS = ("train", "hard_case", "refusal")
 Pathway = Literal["answer", "process", "style", "tool_trajectory"]
 Split = Literal["train", "eval"]
 

@@ -128,7 +128,7 @@ class Routing(SpecModel):
 class Rules(SpecModel):
     """The rule floor of a unit. Each rule has a name that becomes a reason tag."""
 
-    output_format: Literal["text", "final_answer", "tool_call"] = "text"
+    output_format: Literal["text", "final_answer", "tool_call", "json"] = "text"
     min_chars: int = Field(default=1, ge=0)
     max_chars: int = Field(default=4000, ge=1)
     required_fields: list[str] = Field(default_factory=list)
@@ -325,6 +325,33 @@ class CapabilitySpec(SpecModel):
         """Content hash of the spec: part of the judge version and the recipe lineage."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+# The judge's pool policy (distillery_judge.logic): bump when the same spec would pool differently.
+JUDGE_POLICY = "judge-v2"
+
+
+def judge_version(spec: CapabilitySpec) -> str:
+    """Names rubric, rules and judge together: the label plus a hash of what decides a verdict."""
+    decisive = {
+        "judge": spec.judge.model_dump(mode="json", exclude={"aggregation_timeout_s"}),  # tuning, not judging
+        "units": {name: {"rules": u.rules.model_dump(mode="json"), "judge": u.judge.model_dump(mode="json"),
+                         "risk": u.risk, "second_check": u.second_check}
+                  for name, u in sorted(spec.units.items())},
+        # the judge models themselves: a different model (or backend, or decoding) is a different judge
+        "models": {name: spec.teachers[name].model_dump(mode="json", exclude={"concurrency", "timeout_s", "max_retries"})
+                   for name in (spec.judge.model, spec.judge.second_model) if name},
+        "code": JUDGE_POLICY,
+    }
+    digest = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{spec.judge.label}-{digest}"
+
+
+def with_label(spec: CapabilitySpec, label: str | None) -> CapabilitySpec:
+    """The spec under another judge label (a replay names its version without editing the file)."""
+    if not label:
+        return spec
+    return spec.model_copy(update={"judge": spec.judge.model_copy(update={"label": label})})
 
 
 def _describe(error: dict) -> str:

@@ -178,6 +178,12 @@ def stop(state: StackState, timeout_s: float = 15) -> None:
     Path(state.run_dir, "state.json").unlink(missing_ok=True)
 
 
+def stop_process(pid: int, timeout_s: float = 15) -> None:
+    """SIGTERM one process; SIGKILL it if it has not exited after ``timeout_s``."""
+    _signal(pid, signal.SIGTERM)
+    _wait_gone([pid], timeout_s)
+
+
 def _signal(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)

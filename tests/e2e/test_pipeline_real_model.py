@@ -48,8 +48,9 @@ def test_real_teacher_through_all_services(tmp_path, kafka_bootstrap, topic_pref
             assert cand.usage.prompt_tokens > 20 and 0 < cand.usage.completion_tokens <= 24
             assert cand.latency_s > 0 and cand.cost_usd > 0 and 0 < cand.confidence <= 1
             assert cand.finish_reason in ("stop", "length")
-        assert all(jc.pool in ("train", "refusal", "failure", "discard") and jc.reasons
+        assert all(jc.pool in ("train", "refusal", "hard_case", "contrastive", "failure", "discard") and jc.reasons
                    for v in verdicts for jc in v.candidates)
+        assert all(jc.correction for v in verdicts for jc in v.candidates if jc.pool == "contrastive")
 
         request = TrainingRequested(request_id="real-train", student="tiny", produced_by="test")
         asyncio.run(produce_all(settings, [(settings.topics.training_requests, "real-train", request.model_dump_json().encode())]))

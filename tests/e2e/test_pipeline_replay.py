@@ -51,7 +51,9 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
         for jc in verdict.candidates:
             pools.setdefault(jc.pool, []).append((verdict.task, jc))
     # alpha is always right: every train-split task has a train or refusal candidate
-    assert {"train", "refusal", "failure", "discard"} <= set(pools)
+    assert {"train", "refusal", "failure", "contrastive"} <= set(pools)
+    for task, jc in pools["contrastive"]:  # wrong answers are kept against the reference, with the reason
+        assert jc.correction and "correction:reference" in jc.reasons
     for task, jc in pools["refusal"]:
         assert task.reference.no_call and jc.teacher_id == "beta" and "no_call_correct" in jc.reasons
     for task, jc in pools["failure"]:

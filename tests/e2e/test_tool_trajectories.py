@@ -65,7 +65,8 @@ def test_tool_trajectory_unit_runs_end_to_end(tmp_path, kafka_bootstrap, topic_p
             alpha, beta = by_teacher["alpha"], by_teacher["beta"]
             assert alpha.pool == "train" and alpha.trajectory and all(s.error is None for s in alpha.trajectory)
             assert alpha.trajectory[0].observation, "the real tool ran and its result was observed"
-            assert beta.pool == "discard" and beta.trajectory[0].error.startswith("invalid_arguments")
+            assert beta.pool == "contrastive" and beta.trajectory[0].error.startswith("invalid_arguments")
+            assert beta.correction == f"#### {verdict.task.reference.answer}"
             assert "missing_required_argument:convert_units.from_unit" in beta.trajectory[0].error
         candidates = events(settings, settings.topics.candidates, CandidateGenerated)
         assert all(c.usage.completion_tokens == 12 * (len(c.trajectory) + 1) for c in candidates)

@@ -1,4 +1,4 @@
-"""Unit tests for distillery_editor.logic: pathways, canonical finals, compression, dedup."""
+"""Unit tests for distillery_editor.logic and the dedup of distillery_editor.state: pathways, finals, compression."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from distillery import ids
 from distillery.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, ToolCall, Trace
 from distillery.workload import build_workload
-from distillery_editor.logic import MAX_RATIONALE_LINES, REFUSAL, Deduper, compress_steps, curate
+from distillery_editor.logic import MAX_RATIONALE_LINES, REFUSAL, compress_steps, curate
+from distillery_editor.state import EditorState
 
 ROOT = Path(__file__).resolve().parents[2]
 JUDGE_VERSION = "rules-v1-0123456789"
@@ -142,6 +143,22 @@ def test_sample_ids_are_deterministic_and_provenance_is_complete(spec, tasks) ->
         assert sample.prompt == task.prompt and sample.unit == "math_steps"
 
 
+def test_hard_case_candidates_become_samples_with_the_evidence_of_other_teachers(spec, tasks) -> None:
+    task = tasks["math_steps"]
+    evidence = ["smollm2 also checked the units"]
+    v = verdict(task, judged("c_hard", "hard_case", MATH_TEXT, final=task.reference.answer, evidence=evidence))
+    samples = curate_one(spec, v)
+    assert {s.pool for s in samples} == {"hard_case"} and len(samples) == 2
+    assert all(s.evidence == evidence for s in samples)
+    assert all("decided_by" not in s.metadata for s in samples)
+
+
+def test_a_human_accepted_candidate_is_marked_as_decided_by_a_human(spec, tasks) -> None:
+    task = tasks["math_steps"]
+    v = verdict(task, judged("c_h", "train", MATH_TEXT, final=task.reference.answer, reasons=["human_accept"]))
+    assert all(s.metadata["decided_by"] == "human" for s in curate_one(spec, v))
+
+
 # --- compress_steps -----------------------------------------------------------------------------
 
 
@@ -171,7 +188,7 @@ def test_compress_steps_keeps_a_step_that_starts_with_an_opener() -> None:
     assert "95060 - 29100 = 65960" in compress_steps(text)
 
 
-# --- Deduper ---------------------------------------------------------------------------------------
+# --- dedup (EditorState.admit) -------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -179,45 +196,48 @@ def samples(spec, tasks):
     return {s.pathway: s for s in curate_one(spec, math_verdict(tasks["math_steps"]))}
 
 
-def test_deduper_admits_new_samples_and_keeps_them_pending(samples) -> None:
-    dedup = Deduper()
-    assert dedup.admit(samples["answer"]) is None
-    assert dedup.admit(samples["process"]) is None
-    assert dedup.pending == [samples["answer"], samples["process"]]
-    assert dedup.ids == set()
+def test_dedup_admits_new_samples_and_keeps_them_pending(samples) -> None:
+    state = EditorState(SOURCE.topic)
+    assert state.admit(samples["answer"]) is None
+    assert state.admit(samples["process"]) is None
+    assert state.pending > 0
+    assert {s.sample_id for s in state.live_samples(samples["answer"].provenance.task_id)} == {
+        samples["answer"].sample_id, samples["process"].sample_id}
 
 
-def test_deduper_drops_a_pending_duplicate_within_the_batch(samples) -> None:
-    dedup = Deduper()
-    dedup.admit(samples["answer"])
-    assert dedup.admit(samples["answer"]) == "duplicate_id"
+def test_dedup_drops_a_pending_duplicate_within_the_batch(samples) -> None:
+    state = EditorState(SOURCE.topic)
+    state.admit(samples["answer"])
+    assert state.admit(samples["answer"]) == "duplicate_id"
     same_content = samples["answer"].model_copy(update={"sample_id": "sample_other"})
-    assert dedup.admit(same_content) == "duplicate_content"
-    assert len(dedup.pending) == 1
+    assert state.admit(same_content) == "duplicate_content"
+    assert len(state.live_samples(samples["answer"].provenance.task_id)) == 1
 
 
-def test_deduper_commit_remembers_across_batches(samples) -> None:
-    dedup = Deduper()
-    dedup.admit(samples["answer"])
-    dedup.commit()
-    assert dedup.pending == []
-    assert dedup.admit(samples["answer"]) == "duplicate_id"
-    assert dedup.admit(samples["answer"].model_copy(update={"sample_id": "sample_other"})) == "duplicate_content"
+def test_dedup_commit_remembers_across_batches(samples) -> None:
+    state = EditorState(SOURCE.topic)
+    state.admit(samples["answer"])
+    state.commit()
+    assert state.pending == 0
+    state.rollback()  # nothing pending: a later failed batch must not undo a durable one
+    assert state.admit(samples["answer"]) == "duplicate_id"
+    assert state.admit(samples["answer"].model_copy(update={"sample_id": "sample_other"})) == "duplicate_content"
 
 
-def test_deduper_rollback_forgets_the_failed_batch(samples) -> None:
-    dedup = Deduper()
-    dedup.admit(samples["answer"])
-    dedup.rollback()
-    assert dedup.pending == [] and dedup.ids == set()
-    assert dedup.admit(samples["answer"]) is None  # the batch is read again and admitted again
+def test_dedup_rollback_forgets_the_failed_batch(samples) -> None:
+    state = EditorState(SOURCE.topic)
+    state.admit(samples["answer"])
+    state.rollback()
+    assert state.pending == 0 and state.published == set() and state.live_hashes == {}
+    assert state.admit(samples["answer"]) is None  # the batch is read again and admitted again
 
 
-def test_deduper_remember_rebuilds_state_from_the_samples_topic(samples) -> None:
-    dedup = Deduper()
-    dedup.remember(samples["process"])
-    assert dedup.admit(samples["process"]) == "duplicate_id"
-    assert dedup.admit(samples["answer"]) is None
+def test_dedup_rebuilds_state_from_the_samples_topic(samples) -> None:
+    state = EditorState(SOURCE.topic)
+    state.rebuild_samples([samples["process"]])
+    assert state.pending == 0
+    assert state.admit(samples["process"]) == "duplicate_id"
+    assert state.admit(samples["answer"]) is None
 
 
 def test_same_content_from_another_teacher_is_a_content_duplicate(spec, tasks) -> None:
@@ -225,9 +245,9 @@ def test_same_content_from_another_teacher_is_a_content_duplicate(spec, tasks) -
     a = curate_one(spec, verdict(task, judged("cand_a", "train", MATH_TEXT, final=task.reference.answer)))
     b = curate_one(spec, verdict(task, judged("cand_b", "train", MATH_TEXT.upper(), teacher="smollm2",
                                                final=task.reference.answer)))
-    dedup = Deduper()
-    assert [dedup.admit(s) for s in a] == [None, None]
-    assert [dedup.admit(s) for s in b] == ["duplicate_content", "duplicate_content"]
+    state = EditorState(SOURCE.topic)
+    assert [state.admit(s) for s in a] == [None, None]
+    assert [state.admit(s) for s in b] == ["duplicate_content", "duplicate_content"]
 
 
 def test_the_same_question_under_other_tools_is_not_a_content_duplicate(spec) -> None:
@@ -240,5 +260,5 @@ def test_the_same_question_under_other_tools_is_not_a_content_duplicate(spec) ->
         (sample,) = curate_one(spec, verdict(task, judged(f"cand_{tool}", "refusal", "No tool fits.")))
         samples.append(sample)
     assert samples[0].tools != samples[1].tools
-    dedup = Deduper()
-    assert [dedup.admit(s) for s in samples] == [None, None]
+    state = EditorState(SOURCE.topic)
+    assert [state.admit(s) for s in samples] == [None, None]

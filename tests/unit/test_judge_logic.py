@@ -14,6 +14,7 @@ import pytest
 from distillery import ids
 from distillery.events import CandidateGenerated, JudgedCandidate, SourceOffset, Task, Trace, Usage
 from distillery.spec import Rules, load_spec, parse_spec
+from distillery_judge.scorers import reference_text
 from distillery_judge.logic import judge_candidate, judge_task, judge_version, rank, rule_floor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +31,7 @@ def candidate(task: Task, text: str, teacher: str = "smollm2", **fields) -> Cand
 
 
 def judge(spec, task: Task, text: str, **fields) -> JudgedCandidate:
-    return judge_candidate(task, candidate(task, text, **fields), spec.units[task.unit].rules, None)
+    return judge_candidate(task, candidate(task, text, **fields), spec.units[task.unit], None)
 
 
 def right_call(task: Task) -> str:
@@ -233,8 +234,9 @@ def test_math_without_the_final_line_is_broken_output(spec, tasks) -> None:
 
 def test_a_failed_rule_discards_with_the_rule_name(spec, tasks) -> None:
     task = tasks["math_steps"]
-    rules = spec.units["math_steps"].rules.model_copy(update={"forbidden_patterns": ["as an ai"]})
-    jc = judge_candidate(task, candidate(task, f"As an AI: 2+2\n#### {task.reference.answer}"), rules, None)
+    unit = spec.units["math_steps"]
+    unit = unit.model_copy(update={"rules": unit.rules.model_copy(update={"forbidden_patterns": ["as an ai"]})})
+    jc = judge_candidate(task, candidate(task, f"As an AI: 2+2\n#### {task.reference.answer}"), unit, None)
     assert jc.pool == "discard"
     assert jc.reasons == ["rule:forbidden:as an ai"]
 
@@ -251,7 +253,7 @@ def test_judged_candidate_carries_cost_and_source(spec, tasks) -> None:
     src = SourceOffset(topic="distill.candidates.v1", partition=3, offset=99)
     cand = candidate(task, f"#### {task.reference.answer}", usage=Usage(prompt_tokens=10, completion_tokens=4),
                      latency_s=0.5, cost_usd=0.002)
-    jc = judge_candidate(task, cand, spec.units["math_steps"].rules, src)
+    jc = judge_candidate(task, cand, spec.units["math_steps"], src)
     assert (jc.candidate_id, jc.teacher_id, jc.source) == (cand.candidate_id, "smollm2", src)
     assert (jc.usage, jc.latency_s, jc.cost_usd) == (cand.usage, 0.5, 0.002)
 
@@ -287,7 +289,10 @@ def test_judge_task_builds_a_ranked_verdict(spec, tasks) -> None:
     assert verdict.judge_version == version
     assert verdict.missing_candidates == 0
     assert [(c.candidate_id, c.rank, c.pool) for c in verdict.candidates] == [
-        (good.candidate_id, 1, "train"), (bad.candidate_id, 2, "discard")]
+        (good.candidate_id, 1, "train"), (bad.candidate_id, 2, "contrastive")]
+    # the wrong answer is kept against the reference, with the reason
+    assert verdict.candidates[1].correction == reference_text(task)
+    assert "correction:reference" in verdict.candidates[1].reasons
     assert verdict.candidates[0].source == src
     assert verdict.trace.task_id == task.task_id
     assert verdict.trace.causation_id == bad.event_id

@@ -2,6 +2,8 @@
 
 The ``answer`` pathway keeps the final answer only; ``process`` adds the key steps
 compressed to a skeleton. Refusal samples carry an explicit boundary in ``limits``.
+Which samples stay in the repository (dedup, judge replays, human review) is
+:mod:`distillery_editor.state` and :mod:`distillery_editor.governance`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ import json
 import re
 
 from distillery import ids
-from distillery.events import CandidatesJudged, JudgedCandidate, Provenance, SampleCurated, SourceOffset, Trace
+from distillery.events import (SAMPLE_POOLS, CandidatesJudged, JudgedCandidate, Provenance, SampleCurated,
+                               SourceOffset, Trace)
 from distillery.spec import CapabilitySpec, UnitSpec
 
 # Pools that become training material in this version of the editor.
-CURATED_POOLS = ("train", "refusal")
+CURATED_POOLS = SAMPLE_POOLS
+# Reason tags of candidates whose pool a human set (governance.apply_decisions adds them).
+HUMAN_ACCEPT = "human_accept"
+HUMAN_REJECT = "human_reject"
 
 # Openers and sign-offs that carry no step of the solution.
 _FILLER = re.compile(
@@ -82,6 +88,12 @@ def best_per_pool(verdict: CandidatesJudged) -> list[JudgedCandidate]:
     return list(chosen.values())
 
 
+def sample_metadata(task_metadata: dict[str, str], jc: JudgedCandidate) -> dict[str, str]:
+    """The task's metadata, the judge's score, and who chose the pool when a human did."""
+    decided = {"decided_by": "human"} if HUMAN_ACCEPT in jc.reasons else {}
+    return {**task_metadata, "score": str(jc.score), **decided}
+
+
 def curate(verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec, produced_by: str) -> list[SampleCurated]:
     """Samples for one verdict; held-out (eval) tasks never become samples."""
     task = verdict.task
@@ -110,6 +122,7 @@ def curate(verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec
                     final=final,
                     rationale=rationale,
                     limits=limits,
+                    evidence=jc.evidence,
                     tool_steps=steps,
                     tools=task.tools,
                     content_hash=ids.normalized_hash(
@@ -119,49 +132,9 @@ def curate(verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec
                         task_id=task.task_id, candidate_id=jc.candidate_id, teacher_id=jc.teacher_id,
                         judge_version=verdict.judge_version, verdict_id=verdict.verdict_id, source=source,
                     ),
-                    metadata={**task.metadata, "score": str(jc.score)},
+                    metadata=sample_metadata(task.metadata, jc),
                     produced_by=produced_by,
                     trace=Trace(task_id=task.task_id, causation_id=verdict.event_id),
                 )
             )
     return samples
-
-
-class Deduper:
-    """Drops samples seen before, by id (redelivery) or by normalised content (exact duplicate).
-
-    Admitted samples stay *pending* until their batch is durably published
-    (:meth:`commit`); a failed batch is read again, so :meth:`rollback` forgets them.
-    """
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-        self.hashes: set[str] = set()
-        self.pending: list[SampleCurated] = []
-        self._pending_ids: set[str] = set()
-        self._pending_hashes: set[str] = set()
-
-    def admit(self, sample: SampleCurated) -> str | None:
-        """None when admitted, else why not ('duplicate_id' or 'duplicate_content')."""
-        if sample.sample_id in self.ids or sample.sample_id in self._pending_ids:
-            return "duplicate_id"
-        if sample.content_hash in self.hashes or sample.content_hash in self._pending_hashes:
-            return "duplicate_content"
-        self.pending.append(sample)
-        self._pending_ids.add(sample.sample_id)
-        self._pending_hashes.add(sample.content_hash)
-        return None
-
-    def commit(self) -> None:
-        for sample in self.pending:
-            self.remember(sample)
-        self.rollback()
-
-    def rollback(self) -> None:
-        self.pending.clear()
-        self._pending_ids.clear()
-        self._pending_hashes.clear()
-
-    def remember(self, sample: SampleCurated) -> None:
-        self.ids.add(sample.sample_id)
-        self.hashes.add(sample.content_hash)

@@ -18,7 +18,9 @@ from distillery.settings import ServiceSettings, load_settings
 from distillery.spec import load_spec
 from distillery_judge import __version__
 from distillery_judge.aggregate import Aggregator, OpenTask
-from distillery_judge.logic import judge_task, judge_version, regeneration_for, with_label
+from distillery_judge.logic import TaskInput, judge_batch, judge_version, regeneration_for, with_label
+from distillery_judge.scorers import build_scorers
+from distillery_judge.selfcheck import SelfCheckMonitor
 
 VERDICTS = Counter("distillery_judge_candidates_pooled_total", "Candidates per pool", ["unit", "pool"])
 RULE_FAILURES = Counter("distillery_judge_rule_failures_total", "Failed checks", ["unit", "check"])
@@ -28,12 +30,20 @@ GROUP = Info("distillery_judge_group", "Judge version and the consumer group it 
 CHAIN_STEPS = Counter("distillery_judge_chain_steps_skipped_total", "Intermediate chain steps (judged with the final)")
 REGENERATIONS = Counter("distillery_judge_regenerations_total", "Bounded retries asked of the router", ["unit"])
 TIMEOUTS = Counter("distillery_judge_timeouts_total", "Tasks judged incomplete after the timeout")
+RELATIONS = Counter("distillery_judge_relations_total", "Multi-teacher relation of judged tasks", ["unit", "relation"])
+SELF_CHECKS = Counter("distillery_judge_self_checks_total", "Self-check outcomes", ["unit", "check", "outcome"])
+POSITION_SWAP = Gauge("distillery_judge_position_swap_agreement", "Share of pairwise judgments that survive swapping the order (rolling)", ["unit"])
+PERTURBATION = Gauge("distillery_judge_perturbation_catch_rate", "Share of planted-error variants the judge failed (rolling)", ["unit"])
+TWO_JUDGES = Gauge("distillery_judge_two_judge_agreement", "Share of candidates two judge models agree on (rolling)", ["unit"])
+GATE = Gauge("distillery_judge_gate_closed", "1 while the unit's self-checks are below its threshold (train goes to review)", ["unit"])
+RATE_GAUGES = {"position_swap": POSITION_SWAP, "perturbation": PERTURBATION, "two_judge": TWO_JUDGES}
 
 
 class JudgeSettings(ServiceSettings):
     judge_label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$",
                                     description="overrides the spec's judge.label (a replay under a new name)")
     replay: bool = Field(default=False, description="re-judge recorded candidates: never ask for regeneration")
+    device: str = Field(default="cpu", description="where the judge's own models run (cpu, cuda)")
 
 
 def build():
@@ -45,35 +55,58 @@ def build():
     GROUP.info({"judge_version": version, "group": group})
     agg = Aggregator(spec.judge.aggregation_timeout_s)
     lock = asyncio.Lock()
+    scorers = build_scorers(spec, settings.device)
+    monitor = SelfCheckMonitor(spec)
+    for unit in spec.units:
+        GATE.labels(unit).set(0)
 
-    def verdict_for(entry: OpenTask) -> list[Out]:
-        """The verdict, and a bounded regeneration request when nothing was accepted."""
-        cands = sorted(entry.candidates.values(), key=lambda cs: cs[0].candidate_id)
-        verdict = judge_task(entry.task, cands, entry.expected, spec, version, bus.produced_by, entry.attempt)
+    def count(verdict) -> None:
+        unit = verdict.task.unit
+        RELATIONS.labels(unit, verdict.relation or "single").inc()
+        for check, ok in verdict.self_checks.items():
+            SELF_CHECKS.labels(unit, check, "pass" if ok else "fail").inc()
         for jc in verdict.candidates:
-            VERDICTS.labels(entry.task.unit, jc.pool).inc()
+            VERDICTS.labels(unit, jc.pool).inc()
             for check, ok in jc.checks.items():
                 if not ok:
-                    RULE_FAILURES.labels(entry.task.unit, check).inc()
-        outs = [Out(bus.topics.verdicts, verdict)]
-        retry = None if settings.replay else regeneration_for(verdict, spec, bus.produced_by)
-        if retry:
-            REGENERATIONS.labels(entry.task.unit).inc()
-            outs.append(Out(bus.topics.regeneration, retry))
+                    RULE_FAILURES.labels(unit, check).inc()
+
+    def verdicts_for(entries: list[OpenTask]) -> list[Out]:
+        """The verdicts, and a bounded regeneration request where nothing was accepted."""
+        inputs = [TaskInput(e.task, sorted(e.candidates.values(), key=lambda cs: cs[0].candidate_id), e.expected,
+                            e.attempt) for e in entries]
+        outs = []
+        for verdict in judge_batch(inputs, spec, version, bus.produced_by, scorers, monitor):
+            count(verdict)
+            outs.append(Out(bus.topics.verdicts, verdict))
+            retry = None if settings.replay else regeneration_for(verdict, spec, bus.produced_by)
+            if retry:
+                REGENERATIONS.labels(verdict.task.unit).inc()
+                outs.append(Out(bus.topics.regeneration, retry))
+        for (unit, check), rate in monitor.rates().items():
+            RATE_GAUGES[check].labels(unit).set(rate)
+        for unit in spec.units:
+            GATE.labels(unit).set(int(monitor.gate_closed(unit)))
         return outs
 
     async def on_candidates(items: list[In[CandidateGenerated]]) -> list[Out]:
         now = time.monotonic()
-        outs = []
+        outs, ready = [], []
         for item in items:
             cand = item.event
+            if cand.task.unit not in spec.units:
+                outs.append(bus.dead_letter(item.record, f"unknown unit '{cand.task.unit}': not in the judge's spec",
+                                            "unknown_unit"))
+                continue
             if cand.chain and not cand.chain.is_final and not cand.error:
                 CHAIN_STEPS.inc()  # an intermediate step: the router moves the chain on; the final one carries it
                 continue
             result = agg.add(cand, item.record, now)
             LATE.inc(result.late)
             if result.ready:
-                outs.extend(verdict_for(result.ready))
+                ready.append(result.ready)
+        if ready:  # model scorers are slow and blocking: off the event loop, one batch for all ready tasks
+            outs.extend(await asyncio.to_thread(verdicts_for, ready))
         OPEN_TASKS.set(len(agg.open))
         return outs
 
@@ -86,7 +119,7 @@ def build():
                 if due:
                     TIMEOUTS.inc(len(due))
                     try:
-                        await bus.publish([out for entry in due for out in verdict_for(entry)])
+                        await bus.publish(await asyncio.to_thread(verdicts_for, due))
                     except Exception:  # noqa: BLE001 - broker trouble: try again next tick
                         agg.restore()
                         continue

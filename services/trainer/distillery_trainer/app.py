@@ -9,12 +9,13 @@ from pathlib import Path
 from prometheus_client import Counter, Gauge
 
 from distillery.bus import In, Out, Rejected
-from distillery.events import SampleCurated, StudentTrained, Trace, TrainingRequested, parse_event
+from distillery.events import StudentTrained, Trace, TrainingRequested, parse_sample_record
 from distillery.kafka import read_snapshot
 from distillery.service import make_app, make_bus
 from distillery.settings import ServiceSettings, load_settings
 from distillery.spec import load_spec
 from distillery_trainer import __version__
+from distillery_trainer.dataset import repository
 from distillery_trainer.training import run
 
 STEP = Gauge("distillery_trainer_step", "Current optimisation step of the running job", ["student"])
@@ -39,10 +40,11 @@ def build():
         if name not in spec.students:
             raise Rejected("unknown_student", f"unknown student '{name}' (spec has {sorted(spec.students)})")
         snapshot = await read_snapshot(settings, bus.topics.samples)
-        samples = []
+        events = []
         for record in snapshot.records:
-            with contextlib.suppress(Exception):
-                samples.append(parse_event(SampleCurated, record.value))
+            with contextlib.suppress(ValueError):  # the editor's records; nothing else should be there
+                events.append(parse_sample_record(record.value or b""))
+        samples, retracted = repository(events)
 
         def progress(step: int, total: int, loss: float) -> None:
             STEP.labels(name).set(step)
@@ -53,6 +55,8 @@ def build():
             run, name, spec, samples, snapshot.end_offsets, bus.topics.samples,
             settings.artifact_dir, settings.device, progress,
         )
+        # Not part of the dataset's identity (the student id): the same live samples train the same student.
+        lineage["manifest"]["retracted"] = retracted
         RUNS.labels(name).inc()
         SAMPLES.labels(name).set(lineage["manifest"]["samples"])
         fields = {k: lineage[k] for k in ("student_id", "student", "version", "artifact_dir", "base_model",

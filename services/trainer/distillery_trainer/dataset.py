@@ -7,8 +7,13 @@ import json
 from collections import Counter
 from typing import Any
 
-from distillery.events import SampleCurated, Task
+from distillery.events import SampleCurated, SampleEvent, SampleRetracted, Task, live_samples
 from distillery.spec import StudentSpec
+
+
+def repository(events: list[SampleEvent]) -> tuple[list[SampleCurated], int]:
+    """The samples live at the snapshot (retracted ones never reach a dataset) and how many retractions it saw."""
+    return live_samples(events), sum(isinstance(event, SampleRetracted) for event in events)
 
 
 def select(samples: list[SampleCurated], recipe: StudentSpec) -> list[SampleCurated]:
@@ -54,6 +59,7 @@ def manifest(
         "per_unit": dict(Counter(s.unit for s in selected)),
         "per_pathway": dict(Counter(s.pathway for s in selected)),
         "task_ids": sorted({s.provenance.task_id for s in selected}),
+        "sample_ids": sorted(s.sample_id for s in selected),
         "sha256": sha,
         "recipe": recipe.model_dump(mode="json"),
     }

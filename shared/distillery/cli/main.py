@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distillery import ids, stack
-from distillery.cli import pipeline
+from distillery.cli import pipeline, replay, review
 from distillery.cli.submit import parse_tasks
 from distillery.events import TrainingRequested, subject_order
 from distillery.kafka import produce_all
@@ -30,6 +30,8 @@ console = Console()
 if not console.is_terminal:  # logs and CI: wide enough for the report tables
     console.width = 120
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
+app.add_typer(review.app, name="review")
+app.add_typer(replay.app, name="replay")
 
 RUN_DIR = typer.Option(Path(".distillery/run"), "--run-dir", help="Folder of the running pipeline (logs, state, artifacts).")
 SPEC = typer.Option(Path("examples/spec.yaml"), "--spec", help="Capability spec (YAML).")

@@ -9,7 +9,8 @@ from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from distillery.events import CandidatesJudged, EvaluationCompleted, Event, SampleCurated, parse_event
+from distillery.events import (CandidatesJudged, EvaluationCompleted, Event, live_samples, parse_event,
+                               parse_sample_record)
 from distillery.kafka import consumer_lag, read_snapshot, topic_counts
 from distillery.settings import ServiceSettings
 from distillery.stack import StackState
@@ -43,8 +44,13 @@ def pools(settings: ServiceSettings) -> Counter:
 
 
 def sample_counts(settings: ServiceSettings) -> Counter:
-    unique = {s.sample_id: s for s in events(settings, settings.topics.samples, SampleCurated)}
-    return Counter((s.unit, s.pool, s.pathway) for s in unique.values())
+    """Live samples (retracted ones no longer count) per unit, pool and pathway."""
+    snapshot = asyncio.run(read_snapshot(settings, settings.topics.samples))
+    history = []
+    for record in snapshot.records:
+        with contextlib.suppress(Exception):
+            history.append(parse_sample_record(record.value))
+    return Counter((s.unit, s.pool, s.pathway) for s in live_samples(history))
 
 
 def group_topics(state: StackState) -> dict[str, tuple[str, str]]:

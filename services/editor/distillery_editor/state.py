@@ -1,0 +1,213 @@
+"""What the editor remembers, rebuilt from topics at startup: the sample repository and who governs it.
+
+- live samples per task, the content hash of each (exact dedup), and every sample id
+  ever published (a redelivered verdict must not re-add a sample, retracted or not);
+- the governing verdict per task: the judge version, partition and offset of the latest
+  verdict processed, and the versions it superseded (an old version never takes a task back);
+- the latest human review decision per candidate.
+
+Every change is *pending* until the batch that caused it is durably published
+(:meth:`EditorState.commit`); a failed batch is read again, so :meth:`EditorState.rollback`
+undoes its changes. Changes apply at once, so a batch sees its own pending work
+(a duplicate within one batch is still a duplicate); an undo log makes rollback exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from distillery.events import ReviewDecided, SampleCurated, SampleEvent, SampleRetracted, SourceOffset
+
+_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class VerdictMark:
+    """Where a judge version spoke on a task. A task's verdicts share one partition, so offsets compare."""
+
+    judge_version: str
+    partition: int
+    offset: int
+
+    @classmethod
+    def of(cls, judge_version: str, source: SourceOffset) -> VerdictMark:
+        return cls(judge_version, source.partition, source.offset)
+
+    def is_after(self, partition: int, offset: int) -> bool:
+        return self.partition == partition and self.offset > offset
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A human decision and the reviews record it came from (the latest per candidate wins)."""
+
+    decision: ReviewDecided
+    source: SourceOffset
+
+
+class EditorState:
+    def __init__(self, verdicts_topic: str) -> None:
+        # Only verdict records say which judge version governs a task; a human-accepted
+        # sample's source is a reviews record, whose offsets do not compare with verdicts'.
+        self.verdicts_topic = verdicts_topic
+        self.live: dict[str, dict[str, SampleCurated]] = {}  # task_id -> sample_id -> live sample
+        self.live_hashes: dict[str, str] = {}  # content_hash -> sample_id of the live sample holding it
+        self.published: set[str] = set()  # every sample id ever curated, live or retracted
+        self.governing: dict[str, VerdictMark] = {}
+        self.superseded: dict[str, set[str]] = {}  # task_id -> judge versions that governed it before
+        self.decisions: dict[str, Decided] = {}  # candidate_id -> latest human decision
+        self._undo: list[Callable[[], None]] = []
+        self._recording = True  # off while rebuilding: what was read from a topic is durable already
+
+    # -- batch discipline -----------------------------------------------------------------
+
+    def commit(self) -> None:
+        """The batch is durable: its changes stay."""
+        self._undo.clear()
+
+    def rollback(self) -> None:
+        """The batch failed and will be read again: forget its changes, newest first."""
+        while self._undo:
+            self._undo.pop()()
+
+    @property
+    def pending(self) -> int:
+        """How many changes wait for their batch to be published."""
+        return len(self._undo)
+
+    # -- queries --------------------------------------------------------------------------
+
+    def live_samples(self, task_id: str) -> list[SampleCurated]:
+        return list(self.live.get(task_id, {}).values())
+
+    def is_live(self, sample: SampleCurated) -> bool:
+        return sample.sample_id in self.live.get(sample.provenance.task_id, {})
+
+    def is_stale(self, task_id: str, judge_version: str, source: SourceOffset) -> bool:
+        """A verdict of a version that lost the task, or older than the governing verdict of another version
+        (a redelivery after a crash): processing it would hand the task back to an old judgement."""
+        if judge_version in self.superseded.get(task_id, ()):
+            return True
+        mark = self.governing.get(task_id)
+        if mark is None or mark.judge_version == judge_version:
+            return False
+        return mark.is_after(source.partition, source.offset)
+
+    def decision(self, candidate_id: str) -> ReviewDecided | None:
+        decided = self.decisions.get(candidate_id)
+        return decided.decision if decided else None
+
+    def is_decision_stale(self, decision: ReviewDecided, source: SourceOffset) -> bool:
+        """An older decision on the candidate than one already known (decisions of a task share a partition)."""
+        known = self.decisions.get(decision.candidate.candidate_id)
+        if known is None:
+            return False
+        return known.source.partition == source.partition and known.source.offset > source.offset
+
+    # -- changes --------------------------------------------------------------------------
+
+    def admit(self, sample: SampleCurated, *, revive: bool = False) -> str | None:
+        """Add ``sample`` unless it is a duplicate; None when admitted, else why not.
+
+        ``duplicate_id``: published before, live or retracted (a redelivery must not bring back
+        what a judge retracted); ``revive`` lets a human accept bring back a retracted id.
+        ``duplicate_content``: a live sample has the same normalised content.
+        """
+        revived = revive and not self.is_live(sample)
+        if sample.sample_id in self.published and not revived:
+            return "duplicate_id"
+        if sample.content_hash in self.live_hashes:
+            return "duplicate_content"
+        self._add(sample)
+        return None
+
+    def retract(self, retraction: SampleRetracted) -> None:
+        """Remove the retracted sample, if live; its content hash is free again."""
+        task_id = retraction.task_id or retraction.trace.task_id
+        sample = self.live.get(task_id or "", {}).get(retraction.sample_id)
+        if sample is None:
+            return
+        self._pop(self.live[task_id], sample.sample_id)
+        if self.live_hashes.get(sample.content_hash) == sample.sample_id:
+            self._pop(self.live_hashes, sample.content_hash)
+
+    def govern(self, task_id: str, mark: VerdictMark) -> None:
+        """``mark`` is now the latest verdict processed for the task; a version it replaces is superseded."""
+        current = self.governing.get(task_id)
+        if current is not None and current.judge_version != mark.judge_version:
+            self._set_add(self.superseded.setdefault(task_id, set()), current.judge_version)
+        elif current is not None and current.is_after(mark.partition, mark.offset):
+            return  # an earlier verdict of the same version (attempt 1 after attempt 2): the later one stays
+        self._put(self.governing, task_id, mark)
+
+    def decide(self, decision: ReviewDecided, source: SourceOffset) -> None:
+        self._put(self.decisions, decision.candidate.candidate_id, Decided(decision, source))
+
+    # -- startup rebuild ------------------------------------------------------------------
+
+    def rebuild_samples(self, events: Iterable[SampleEvent]) -> None:
+        """Replay the samples topic in order: live samples, published ids, governing verdicts."""
+        with self._durable():
+            for event in events:
+                if isinstance(event, SampleRetracted):
+                    self.retract(event)
+                    self._govern_from(event.task_id, event.judge_version, event.source)
+                else:
+                    self._add(event)
+                    prov = event.provenance
+                    self._govern_from(prov.task_id, prov.judge_version, prov.source)
+
+    def rebuild_decisions(self, decisions: Iterable[tuple[ReviewDecided, SourceOffset]]) -> None:
+        """Replay the reviews topic in order: the latest decision per candidate."""
+        with self._durable():
+            for decision, source in decisions:
+                if not self.is_decision_stale(decision, source):
+                    self.decide(decision, source)
+
+    @contextmanager
+    def _durable(self) -> Iterator[None]:
+        self._recording = False
+        try:
+            yield
+        finally:
+            self._recording = True
+
+    def _govern_from(self, task_id: str | None, judge_version: str, source: SourceOffset | None) -> None:
+        # Human retractions and human-accepted samples point at reviews records: they govern nothing.
+        if task_id and source is not None and source.topic == self.verdicts_topic:
+            self.govern(task_id, VerdictMark.of(judge_version, source))
+
+    # -- undoable primitives --------------------------------------------------------------
+
+    def _add(self, sample: SampleCurated) -> None:
+        self._put(self.live.setdefault(sample.provenance.task_id, {}), sample.sample_id, sample)
+        self._put(self.live_hashes, sample.content_hash, sample.sample_id)
+        self._set_add(self.published, sample.sample_id)
+
+    def _put(self, mapping: dict[str, Any], key: str, value: Any) -> None:
+        old = mapping.get(key, _ABSENT)
+        self._on_rollback(lambda: _restore(mapping, key, old))
+        mapping[key] = value
+
+    def _pop(self, mapping: dict[str, Any], key: str) -> None:
+        old = mapping.pop(key)
+        self._on_rollback(lambda: _restore(mapping, key, old))
+
+    def _set_add(self, items: set[str], item: str) -> None:
+        if item not in items:
+            items.add(item)
+            self._on_rollback(lambda: items.discard(item))
+
+    def _on_rollback(self, undo: Callable[[], None]) -> None:
+        if self._recording:
+            self._undo.append(undo)
+
+
+def _restore(mapping: dict[str, Any], key: str, old: Any) -> None:
+    if old is _ABSENT:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = old
