@@ -34,6 +34,7 @@ test-fast: install
 
 bench: install
 	$(PY) bench/bus_hop.py
+	$(PY) bench/judge_throughput.py
 
 up: install
 	$(VENV)/bin/distillery up

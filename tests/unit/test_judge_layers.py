@@ -386,3 +386,10 @@ def test_replay_backend_keys_retries_by_attempt(tmp_path) -> None:
     backend = ReplayBackend(path, "judge-a")
     assert [g.text for g in backend.generate([("k", "", ""), ("k#1", "", "")], 8)] == ["first", "second"]
     assert isinstance(Scorers(), Scorers)
+
+
+def test_a_perturbation_changes_a_list_argument_and_skips_what_it_cannot_change() -> None:
+    assert perturb('{"name": "t", "arguments": {"a": [1, 2], "b": 0.05}}', "tool_call") == \
+        '{"name":"t","arguments":{"a":[8,2],"b":0.05}}'
+    assert perturb('{"name": "t", "arguments": {"a": {"k": 1}}}', "tool_call") is None
+    assert perturb('{"name": "t", "arguments": {}}', "tool_call") is None

@@ -23,7 +23,8 @@ from distillery_judge.scorers import build_scorers
 from distillery_judge.selfcheck import SelfCheckMonitor
 
 VERDICTS = Counter("distillery_judge_candidates_pooled_total", "Candidates per pool", ["unit", "pool"])
-RULE_FAILURES = Counter("distillery_judge_rule_failures_total", "Failed checks", ["unit", "check"])
+CHECKS = Counter("distillery_judge_checks_total", "Rule-floor and reference checks by outcome (pass rate per rule)",
+                 ["unit", "check", "outcome"])
 OPEN_TASKS = Gauge("distillery_judge_open_tasks", "Tasks waiting for candidates")
 LATE = Counter("distillery_judge_late_candidates_total", "Candidates of tasks already judged")
 GROUP = Info("distillery_judge_group", "Judge version and the consumer group it reads candidates with")
@@ -68,8 +69,7 @@ def build():
         for jc in verdict.candidates:
             VERDICTS.labels(unit, jc.pool).inc()
             for check, ok in jc.checks.items():
-                if not ok:
-                    RULE_FAILURES.labels(unit, check).inc()
+                CHECKS.labels(unit, check, "pass" if ok else "fail").inc()
 
     def verdicts_for(entries: list[OpenTask]) -> list[Out]:
         """The verdicts, and a bounded regeneration request where nothing was accepted."""

@@ -82,7 +82,8 @@ def reference_text(task: Task) -> str | None:
     if ref.answer is not None:
         return f"#### {ref.answer}"
     if ref.tool_calls:
-        calls = [{"name": fn, "arguments": {k: v[0] if v else None for k, v in args.items()}}
+        # BFCL lists the allowed values per argument; "" among them marks an argument that may be omitted
+        calls = [{"name": fn, "arguments": {k: v[0] for k, v in args.items() if v and v[0] != ""}}
                  for call in ref.tool_calls for fn, args in call.items()]
         return json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
     return None
@@ -247,20 +248,27 @@ class Embedder:
             self._model = AutoModel.from_pretrained(path).to(self.device).eval()
 
     def embed(self, texts: list[str]):
-        """Unit-length mean-pooled embeddings, one row per text."""
+        """Unit-length mean-pooled embeddings, one row per text.
+
+        Each distinct text is embedded once, in batches of similar length (little padding).
+        """
         import torch
 
         self.load()
+        unique = sorted(set(texts), key=len)
         rows = []
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                batch = self._tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
+            for start in range(0, len(unique), self.batch_size):
+                batch = self._tokenizer(unique[start:start + self.batch_size], padding=True, truncation=True,
                                         max_length=256, return_tensors="pt").to(self.device)
                 hidden = self._model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 rows.append(torch.nn.functional.normalize(pooled, dim=-1))
-        return torch.cat(rows) if rows else torch.empty(0, 384)
+        if not rows:
+            return torch.empty(0, 384)
+        index = {text: i for i, text in enumerate(unique)}
+        return torch.cat(rows)[[index[t] for t in texts]]
 
     def similarity(self, pairs: list[tuple[str, str]]) -> list[float]:
         """Cosine similarity of each pair, clipped to [0, 1]."""

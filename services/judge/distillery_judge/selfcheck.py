@@ -33,23 +33,28 @@ def sampled(candidate_id: str, rate: float) -> bool:
 
 
 def _shift(value):
+    """The value with a planted error (None: not a value this knows how to change)."""
     if isinstance(value, bool):
         return not value
     if isinstance(value, (int, float)):
         return value + 7
     if isinstance(value, str):
         return value + " (revised)"
-    return value
+    if isinstance(value, list) and value and _shift(value[0]) is not None:
+        return [_shift(value[0]), *value[1:]]
+    return None
 
 
 def perturb(text: str, output_form: str) -> str | None:
     """A shorter or reworded variant with one planted error (None: nothing to plant it in)."""
     if output_form == "tool_call":
         calls = parse_tool_calls(text)
-        if not calls or not calls[0].arguments:
+        if not calls:
             return None
         first = calls[0]
-        arg = min(first.arguments)
+        arg = next((a for a in sorted(first.arguments) if _shift(first.arguments[a]) is not None), None)
+        if arg is None:
+            return None
         changed = {**first.arguments, arg: _shift(first.arguments[arg])}
         return json.dumps({"name": first.name, "arguments": changed}, separators=(",", ":"))  # reworded: compact
     final = extract_final_answer(text)

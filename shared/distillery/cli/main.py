@@ -99,8 +99,10 @@ def status(run_dir: Path = RUN_DIR) -> None:
     services = Table("service", "pid", "alive", "lag", title="services")
     lags = pipeline.lags(state)
     for proc in state.processes:
-        services.add_row(proc.name, str(proc.pid), "yes" if stack.pid_alive(proc.pid) else "[red]no[/red]",
-                         str(lags.get(proc.name, "-")))
+        lag = str(lags.get(proc.name, "-"))
+        if proc.name == "editor" and "editor-reviews" in lags:  # the editor reads two topics
+            lag += f" (+{lags['editor-reviews']} reviews)"
+        services.add_row(proc.name, str(proc.pid), "yes" if stack.pid_alive(proc.pid) else "[red]no[/red]", lag)
     for table in (topics, pools, services):
         console.print(table)
 

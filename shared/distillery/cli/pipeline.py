@@ -59,6 +59,7 @@ def group_topics(state: StackState) -> dict[str, tuple[str, str]]:
     groups = {
         "router": ("distillery-router", topics.tasks),
         "editor": ("distillery-editor", topics.verdicts),
+        "editor-reviews": ("distillery-editor-reviews", topics.reviews),
         "trainer": ("distillery-trainer", topics.training_requests),
         "evaluator": ("distillery-evaluator", topics.students),
     }
@@ -66,9 +67,11 @@ def group_topics(state: StackState) -> dict[str, tuple[str, str]]:
         if proc.name.startswith("teacher-"):
             teacher = proc.name.removeprefix("teacher-")
             groups[proc.name] = (f"distillery-teacher-{teacher}", topics.generation_requests(teacher))
-    judge_group = metric_value(state, "judge", "distillery_judge_group_info", label="group")
-    if judge_group:
-        groups["judge"] = (judge_group, topics.candidates)
+    for proc in state.processes:  # the judge, and any replay judge (its group names its version)
+        if proc.name == "judge" or proc.name.startswith("judge-replay-"):
+            judge_group = metric_value(state, proc.name, "distillery_judge_group_info", label="group")
+            if judge_group:
+                groups[proc.name] = (judge_group, topics.candidates)
     return groups
 
 
