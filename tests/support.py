@@ -13,9 +13,21 @@ from pathlib import Path
 
 import yaml
 
+from distillery import ids
+from distillery.events import CandidateGenerated, Task, Trace
 from distillery.workload import build_workload
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def candidate(task: Task, text: str, teacher: str = "smollm2", expected: int = 1, **fields) -> CandidateGenerated:
+    """A teacher's candidate for ``task`` with the ids the teacher service would give it."""
+    request_id = ids.request_id_for(task.task_id, teacher)
+    return CandidateGenerated(
+        candidate_id=ids.candidate_id_for(request_id), request_id=request_id, task=task, teacher_id=teacher,
+        strategy="competition" if expected > 1 else "single", route_reason="test", expected_candidates=expected,
+        text=text, produced_by="teacher@test", trace=Trace(task_id=task.task_id, causation_id=request_id), **fields,
+    )
 
 
 def correct_answer(task: dict) -> str:

@@ -13,23 +13,17 @@ import urllib.request
 
 import yaml
 
-from distillery import ids, stack
-from distillery.events import CandidateGenerated, CandidatesJudged, EventDeadLettered, Task, Trace
+from distillery import stack
+from distillery.events import CandidateGenerated, CandidatesJudged, EventDeadLettered, Task
 from distillery.kafka import ensure_topics, produce_all
 from distillery.spec import load_spec
 from distillery.workload import build_workload
-from tests.support import ROOT
+from tests.support import ROOT, candidate
 from tests.waiting import events, wait_for
 
 
 def cand(task: Task, text: str, teacher: str) -> CandidateGenerated:
-    request_id = ids.request_id_for(task.task_id, teacher)
-    return CandidateGenerated(
-        candidate_id=ids.candidate_id_for(request_id), request_id=request_id, task=task, teacher_id=teacher,
-        strategy="competition", route_reason="test", expected_candidates=2, text=text, produced_by="teacher@test",
-        trace=Trace(task_id=task.task_id, causation_id=request_id),
-    )
-
+    return candidate(task, text, teacher, expected=2)
 
 def test_judge_scores_with_minilm_checks_itself_and_dead_letters_unknown_units(tmp_path, settings):
     data = yaml.safe_load((ROOT / "examples" / "spec.yaml").read_text())

@@ -12,10 +12,10 @@ import json
 
 import pytest
 
-from distillery import ids
-from distillery.events import CandidateGenerated, Trace
+from distillery.events import CandidateGenerated
 from distillery.settings import ConfigError
 from distillery.spec import parse_spec
+from tests.support import candidate
 from distillery_judge.logic import TaskInput, judge_batch, judge_task, judge_version, rule_floor
 from distillery_judge.relation import relate
 from distillery_judge.scorers import (ModelJudge, Scorers, ScoreRequest, build_scorers, parse_preference,
@@ -26,13 +26,7 @@ from distillery.spec import Rules
 
 
 def cand(task, text, teacher="smollm2", **fields) -> CandidateGenerated:
-    request_id = ids.request_id_for(task.task_id, teacher)
-    return CandidateGenerated(
-        candidate_id=ids.candidate_id_for(request_id), request_id=request_id, task=task, teacher_id=teacher,
-        strategy="competition", route_reason="test", expected_candidates=2, text=text, produced_by="teacher@test",
-        trace=Trace(task_id=task.task_id, causation_id=request_id), **fields,
-    )
-
+    return candidate(task, text, teacher, expected=2, **fields)
 
 def with_judge(spec_data, tmp_path, recordings: list[dict], unit: str, unit_judge: dict, second: list[dict] | None = None):
     """The example spec with a recorded LLM judge (and optionally a second one) on ``unit``."""

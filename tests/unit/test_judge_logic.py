@@ -12,22 +12,15 @@ from pathlib import Path
 import pytest
 
 from distillery import ids
-from distillery.events import CandidateGenerated, JudgedCandidate, SourceOffset, Task, Trace, Usage
+from distillery.events import JudgedCandidate, SourceOffset, Task, Usage
 from distillery.spec import Rules, load_spec, parse_spec
 from distillery_judge.scorers import reference_text
+from tests.support import candidate
 from distillery_judge.logic import judge_candidate, judge_task, judge_version, rank, rule_floor
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "examples" / "spec.yaml"
 
-
-def candidate(task: Task, text: str, teacher: str = "smollm2", **fields) -> CandidateGenerated:
-    request_id = ids.request_id_for(task.task_id, teacher)
-    return CandidateGenerated(
-        candidate_id=ids.candidate_id_for(request_id), request_id=request_id, task=task, teacher_id=teacher,
-        strategy="single", route_reason="test", expected_candidates=1, text=text, produced_by="teacher@test",
-        trace=Trace(task_id=task.task_id, causation_id=request_id), **fields,
-    )
 
 
 def judge(spec, task: Task, text: str, **fields) -> JudgedCandidate:

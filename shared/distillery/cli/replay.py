@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from distillery import stack
 from distillery.cli import pipeline
+from distillery.cli.output import RUN_DIR, console
 from distillery.events import CandidatesJudged, JudgedCandidate
 from distillery.kafka import consumer_lag, topic_counts
 from distillery.settings import ConfigError, ServiceSettings
@@ -31,12 +31,7 @@ from distillery.spec import judge_version, load_spec, with_label
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                   help="Re-judge all candidates under a new judge version; 'replay diff' compares two versions.")
-console = Console()
-if not console.is_terminal:
-    console.width = 120
-err = Console(stderr=True, soft_wrap=True)
 
-RUN_DIR = typer.Option(Path(".distillery/run"), "--run-dir", help="Folder of the running pipeline.")
 NEW_SPEC = typer.Option(None, "--spec", help="Spec with the new rules (default: the pipeline's).")
 LABEL = re.compile(r"^[A-Za-z0-9._-]+$")  # what the judge accepts as a label
 READY_TIMEOUT_S = 120.0

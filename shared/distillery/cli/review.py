@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
 from distillery import __version__, stack
 from distillery.cli import pipeline
+from distillery.cli.output import RUN_DIR, console, err
 from distillery.events import (
     SAMPLE_POOLS,
     CandidatesJudged,
@@ -34,12 +34,7 @@ from distillery.settings import ConfigError, ServiceSettings
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                   help="List the review pool (most uncertain first); 'review decide' records a human decision.")
-console = Console()
-if not console.is_terminal:
-    console.width = 120
-err = Console(stderr=True, soft_wrap=True)
 
-RUN_DIR = typer.Option(Path(".distillery/run"), "--run-dir", help="Folder of the running pipeline.")
 ACCEPT_POOLS = SAMPLE_POOLS  # the pools an accept turns into a sample
 EXCERPT_CHARS = 60
 
