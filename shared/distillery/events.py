@@ -21,6 +21,7 @@ Pool = Literal["train", "hard_case", "contrastive", "refusal", "failure", "revie
 SAMPLE_POOLS = ("train", "hard_case", "refusal")
 Pathway = Literal["answer", "process", "style", "tool_trajectory"]
 Split = Literal["train", "eval"]
+Tier = Literal["high", "medium", "low"]
 
 
 class Model(BaseModel):
@@ -254,7 +255,11 @@ class Provenance(Model):
 
 
 class SampleCurated(Event):
+    """A training sample (schema v2). v1 kept the judge score in ``metadata["score"]``; the
+    upcaster moves it to ``score``. Fields added in v2 have defaults, so a replay back-fills them."""
+
     id_field: ClassVar[str] = "sample_id"
+    schema_version: int = 2
     sample_id: str
     unit: str
     pathway: Pathway
@@ -270,6 +275,22 @@ class SampleCurated(Event):
     content_hash: str
     provenance: Provenance
     metadata: dict[str, str] = Field(default_factory=dict)
+    # --- v2 ---
+    score: float | None = None  # the judge's weighted score of the candidate
+    confidence: float | None = None  # the teacher's (mean token probability), where it had one
+    tier: Tier = "high"
+    cluster: str | None = None  # semantic cluster (MiniLM), where the unit clusters
+    tokens_before: int = 0  # rationale + limits + final as the teacher wrote them
+    tokens_after: int = 0  # the same after compression
+    style_constraints: list[str] = Field(default_factory=list)  # style pathway: what the final was checked against
+    contrast: str = ""  # contrastive samples: the wrong answer, kept beside the correction in `final`
+    origin: Literal["teacher", "real"] = "teacher"  # real: imported human or production data
+
+
+def _sample_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    metadata = dict(data.get("metadata") or {})
+    score = metadata.pop("score", None)
+    return {**data, "metadata": metadata, "score": float(score) if score is not None else None, "schema_version": 2}
 
 
 class SampleRetracted(Event):
@@ -410,18 +431,15 @@ def new_task(unit: str, prompt: str, **fields: Any) -> Task:
 
 # Readers upcast older schema versions: {(event class name, from_version): fn(dict) -> dict}.
 # Version 1 is the first wire format; golden files in tests/golden pin it.
-UPCASTERS: dict[tuple[str, int], Any] = {}
+UPCASTERS: dict[tuple[str, int], Any] = {("SampleCurated", 1): _sample_v1_to_v2}
 
 
 def parse_event(model: type[Event], payload: bytes | str | dict[str, Any]) -> Event:
     """Validate a wire payload into ``model``, upcasting older schema versions first."""
     if isinstance(payload, dict):
-        data = payload
-        return model.model_validate(_upcast(model, data))
-    if isinstance(payload, bytes):
-        payload = payload.decode("utf-8")
-    if not UPCASTERS:
-        return model.model_validate_json(payload)
+        return model.model_validate(_upcast(model, payload))
+    if not any(name == model.__name__ for name, _ in UPCASTERS):
+        return model.model_validate_json(payload)  # the fast path: nothing to upcast for this model
     import json
 
     return model.model_validate(_upcast(model, json.loads(payload)))

@@ -206,13 +206,68 @@ class UnitJudge(SpecModel):
         return any(d.scorer == "llm" for d in self.dimensions) or self.self_checks.position_swap
 
 
+class StyleSpec(SpecModel):
+    """The `style` pathway's constraints: checked on the final answer, kept with the sample."""
+
+    max_chars: int | None = Field(default=None, ge=1)
+    max_sentences: int | None = Field(default=None, ge=1)
+    required_phrases: list[str] = Field(default_factory=list)  # each must appear (case-insensitive)
+    forbidden_phrases: list[str] = Field(default_factory=list)  # none may appear; removed when possible
+    tone: Literal["any", "plain", "formal"] = "any"  # plain/formal: no exclamation marks, emoji or filler
+
+    def constraints(self) -> list[str]:
+        """The constraint list a style sample carries as metadata."""
+        out = []
+        if self.max_chars:
+            out.append(f"at most {self.max_chars} characters")
+        if self.max_sentences:
+            out.append(f"at most {self.max_sentences} sentences")
+        out += [f"says '{p}'" for p in self.required_phrases]
+        out += [f"never says '{p}'" for p in self.forbidden_phrases]
+        if self.tone != "any":
+            out.append(f"{self.tone} tone")
+        return out
+
+
+class Tiers(SpecModel):
+    """Confidence tiers: a sample's confidence (judge score x teacher confidence) against the cut-offs,
+    and the pool each tier sends a would-be `train` sample to."""
+
+    high: float = Field(default=0.0, ge=0, le=1)  # at or above: high (0: every sample is high)
+    medium: float = Field(default=0.0, ge=0, le=1)  # at or above: medium; below: low
+    medium_pool: Literal["hard_case", "review"] = "hard_case"
+    low_pool: Literal["contrastive", "failure", "review", "discard"] = "review"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Tiers:
+        if self.medium > self.high:
+            raise ValueError("tiers.medium must not be above tiers.high")
+        return self
+
+
+class EditorSpec(SpecModel):
+    """How the editor turns this unit's accepted candidates into samples (ARCHITECTURE §4, editor)."""
+
+    # compression keeps these fields whole (the final answer always); the others are compressed
+    essential: list[Literal["rationale", "limits", "evidence"]] = Field(default_factory=lambda: ["limits"])
+    token_budget: int = Field(default=512, ge=8, le=8192)  # prompt excluded; over it after compression: review
+    max_rationale_lines: int = Field(default=8, ge=1, le=64)
+    near_duplicate_threshold: float = Field(default=0.85, ge=0, le=1)  # MinHash Jaccard; 0 turns it off
+    cluster_similarity: float = Field(default=0.0, ge=0, le=1)  # MiniLM cosine to join a cluster; 0 turns clustering off
+    cluster_quota: int = Field(default=0, ge=0)  # samples admitted per cluster (0: no quota)
+    hard_case_weight: float = Field(default=2.0, ge=0)  # sampling weight of hard cases (upsampling)
+    tiers: Tiers = Field(default_factory=Tiers)
+    style: StyleSpec = Field(default_factory=StyleSpec)
+
+
 class UnitSpec(SpecModel):
     description: str
     must: list[str] = Field(default_factory=list)
     may: list[str] = Field(default_factory=list)
     must_not: list[str] = Field(default_factory=list)
     output_form: Literal["text", "final_answer", "tool_call"] = "text"
-    pathways: list[Literal["answer", "process", "tool_trajectory"]] = Field(default_factory=lambda: ["answer"], min_length=1)
+    pathways: list[Literal["answer", "process", "style", "tool_trajectory"]] = Field(
+        default_factory=lambda: ["answer"], min_length=1)
     # tool_trajectory units: the registry tools (distillery.tools) teachers may call, and the loop's bounds
     tools: list[str] = Field(default_factory=list)
     max_tool_steps: int = Field(default=4, ge=1, le=16)
@@ -227,6 +282,7 @@ class UnitSpec(SpecModel):
     routing: Routing
     rules: Rules = Field(default_factory=Rules)
     judge: UnitJudge = Field(default_factory=UnitJudge)
+    editor: EditorSpec = Field(default_factory=EditorSpec)
     system_prompt: str = ""
     eval_metric: Literal["exact_match", "tool_call_accuracy", "refusal_correctness"] = "exact_match"
 
@@ -260,7 +316,8 @@ class JudgeSpec(SpecModel):
 class StudentSpec(SpecModel):
     base: Literal["tiny-llama", "smollm2-135m"] = "tiny-llama"
     units: list[str] = Field(min_length=1)
-    pathways: list[Literal["answer", "process"]] = Field(default_factory=lambda: ["answer", "process"])
+    pathways: list[Literal["answer", "process", "style", "tool_trajectory"]] = Field(
+        default_factory=lambda: ["answer", "process"])
     fields: list[Literal["final", "rationale", "limits"]] = Field(
         default_factory=lambda: ["final", "rationale", "limits"]
     )

