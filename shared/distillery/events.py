@@ -18,7 +18,7 @@ from distillery import ids
 POOLS = ("train", "hard_case", "contrastive", "refusal", "failure", "review", "discard")
 Pool = Literal["train", "hard_case", "contrastive", "refusal", "failure", "review", "discard"]
 # Pools the editor turns into samples (the others are kept on the verdicts topic for audit and review).
-SAMPLE_POOLS = ("train", "hard_case", "refusal")
+SAMPLE_POOLS = ("train", "hard_case", "refusal", "contrastive")
 Pathway = Literal["answer", "process", "style", "tool_trajectory"]
 Split = Literal["train", "eval"]
 Tier = Literal["high", "medium", "low"]

@@ -10,7 +10,7 @@ import pytest
 from distillery import ids
 from distillery.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, ToolCall, Trace
 from distillery.workload import build_workload
-from distillery_editor.logic import MAX_RATIONALE_LINES, REFUSAL, compress_steps, curate
+from distillery_editor.logic import REFUSAL, curate
 from distillery_editor.state import EditorState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,35 +157,6 @@ def test_a_human_accepted_candidate_is_marked_as_decided_by_a_human(spec, tasks)
     task = tasks["math_steps"]
     v = verdict(task, judged("c_h", "train", MATH_TEXT, final=task.reference.answer, reasons=["human_accept"]))
     assert all(s.metadata["decided_by"] == "human" for s in curate_one(spec, v))
-
-
-# --- compress_steps -----------------------------------------------------------------------------
-
-
-def test_compress_steps_drops_filler_blank_lines_and_the_final_line() -> None:
-    text = "Sure! Here's how.\n\n**3 + 4 = 7**\nIn conclusion, that is it.\n7 * 2 = 14\n#### 14\nI hope this helps!"
-    assert compress_steps(text) == "3 + 4 = 7\n7 * 2 = 14"
-
-
-def test_compress_steps_drops_repeated_lines_ignoring_case_and_punctuation() -> None:
-    assert compress_steps("3 + 4 = 7.\n3 + 4 = 7\n3 + 4 = 7!\nDouble it: 14") == "3 + 4 = 7.\nDouble it: 14"
-
-
-def test_compress_steps_caps_the_number_of_lines() -> None:
-    text = "\n".join(f"{i} + 1 = {i + 1}" for i in range(20))
-    lines = compress_steps(text).splitlines()
-    assert len(lines) == MAX_RATIONALE_LINES
-    assert lines[0] == "0 + 1 = 1"
-
-
-def test_compress_steps_of_only_filler_is_empty() -> None:
-    assert compress_steps("Sure!\nOkay.\n#### 3") == ""
-
-
-def test_compress_steps_keeps_a_step_that_starts_with_an_opener() -> None:
-    text = "Let's compute the cost: 194 * 490 = 95060.\nWe need to subtract 29100: 95060 - 29100 = 65960.\n#### 65960"
-    assert "194 * 490 = 95060" in compress_steps(text)
-    assert "95060 - 29100 = 65960" in compress_steps(text)
 
 
 # --- dedup (EditorState.admit) -------------------------------------------------------------------------

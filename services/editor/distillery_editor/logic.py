@@ -1,44 +1,51 @@
-"""Representation mapping as plain functions: a verdict in, samples out.
+"""Representation mapping as plain functions: a verdict in, samples out (ARCHITECTURE §4, editor).
 
-The ``answer`` pathway keeps the final answer only; ``process`` adds the key steps
-compressed to a skeleton. Refusal samples carry an explicit boundary in ``limits``.
-Which samples stay in the repository (dedup, judge replays, human review) is
-:mod:`distillery_editor.state` and :mod:`distillery_editor.governance`.
+Each accepted candidate becomes one sample per pathway of its unit, so an ablation can drop one:
+``answer`` (the final answer only), ``process`` (plus the key steps, compressed), ``style``
+(the final answer checked and tidied against the unit's style constraints, which the sample
+keeps), ``tool_trajectory`` (trigger, tool, arguments, observation, recovery; closure in
+``final``). Boundary pools are training material too: ``refusal`` samples say what was missing,
+why to stop and what to do instead; ``contrastive`` samples keep the wrong answer beside the
+correction and the reason. Which samples stay in the repository (dedup, clusters, judge replays,
+human review) is :mod:`distillery_editor.governance`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 from distillery import ids
 from distillery.events import (SAMPLE_POOLS, CandidatesJudged, JudgedCandidate, Provenance, SampleCurated,
-                               SourceOffset, Trace)
-from distillery.spec import CapabilitySpec, UnitSpec
+                               SourceOffset, Task, Trace)
+from distillery.spec import CapabilitySpec, StyleSpec, UnitSpec
+from distillery.text import FILLER_PHRASE, sentences
+from distillery.tools import REGISTRY
+from distillery_editor.compress import compress, count_tokens
 
-# Pools that become training material in this version of the editor.
+# Pools that become training material.
 CURATED_POOLS = SAMPLE_POOLS
 # Reason tags of candidates whose pool a human set (governance.apply_decisions adds them).
 HUMAN_ACCEPT = "human_accept"
 HUMAN_REJECT = "human_reject"
-
-# Openers and sign-offs that carry no step of the solution.
-_FILLER = re.compile(
-    r"^(sure|certainly|of course|great|okay|ok|alright|let's|let me|here is|here's|i hope|hope this|"
-    r"to solve this|we need to|first,? let's|in conclusion|therefore,? the answer)\b",
-    re.IGNORECASE,
-)
-_ARITHMETIC = re.compile(r"\d|=")  # an opener followed by a computation is a step, not filler
-MAX_RATIONALE_LINES = 8
 # The learnable boundary behaviour: decline to call, say why. Teachers phrase it in many
 # ways (or answer from memory); the sample keeps one canonical form and the why in `limits`.
 REFUSAL = "None of the available functions can do this, so I will not call any."
+_EMOJI = re.compile("[\U0001F300-\U0001FAFF\u2600-\u27BF]")
 
 
 def final_text(jc: JudgedCandidate, unit: UnitSpec) -> str:
     """The final answer in the unit's output form, canonicalised."""
     if jc.pool == "refusal":
         return REFUSAL
+    if jc.pool == "contrastive" and jc.correction:
+        return jc.correction
+    return answer_of(jc, unit)
+
+
+def answer_of(jc: JudgedCandidate, unit: UnitSpec) -> str:
+    """What the candidate itself answered, canonicalised (a contrastive sample's wrong side)."""
     if unit.output_form == "tool_call" and jc.tool_calls:
         calls = [{"name": c.name, "arguments": c.arguments} for c in jc.tool_calls]
         return json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
@@ -47,36 +54,147 @@ def final_text(jc: JudgedCandidate, unit: UnitSpec) -> str:
     return jc.text.strip()
 
 
-def compress_steps(text: str) -> str:
-    """Key steps only: drop the final line, filler, blank and repeated lines; cap the count."""
-    kept: list[str] = []
-    seen: set[str] = set()
-    for raw in text.splitlines():
-        line = raw.strip().strip("*").strip()
-        if not line or line.startswith("####") or (_FILLER.match(line) and not _ARITHMETIC.search(line)):
-            continue
-        norm = re.sub(r"\W+", " ", line.lower()).strip()
-        if norm in seen:
-            continue
-        seen.add(norm)
-        kept.append(line)
-    return "\n".join(kept[:MAX_RATIONALE_LINES])
+# --- boundary annotations ------------------------------------------------------------------------
 
 
-def limits_text(jc: JudgedCandidate, verdict: CandidatesJudged) -> str:
-    """The boundary the student must learn: why answering (calling) stops here."""
-    if jc.pool != "refusal":
-        return ""
-    names = ", ".join(t.name for t in verdict.task.tools) or "none"
-    return f"No declared function fits this request (declared: {names}); call no function and say why."
+def refusal_limits(task: Task) -> list[str]:
+    """What was missing, why answering stops, what to do instead."""
+    names = ", ".join(t.name for t in task.tools) or "none"
+    return [f"Missing: no declared function fits this request (declared: {names}).",
+            "Why stop: calling a function that does not fit, or answering from memory, would be made up.",
+            "Instead: call no function, say so, and name the information or tool that would be needed."]
 
 
-def tool_steps(jc: JudgedCandidate, pathway: str) -> list[dict]:
-    """The tool-trajectory pathway keeps every step (call, arguments, observation, error);
-    other pathways keep the parsed call of a tool-call answer."""
-    if pathway == "tool_trajectory":
-        return [step.model_dump(mode="json") for step in jc.trajectory]
+def contrastive_limits(jc: JudgedCandidate) -> list[str]:
+    reasons = [r for r in jc.reasons if not r.startswith("correction:")]
+    return [f"Wrong because: {', '.join(reasons) or 'it does not match the reference'}.",
+            "Correct: the answer in `final`, not the one in `contrast`."]
+
+
+# --- pathways --------------------------------------------------------------------------------------
+
+
+def style_final(final: str, style: StyleSpec) -> tuple[str, list[str]]:
+    """The final answer tidied to the style constraints where that is safe, and what still breaks them.
+
+    Safe: removing forbidden phrases, filler, exclamation marks and emoji for a plain or formal tone.
+    Never safe: cutting sentences or characters (that is content), adding a required phrase.
+    """
+    text = final
+    for phrase in style.forbidden_phrases:
+        text = re.sub(re.escape(phrase), "", text, flags=re.IGNORECASE)
+    if style.tone != "any":
+        text = _EMOJI.sub("", FILLER_PHRASE.sub("", text)).replace("!", ".")
+    text = re.sub(r"[ \t]{2,}", " ", text).strip()
+    broken = [f"missing phrase '{p}'" for p in style.required_phrases if p.lower() not in text.lower()]
+    if style.max_chars and len(text) > style.max_chars:
+        broken.append(f"{len(text)} characters > {style.max_chars}")
+    if style.max_sentences and len(sentences(text)) > style.max_sentences:
+        broken.append(f"{len(sentences(text))} sentences > {style.max_sentences}")
+    return text, broken
+
+
+def trajectory_steps(jc: JudgedCandidate) -> list[dict]:
+    """Trigger condition, tool, arguments, observation, and the recovery step after a failed call."""
+    steps = []
+    for i, step in enumerate(jc.trajectory):
+        tool = REGISTRY.get(step.tool)
+        entry = {
+            "trigger": f"needs {tool.description[0].lower() + tool.description[1:]}" if tool else f"calls {step.tool}",
+            "tool": step.tool, "arguments": step.arguments, "observation": step.observation, "error": step.error,
+        }
+        if i > 0 and jc.trajectory[i - 1].error:
+            entry["recovery_of"] = i - 1  # this call repairs the failed one before it
+        steps.append(entry)
+    return steps
+
+
+def call_steps(jc: JudgedCandidate) -> list[dict]:
     return [{"tool": c.name, "arguments": c.arguments} for c in jc.tool_calls or []]
+
+
+# --- one sample ------------------------------------------------------------------------------------
+
+
+def tier_of(confidence: float, unit: UnitSpec) -> str:
+    tiers = unit.editor.tiers
+    if confidence >= tiers.high:
+        return "high"
+    return "medium" if confidence >= tiers.medium else "low"
+
+
+def sample_confidence(jc: JudgedCandidate) -> float:
+    """The judge's score, discounted by the teacher's own confidence where it had one."""
+    return round(jc.score * (jc.confidence if jc.confidence is not None else 1.0), 4)
+
+
+def tiered_pool(pool: str, tier: str, unit: UnitSpec) -> str:
+    """A would-be `train` sample of a lower tier goes where the spec sends that tier."""
+    if pool != "train" or tier == "high":
+        return pool
+    return unit.editor.tiers.medium_pool if tier == "medium" else unit.editor.tiers.low_pool
+
+
+def sample_metadata(task_metadata: dict[str, str], jc: JudgedCandidate, extra: dict[str, str]) -> dict[str, str]:
+    """The task's metadata, who chose the pool when a human did, and why a sample went to review."""
+    decided = {"decided_by": "human"} if HUMAN_ACCEPT in jc.reasons else {}
+    return {**task_metadata, **decided, **extra}
+
+
+def build_sample(verdict: CandidatesJudged, jc: JudgedCandidate, unit: UnitSpec, pathway: str, source: SourceOffset,
+                 produced_by: str, tokens: Callable[[str], int]) -> SampleCurated | None:
+    """The sample of one candidate on one pathway (None: the pathway has nothing to teach here)."""
+    task = verdict.task
+    if jc.pool == "contrastive" and pathway != "answer":
+        return None  # the wrong answer's steps or style would teach the wrong thing: one contrast, on `answer`
+    final = final_text(jc, unit)
+    rationale, limits, steps, style_constraints, notes = "", [], call_steps(jc), [], {}
+    if pathway == "process":
+        compressed = compress(jc.text, final, unit.editor.max_rationale_lines)
+        if not compressed.rationale:
+            return None  # nothing to teach beyond the answer pathway
+        rationale, limits = compressed.rationale, compressed.limits
+    elif pathway == "style":
+        final, broken = style_final(final, unit.editor.style)
+        style_constraints = unit.editor.style.constraints()
+        if broken:
+            notes["review_reason"] = "style: " + "; ".join(broken)
+    elif pathway == "tool_trajectory":
+        if not jc.trajectory:
+            return None  # no trajectory to learn from
+        steps = trajectory_steps(jc)
+    if jc.pool == "refusal":
+        limits = refusal_limits(task) + limits
+    contrast = ""
+    if jc.pool == "contrastive":
+        contrast, limits = answer_of(jc, unit), contrastive_limits(jc) + limits
+    limits_text = "\n".join(dict.fromkeys(limits))
+    confidence = sample_confidence(jc)
+    tier = tier_of(confidence, unit)
+    pool = tiered_pool(jc.pool, tier, unit)
+    before = tokens(jc.text)
+    # what the student learns to write: the fields, and the steps where they are the lesson
+    target = [rationale, limits_text, final] + ([json.dumps(steps)] if pathway == "tool_trajectory" else [])
+    after = tokens("\n".join(x for x in target if x))
+    if after > unit.editor.token_budget:  # never truncated silently: a human decides
+        notes["review_reason"] = f"over token budget: {after} > {unit.editor.token_budget}"
+    if "review_reason" in notes:
+        pool = "review"
+    tool_names = ",".join(sorted(t.name for t in task.tools) or unit.tools)
+    return SampleCurated(
+        sample_id=ids.sample_id_for(jc.candidate_id, verdict.judge_version, pathway),
+        unit=task.unit, pathway=pathway, pool=pool, prompt=task.prompt, final=final, rationale=rationale,
+        limits=limits_text, evidence=jc.evidence, tool_steps=steps, tools=task.tools,
+        weight=unit.editor.hard_case_weight if pool == "hard_case" else 1.0,
+        content_hash=ids.normalized_hash(
+            f"{task.unit}|{pathway}|{tool_names}|{task.prompt}|{final}|{rationale}|{limits_text}|{steps}|{contrast}"),
+        provenance=Provenance(task_id=task.task_id, candidate_id=jc.candidate_id, teacher_id=jc.teacher_id,
+                              judge_version=verdict.judge_version, verdict_id=verdict.verdict_id, source=source),
+        metadata=sample_metadata(task.metadata, jc, notes),
+        score=jc.score, confidence=jc.confidence, tier=tier, tokens_before=before, tokens_after=after,
+        style_constraints=style_constraints, contrast=contrast,
+        produced_by=produced_by, trace=Trace(task_id=task.task_id, causation_id=verdict.event_id),
+    )
 
 
 def best_per_pool(verdict: CandidatesJudged) -> list[JudgedCandidate]:
@@ -88,53 +206,12 @@ def best_per_pool(verdict: CandidatesJudged) -> list[JudgedCandidate]:
     return list(chosen.values())
 
 
-def sample_metadata(task_metadata: dict[str, str], jc: JudgedCandidate) -> dict[str, str]:
-    """The task's metadata, the judge's score, and who chose the pool when a human did."""
-    decided = {"decided_by": "human"} if HUMAN_ACCEPT in jc.reasons else {}
-    return {**task_metadata, "score": str(jc.score), **decided}
-
-
-def curate(verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec, produced_by: str) -> list[SampleCurated]:
-    """Samples for one verdict; held-out (eval) tasks never become samples."""
-    task = verdict.task
-    unit = spec.units.get(task.unit)
-    if task.split == "eval" or unit is None:
+def curate(verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec, produced_by: str,
+           tokens: Callable[[str], int] = count_tokens) -> list[SampleCurated]:
+    """Samples for one verdict: one per curated pool and pathway; held-out (eval) tasks never become samples."""
+    unit = spec.units.get(verdict.task.unit)
+    if verdict.task.split == "eval" or unit is None:
         return []
-    samples = []
-    for jc in best_per_pool(verdict):
-        for pathway in unit.pathways:
-            final = final_text(jc, unit)
-            rationale = compress_steps(jc.text) if pathway == "process" else ""
-            limits = limits_text(jc, verdict)
-            tool_names = ",".join(sorted(t.name for t in task.tools) or unit.tools)
-            steps = tool_steps(jc, pathway)
-            if pathway == "process" and not rationale:
-                continue  # nothing to teach beyond the answer pathway
-            if pathway == "tool_trajectory" and not jc.trajectory:
-                continue  # no trajectory to learn from
-            samples.append(
-                SampleCurated(
-                    sample_id=ids.sample_id_for(jc.candidate_id, verdict.judge_version, pathway),
-                    unit=task.unit,
-                    pathway=pathway,
-                    pool=jc.pool,
-                    prompt=task.prompt,
-                    final=final,
-                    rationale=rationale,
-                    limits=limits,
-                    evidence=jc.evidence,
-                    tool_steps=steps,
-                    tools=task.tools,
-                    content_hash=ids.normalized_hash(
-                        f"{task.unit}|{pathway}|{tool_names}|{task.prompt}|{final}|{rationale}|{limits}|{steps}"
-                    ),
-                    provenance=Provenance(
-                        task_id=task.task_id, candidate_id=jc.candidate_id, teacher_id=jc.teacher_id,
-                        judge_version=verdict.judge_version, verdict_id=verdict.verdict_id, source=source,
-                    ),
-                    metadata=sample_metadata(task.metadata, jc),
-                    produced_by=produced_by,
-                    trace=Trace(task_id=task.task_id, causation_id=verdict.event_id),
-                )
-            )
-    return samples
+    built = (build_sample(verdict, jc, unit, pathway, source, produced_by, tokens)
+             for jc in best_per_pool(verdict) for pathway in unit.pathways)
+    return [sample for sample in built if sample is not None]

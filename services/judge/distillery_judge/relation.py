@@ -14,14 +14,8 @@ from dataclasses import dataclass, field
 from distillery.events import JudgedCandidate, Task
 from distillery.scoring import DECLINE_CUE, normalize_answer
 from distillery.spec import UnitSpec
+from distillery.text import constraints
 
-# Sentences that state a condition, limit or warning rather than a step.
-_CONSTRAINT = re.compile(
-    r"\b(unless|only if|provided that|assuming|as long as|note that|however|caution|warning|be careful|"
-    r"make sure|must not|do not|don't|never|at least|at most|no more than|depends on|except)\b",
-    re.IGNORECASE,
-)
-_SENTENCES = re.compile(r"[^.!?\n]+[.!?]?")
 _WORDS = re.compile(r"[a-z0-9]+")
 SAME_CONSTRAINT = 0.5  # word overlap (Jaccard) above which two constraint sentences say the same thing
 
@@ -31,10 +25,6 @@ class Relation:
     kind: str | None  # agree | complement | conflict | None (fewer than two usable candidates)
     reasons: list[str] = field(default_factory=list)
     extra: dict[str, list[str]] = field(default_factory=dict)  # candidate id -> constraints only it raised
-
-
-def constraints(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCES.findall(text) if _CONSTRAINT.search(s) and len(s.split()) >= 3]
 
 
 def _words(sentence: str) -> set[str]:
