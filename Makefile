@@ -35,6 +35,8 @@ test-fast: install
 bench: install
 	$(PY) bench/bus_hop.py
 	$(PY) bench/judge_throughput.py
+	$(PY) bench/editor_throughput.py
+	$(PY) bench/editor_dedup.py
 
 up: install
 	$(VENV)/bin/distillery up

@@ -280,8 +280,8 @@ class SampleCurated(Event):
     confidence: float | None = None  # the teacher's (mean token probability), where it had one
     tier: Tier = "high"
     cluster: str | None = None  # semantic cluster (MiniLM), where the unit clusters
-    tokens_before: int = 0  # rationale + limits + final as the teacher wrote them
-    tokens_after: int = 0  # the same after compression
+    tokens_before: int = 0  # the teacher's text as written (students' tokenizer)
+    tokens_after: int = 0  # what the student learns to write: final, rationale, limits (+ steps for trajectories)
     style_constraints: list[str] = Field(default_factory=list)  # style pathway: what the final was checked against
     contrast: str = ""  # contrastive samples: the wrong answer, kept beside the correction in `final`
     origin: Literal["teacher", "real"] = "teacher"  # real: imported human or production data

@@ -11,7 +11,7 @@ import yaml
 from distillery import stack
 from distillery.cli.submit import parse_tasks
 from distillery.events import CandidateGenerated, CandidatesJudged, EvaluationCompleted, StudentTrained, TrainingRequested
-from distillery.kafka import produce_all
+from distillery.kafka import consumer_lag, produce_all
 from distillery.spec import load_spec
 from distillery.workload import build_workload
 from tests.support import ROOT
@@ -52,6 +52,9 @@ def test_real_teacher_through_all_services(tmp_path, kafka_bootstrap, topic_pref
                    for v in verdicts for jc in v.candidates)
         assert all(jc.correction for v in verdicts for jc in v.candidates if jc.pool == "contrastive")
 
+        # the editor must have turned the verdicts into samples before the trainer snapshots them
+        wait_for(lambda: asyncio.run(consumer_lag(settings, settings.group("editor"), [settings.topics.verdicts])),
+                 lambda lag: lag[settings.topics.verdicts] == 0, timeout_s=120)
         request = TrainingRequested(request_id="real-train", student="tiny", produced_by="test")
         asyncio.run(produce_all(settings, [(settings.topics.training_requests, "real-train", request.model_dump_json().encode())]))
         trained = wait_for(lambda: events(settings, settings.topics.students, StudentTrained),

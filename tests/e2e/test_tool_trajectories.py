@@ -70,8 +70,11 @@ def test_tool_trajectory_unit_runs_end_to_end(tmp_path, kafka_bootstrap, topic_p
             assert "missing_required_argument:convert_units.from_unit" in beta.trajectory[0].error
         candidates = events(settings, settings.topics.candidates, CandidateGenerated)
         assert all(c.usage.completion_tokens == 12 * (len(c.trajectory) + 1) for c in candidates)
+        # alpha's right answers: an answer and a trajectory sample each; beta's wrong ones: one contrast each
         samples = wait_for(lambda: events(settings, settings.topics.samples, SampleCurated),
-                           lambda s: len(s) == 2 * len(workload), timeout_s=60)
+                           lambda s: len(s) == 3 * len(workload), timeout_s=60)
+        contrasts = [s for s in samples if s.pool == "contrastive"]
+        assert len(contrasts) == len(workload) and all(s.pathway == "answer" and s.contrast for s in contrasts)
         trajectories = [s for s in samples if s.pathway == "tool_trajectory"]
         assert len(trajectories) == len(workload)
         assert all(s.tool_steps and s.tool_steps[0]["observation"] and s.final.startswith("####") for s in trajectories)

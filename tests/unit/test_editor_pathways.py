@@ -178,3 +178,16 @@ def test_a_sample_over_the_token_budget_goes_to_review_untruncated(spec_data, ta
     assert process.pool == "review" and process.tokens_after > 8
     assert process.metadata["review_reason"] == f"over token budget: {process.tokens_after} > 8"
     assert "1068" in process.rationale  # kept whole, never cut
+
+
+def test_an_accepted_answer_that_does_not_parse_in_the_units_form_goes_to_review(spec, tasks) -> None:
+    from distillery.events import CandidatesJudged, JudgedCandidate, Trace
+
+    task = tasks["tool_call"]
+    jc = JudgedCandidate(candidate_id="c1", teacher_id="qwen-coder", text="call get_news for Bitcoin", pool="train",
+                         rank=1, score=0.9)  # e.g. a human accepted it, or a lenient judge version
+    verdict = CandidatesJudged(verdict_id="v1", task=task, judge_version="j", candidates=[jc], produced_by="j",
+                               trace=Trace(task_id=task.task_id))
+    (sample,) = curate(verdict, None, spec, "editor@test")
+    assert sample.pool == "review"
+    assert sample.metadata["review_reason"] == "unparseable: no tool call in the answer of a tool_call unit"

@@ -10,19 +10,23 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 
-from distillery.bus import In, Out
+from distillery.bus import In, Out, Rejected
 from distillery.events import (CandidatesJudged, Event, ReviewDecided, SourceOffset, parse_event,
                                parse_sample_record)
 from distillery.kafka import read_snapshot
 from distillery.service import make_app, make_bus
 from distillery.settings import ServiceSettings, load_settings
+from distillery.ml.embeddings import EmbeddingCache, Embedder
 from distillery.spec import load_spec
 from distillery_editor import __version__
 from distillery_editor.governance import HUMAN, Outcome, on_decision, on_verdict
 from distillery_editor.state import EditorState
 
-SAMPLES = Counter("distillery_editor_samples_total", "Samples published", ["unit", "pool", "pathway"])
-DROPPED = Counter("distillery_editor_duplicates_total", "Samples dropped as duplicates", ["reason"])
+SAMPLES = Counter("distillery_editor_samples_total", "Samples published", ["unit", "pool", "pathway", "tier"])
+TOKENS = Counter("distillery_editor_tokens_total", "Tokens of published samples before and after compression "
+                 "(compression ratio = after / before)", ["unit", "pathway", "stage"])
+DROPPED = Counter("distillery_editor_duplicates_total",
+                  "Samples not admitted: duplicate_id, duplicate_content, near_duplicate, cluster_quota", ["reason"])
 HELD_OUT = Counter("distillery_editor_heldout_skipped_total", "Verdicts of eval tasks, never made samples")
 STALE = Counter("distillery_editor_stale_verdicts_total", "Verdicts superseded by a later one of another version")
 RETRACTED = Counter("distillery_editor_retractions_total", "Samples retracted", ["reason"])  # judge_version, human
@@ -33,7 +37,9 @@ def build():
     settings = load_settings(ServiceSettings)
     spec = load_spec(settings.spec_path)
     bus = make_bus(settings, "editor", __version__)
-    state = EditorState(bus.topics.verdicts)
+    clustering = any(unit.editor.cluster_similarity > 0 for unit in spec.units.values())
+    embeddings = EmbeddingCache(Embedder().embed) if clustering else None
+    state = EditorState(bus.topics.verdicts, spec, embeddings)
     # Both subscriptions change one state whose pending changes are committed or rolled back
     # per batch, so their batches must not interleave.
     one_batch_at_a_time = asyncio.Lock()
@@ -44,10 +50,14 @@ def build():
         for retraction in outcome.retractions:
             RETRACTED.labels(HUMAN if retraction.judge_version == HUMAN else "judge_version").inc()
         for sample in outcome.samples:
-            SAMPLES.labels(sample.unit, sample.pool, sample.pathway).inc()
+            SAMPLES.labels(sample.unit, sample.pool, sample.pathway, sample.tier).inc()
+            TOKENS.labels(sample.unit, sample.pathway, "before").inc(sample.tokens_before)
+            TOKENS.labels(sample.unit, sample.pathway, "after").inc(sample.tokens_after)
         return [Out(bus.topics.samples, event) for event in [*outcome.retractions, *outcome.samples]]
 
     def on_verdict_item(item: In[CandidatesJudged]) -> list[Out]:
+        if item.event.task.unit not in spec.units:
+            raise Rejected("unknown_unit", f"unknown unit '{item.event.task.unit}': not in the editor's spec")
         if item.event.task.split == "eval":
             HELD_OUT.inc()
             return []
@@ -72,8 +82,14 @@ def build():
         )
 
     hooks = {"lock": one_batch_at_a_time, "on_published": state.commit, "on_failed": state.rollback}
-    bus.subscribe(bus.topics.verdicts, CandidatesJudged, bus.per_event(on_verdict_item),
-                  group_id=settings.group("editor"), **hooks)
+    per_verdict = bus.per_event(on_verdict_item)
+
+    async def on_verdicts(items: list[In[CandidatesJudged]]) -> list[Out]:
+        if embeddings is not None:  # one model call for the batch's prompts, not one per verdict
+            embeddings.prefetch([item.event.task.prompt for item in items])
+        return await per_verdict(items)
+
+    bus.subscribe(bus.topics.verdicts, CandidatesJudged, on_verdicts, group_id=settings.group("editor"), **hooks)
     bus.subscribe(bus.topics.reviews, ReviewDecided, bus.per_event(on_decision_item),
                   group_id=settings.group("editor") + "-reviews", **hooks)
     return make_app(bus, spec, on_startup=[rebuild_state]), settings

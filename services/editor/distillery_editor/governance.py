@@ -145,7 +145,8 @@ def retraction_of(
 
 
 def _admit(state: EditorState, curated: list[SampleCurated], outcome: Outcome, *, revive: bool = False) -> None:
-    for sample in curated:
+    """Exact, near-duplicate and cluster-quota checks, in that order; what passes is published."""
+    for sample in state.with_clusters(curated):
         reason = state.admit(sample, revive=revive)
         if reason:
             outcome.duplicates.append(reason)

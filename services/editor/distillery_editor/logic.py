@@ -109,6 +109,17 @@ def trajectory_steps(jc: JudgedCandidate) -> list[dict]:
     return steps
 
 
+def unparseable(jc: JudgedCandidate, unit: UnitSpec) -> str | None:
+    """Why an accepted answer does not parse in the unit's output form (a human must look), if it does not."""
+    if jc.pool not in ("train", "hard_case"):
+        return None  # refusals and contrasts are written by the editor, not parsed
+    if unit.output_form == "tool_call" and not jc.tool_calls:
+        return "unparseable: no tool call in the answer of a tool_call unit"
+    if unit.output_form == "final_answer" and jc.final is None and unit.rules.reference == "final_answer":
+        return "unparseable: no final answer in the answer of a final_answer unit"
+    return None
+
+
 def call_steps(jc: JudgedCandidate) -> list[dict]:
     return [{"tool": c.name, "arguments": c.arguments} for c in jc.tool_calls or []]
 
@@ -163,6 +174,9 @@ def build_sample(verdict: CandidatesJudged, jc: JudgedCandidate, unit: UnitSpec,
         if not jc.trajectory:
             return None  # no trajectory to learn from
         steps = trajectory_steps(jc)
+    unparsed = unparseable(jc, unit)
+    if unparsed:
+        notes["review_reason"] = unparsed
     if jc.pool == "refusal":
         limits = refusal_limits(task) + limits
     contrast = ""

@@ -4,7 +4,9 @@
   ever published (a redelivered verdict must not re-add a sample, retracted or not);
 - the governing verdict per task: the judge version, partition and offset of the latest
   verdict processed, and the versions it superseded (an old version never takes a task back);
-- the latest human review decision per candidate.
+- the latest human review decision per candidate;
+- the near-duplicate index (MinHash LSH) of the live samples, and the semantic clusters
+  (MiniLM leaders and how many samples each admitted), for the units that declare them.
 
 Every change is *pending* until the batch that caused it is durably published
 (:meth:`EditorState.commit`); a failed batch is read again, so :meth:`EditorState.rollback`
@@ -20,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from distillery.events import ReviewDecided, SampleCurated, SampleEvent, SampleRetracted, SourceOffset
+from distillery.spec import CapabilitySpec, EditorSpec
+from distillery_editor.clusters import Clusters, Embed, cluster_id_for
+from distillery_editor.dedup import NearDuplicates
 
 _ABSENT = object()
 
@@ -48,8 +53,18 @@ class Decided:
     source: SourceOffset
 
 
+def near_text(sample: SampleCurated) -> str:
+    """What near-duplicate detection compares: the question and everything the student would learn."""
+    return "\n".join((sample.prompt, sample.final, sample.rationale, sample.limits, sample.contrast))
+
+
+def cluster_text(sample: SampleCurated) -> str:
+    """What clusters compare: the question, i.e. the kind of work (common kinds must not crowd out rare ones)."""
+    return sample.prompt
+
+
 class EditorState:
-    def __init__(self, verdicts_topic: str) -> None:
+    def __init__(self, verdicts_topic: str, spec: CapabilitySpec | None = None, embed: Embed | None = None) -> None:
         # Only verdict records say which judge version governs a task; a human-accepted
         # sample's source is a reviews record, whose offsets do not compare with verdicts'.
         self.verdicts_topic = verdicts_topic
@@ -59,6 +74,9 @@ class EditorState:
         self.governing: dict[str, VerdictMark] = {}
         self.superseded: dict[str, set[str]] = {}  # task_id -> judge versions that governed it before
         self.decisions: dict[str, Decided] = {}  # candidate_id -> latest human decision
+        self.spec = spec  # per-unit thresholds and quotas; None: exact dedup only
+        self.near = NearDuplicates()
+        self.clusters = Clusters(embed) if embed is not None else None
         self._undo: list[Callable[[], None]] = []
         self._recording = True  # off while rebuilding: what was read from a topic is durable already
 
@@ -67,11 +85,17 @@ class EditorState:
     def commit(self) -> None:
         """The batch is durable: its changes stay."""
         self._undo.clear()
+        self.near.commit()
+        if self.clusters is not None:
+            self.clusters.commit()
 
     def rollback(self) -> None:
         """The batch failed and will be read again: forget its changes, newest first."""
         while self._undo:
             self._undo.pop()()
+        self.near.rollback()
+        if self.clusters is not None:
+            self.clusters.rollback()
 
     @property
     def pending(self) -> int:
@@ -121,8 +145,30 @@ class EditorState:
             return "duplicate_id"
         if sample.content_hash in self.live_hashes:
             return "duplicate_content"
+        editor = self._editor(sample.unit)
+        if editor is not None and editor.near_duplicate_threshold > 0 and self.near.find(
+                sample.unit, sample.pathway, near_text(sample), editor.near_duplicate_threshold):
+            return "near_duplicate"
+        if sample.cluster is not None and self.clusters is not None and editor is not None \
+                and not self.clusters.admit(sample.cluster, editor.cluster_quota, cluster_text(sample)):
+            return "cluster_quota"
         self._add(sample)
         return None
+
+    def with_clusters(self, samples: list[SampleCurated]) -> list[SampleCurated]:
+        """The samples with their semantic cluster, for units that cluster (one batched embedding per unit)."""
+        if self.clusters is None:
+            return samples
+        out = list(samples)
+        for unit in dict.fromkeys(s.unit for s in samples):
+            editor = self._editor(unit)
+            if editor is None or editor.cluster_similarity <= 0:
+                continue
+            at = [i for i, s in enumerate(samples) if s.unit == unit]
+            ids = self.clusters.assign(unit, [cluster_text(samples[i]) for i in at], editor.cluster_similarity)
+            for i, cluster in zip(at, ids):
+                out[i] = samples[i].model_copy(update={"cluster": cluster})
+        return out
 
     def retract(self, retraction: SampleRetracted) -> None:
         """Remove the retracted sample, if live; its content hash is free again."""
@@ -133,6 +179,9 @@ class EditorState:
         self._pop(self.live[task_id], sample.sample_id)
         if self.live_hashes.get(sample.content_hash) == sample.sample_id:
             self._pop(self.live_hashes, sample.content_hash)
+        self.near.remove(sample.sample_id)
+        if sample.cluster is not None and self.clusters is not None:
+            self.clusters.release(sample.cluster)  # its place in the cluster's quota is free again
 
     def govern(self, task_id: str, mark: VerdictMark) -> None:
         """``mark`` is now the latest verdict processed for the task; a version it replaces is superseded."""
@@ -156,9 +205,21 @@ class EditorState:
                     self.retract(event)
                     self._govern_from(event.task_id, event.judge_version, event.source)
                 else:
+                    self._restore_cluster(event)
                     self._add(event)
                     prov = event.provenance
                     self._govern_from(prov.task_id, prov.judge_version, prov.source)
+        self.near.commit()
+        if self.clusters is not None:
+            self.clusters.commit()
+
+    def _restore_cluster(self, sample: SampleCurated) -> None:
+        """A cluster's id names its leader's text, so the sample that founded it is recognised on the topic."""
+        if sample.cluster is None or self.clusters is None:
+            return
+        if cluster_id_for(sample.unit, cluster_text(sample)) == sample.cluster:
+            self.clusters.restore_leader(sample.unit, sample.cluster, cluster_text(sample))
+        self.clusters.restore_member(sample.unit, sample.cluster)
 
     def rebuild_decisions(self, decisions: Iterable[tuple[ReviewDecided, SourceOffset]]) -> None:
         """Replay the reviews topic in order: the latest decision per candidate."""
@@ -186,6 +247,15 @@ class EditorState:
         self._put(self.live.setdefault(sample.provenance.task_id, {}), sample.sample_id, sample)
         self._put(self.live_hashes, sample.content_hash, sample.sample_id)
         self._set_add(self.published, sample.sample_id)
+        editor = self._editor(sample.unit)
+        if editor is not None and editor.near_duplicate_threshold > 0:
+            self.near.add(sample.unit, sample.pathway, sample.sample_id, near_text(sample),
+                          editor.near_duplicate_threshold)
+
+    def _editor(self, unit: str) -> EditorSpec | None:
+        if self.spec is None or unit not in self.spec.units:
+            return None
+        return self.spec.units[unit].editor
 
     def _put(self, mapping: dict[str, Any], key: str, value: Any) -> None:
         old = mapping.get(key, _ABSENT)

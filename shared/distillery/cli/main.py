@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from distillery import ids, stack
-from distillery.cli import pipeline, replay, review
+from distillery.cli import pipeline, replay, review, samples
 from distillery.cli.output import RUN_DIR, console, err
 from distillery.cli.submit import parse_tasks
 from distillery.events import TrainingRequested, subject_order
@@ -28,6 +28,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Distillery: teacher-to-student distillation as an event-driven pipeline.")
 app.add_typer(review.app, name="review")
 app.add_typer(replay.app, name="replay")
+app.add_typer(samples.app, name="samples")
 
 SPEC = typer.Option(Path("examples/spec.yaml"), "--spec", help="Capability spec (YAML).")
 

@@ -66,3 +66,30 @@ class Embedder:
         left = self.embed([a for a, _ in pairs])
         right = self.embed([b for _, b in pairs])
         return [max(0.0, min(1.0, float(v))) for v in (left * right).sum(-1)]
+
+
+class EmbeddingCache:
+    """Embeddings by text, computed in batches: a service prefetches a whole consumer batch in one
+    model call, then its per-event logic asks for one text at a time without paying per call."""
+
+    def __init__(self, embed, max_items: int = 50_000) -> None:
+        self.embed = embed
+        self.max_items = max_items
+        self._rows: dict = {}
+
+    def prefetch(self, texts: list[str]) -> None:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._rows))
+        if not missing:
+            return
+        if len(self._rows) + len(missing) > self.max_items:
+            self._rows.clear()  # bounded memory; the next batch refills what it needs
+        for text, row in zip(missing, self.embed(missing)):
+            self._rows[text] = row
+
+    def __call__(self, texts: list[str]):
+        import torch
+
+        self.prefetch(texts)
+        if not texts:
+            return torch.empty(0, DIMENSIONS)
+        return torch.stack([self._rows[t] for t in texts])
