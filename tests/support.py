@@ -83,3 +83,14 @@ def replay_spec(tmp_path: Path, per_unit: int = 4, eval_per_unit: int = 2, timeo
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path, workload
+
+
+def assert_config_error(result, *needles: str) -> None:
+    """What ``distillery`` turns into one 'error:' line and exit code 2 (see main.run)."""
+    from distillery.settings import ConfigError
+
+    assert isinstance(result.exception, ConfigError), result.output
+    message = str(result.exception)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message

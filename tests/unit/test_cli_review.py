@@ -28,6 +28,8 @@ from distillery.settings import ConfigError
 from rich.console import Console
 from typer.testing import CliRunner
 
+from tests.support import assert_config_error
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "examples" / "spec.yaml"
 OLD, NEW = "rules-v1-0123456789", "strict-abcdefabcd"
@@ -282,15 +284,6 @@ def run_dir(tmp_path, monkeypatch, verdicts, published) -> Path:
     monkeypatch.setattr(review, "publish_decision", lambda settings, event: published.append(event))
     monkeypatch.setattr(replay.pipeline, "events", lambda settings, topic, model: verdicts)
     return fake_state(tmp_path / "run")
-
-
-def assert_config_error(result, *needles: str) -> None:
-    """What ``distillery`` turns into one 'error:' line and exit code 2 (see main.run)."""
-    assert isinstance(result.exception, ConfigError), result.output
-    message = str(result.exception)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message
 
 
 def test_review_lists_the_queue_as_a_table(run_dir) -> None:

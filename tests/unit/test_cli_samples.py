@@ -22,6 +22,7 @@ from distillery.cli import main
 from distillery.cli import samples as sm
 from distillery.events import Provenance, SampleCurated, SampleRetracted, SourceOffset, ToolSpec, Trace
 from distillery.settings import ConfigError
+from tests.support import assert_config_error
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -332,14 +333,6 @@ def fake_state(run_dir: Path, with_editor: bool = False) -> Path:
 def run_dir(tmp_path, monkeypatch, history) -> Path:
     monkeypatch.setattr(sm, "read_samples", lambda settings: snapshot_of(history, settings.topics.samples))
     return fake_state(tmp_path / "run")
-
-
-def assert_config_error(result, *needles: str) -> None:
-    assert isinstance(result.exception, ConfigError), result.output
-    message = str(result.exception)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message
 
 
 def test_samples_prints_the_tables_and_notes_the_missing_editor(run_dir) -> None:
