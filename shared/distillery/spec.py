@@ -334,6 +334,28 @@ class StudentSpec(SpecModel):
     layers: int = Field(default=2, ge=1)
     max_new_tokens: int = Field(default=64, ge=1)
     price: Price = Field(default_factory=Price)
+    # --- the dataset mix (trainer: distillery_trainer.dataset) ---
+    # shares of the dataset per pool, e.g. {train: 0.7, hard_case: 0.2, refusal: 0.1}; empty: every
+    # selected sample once. Within a pool the samples are chosen round-robin across clusters.
+    pool_mix: dict[Literal["train", "refusal", "hard_case", "contrastive"], float] = Field(default_factory=dict)
+    # confidence weighting: a factor per tier, applied as the loss weight or as repeats of the sample
+    tier_weights: dict[Literal["high", "medium", "low"], float] = Field(
+        default_factory=lambda: {"high": 1.0, "medium": 1.0, "low": 1.0})
+    weighting: Literal["loss", "sampling"] = "loss"
+    # curriculum: answer samples first, then process, style, tool trajectories (shuffled within each)
+    curriculum: bool = False
+
+    @model_validator(mode="after")
+    def _mix_is_a_distribution(self) -> StudentSpec:
+        if self.pool_mix:
+            outside = sorted(set(self.pool_mix) - set(self.pools))
+            if outside:
+                raise ValueError(f"pool_mix names pool(s) {outside} that are not in pools {self.pools}")
+            if abs(sum(self.pool_mix.values()) - 1.0) > 1e-6 or min(self.pool_mix.values()) <= 0:
+                raise ValueError(f"pool_mix shares must be positive and sum to 1 (got {dict(self.pool_mix)})")
+        if any(w < 0 for w in self.tier_weights.values()):
+            raise ValueError("tier_weights must not be negative")
+        return self
 
 
 class Economics(SpecModel):

@@ -233,12 +233,12 @@ def test_rollback_undoes_retractions_governing_and_decisions(run, spec, task) ->
 
 
 def test_retracted_samples_never_reach_a_training_snapshot(run, spec, task) -> None:
-    from distillery_trainer.dataset import manifest, repository, select
+    from distillery_trainer.dataset import entries, manifest, repository, select
 
     run.verdict(verdict(task, V1, cand("A", "train", "12"), cand("B", "hard_case", "13", rank=2)), 10)
     run.verdict(verdict(task, V2, cand("A", "train", "12"), cand("B", "discard", "13", rank=2)), 20)
     samples, retracted = repository(run.published)
     assert [s.sample_id for s in samples] == [sample_of("A", V1)] and retracted == 1
     recipe = next(r for r in spec.students.values() if "math_steps" in r.units)
-    man = manifest(select(samples, recipe), {0: len(run.published)}, "t.samples.v1", recipe, [])
+    man = manifest(entries(select(samples, recipe), recipe), {0: len(run.published)}, "t.samples.v1", recipe, [])
     assert man["sample_ids"] == [sample_of("A", V1)]

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from distillery.events import SampleCurated, SampleEvent, SampleRetracted, Task, live_samples
+from distillery.sampling import representative, upsampled
 from distillery.spec import StudentSpec
+
+# Curriculum order: the plain answer first, then the steps, the style, the tool trajectories.
+PATHWAY_ORDER = ("answer", "process", "style", "tool_trajectory")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One training example of a run: the sample, its loss weight, and its curriculum stage."""
+
+    sample: SampleCurated
+    weight: float
+    stage: int
 
 
 def repository(events: list[SampleEvent]) -> tuple[list[SampleCurated], int]:
@@ -23,6 +38,52 @@ def select(samples: list[SampleCurated], recipe: StudentSpec) -> list[SampleCura
         if s.unit in recipe.units and s.pathway in recipe.pathways and s.pool in recipe.pools:
             by_id.setdefault(s.sample_id, s)
     return [by_id[k] for k in sorted(by_id)]
+
+
+def missing_units(selected: list[SampleCurated], recipe: StudentSpec) -> list[str]:
+    have = {s.unit for s in selected}
+    return [unit for unit in recipe.units if unit not in have]
+
+
+def mix_pools(selected: list[SampleCurated], recipe: StudentSpec) -> list[SampleCurated]:
+    """The recipe's pool mix: the largest dataset whose pools have the declared shares without
+    repeating a sample; within a pool, samples are picked round-robin across clusters."""
+    if not recipe.pool_mix:
+        return selected
+    by_pool = {pool: [s for s in selected if s.pool == pool] for pool in recipe.pool_mix}
+    total = min(math.floor(len(by_pool[pool]) / share + 1e-9) for pool, share in recipe.pool_mix.items())
+    chosen = [s for pool, share in recipe.pool_mix.items()
+              for s in representative(by_pool[pool], math.floor(total * share + 1e-9))]
+    return sorted(chosen, key=lambda s: s.sample_id)
+
+
+def tier_weight(sample: SampleCurated, recipe: StudentSpec) -> float:
+    """The sample's own weight (hard cases weigh more) times the recipe's factor for its tier."""
+    return sample.weight * recipe.tier_weights.get(sample.tier, 1.0)
+
+
+def entries(selected: list[SampleCurated], recipe: StudentSpec) -> list[Entry]:
+    """Weights as loss weights, or as repeats (sampling weighting); stages when a curriculum is declared."""
+    def stage(sample: SampleCurated) -> int:
+        return PATHWAY_ORDER.index(sample.pathway) if recipe.curriculum else 0
+
+    if recipe.weighting == "sampling":
+        repeated = upsampled(selected, lambda s: tier_weight(s, recipe))
+        out = [Entry(s, 1.0, stage(s)) for s in repeated]
+    else:
+        out = [Entry(s, tier_weight(s, recipe), stage(s)) for s in selected]
+    return sorted(out, key=lambda e: e.stage)  # stable: sample id order within a stage
+
+
+def build(samples: list[SampleCurated], recipe: StudentSpec, student: str) -> list[Entry]:
+    """The run's examples, or a clear error before any training starts."""
+    selected = select(samples, recipe)
+    missing = missing_units(selected, recipe)
+    if missing:
+        raise ValueError(f"student '{student}': the snapshot has no samples for unit(s) {missing} "
+                         f"(pools {recipe.pools}, pathways {recipe.pathways})")
+    mixed = mix_pools(selected, recipe)
+    return entries(mixed, recipe)
 
 
 def render_target(sample: SampleCurated, fields: list[str]) -> str:
@@ -42,7 +103,7 @@ def task_of(sample: SampleCurated) -> Task:
 
 
 def manifest(
-    selected: list[SampleCurated],
+    run: list[Entry],
     end_offsets: dict[int, int],
     topic: str,
     recipe: StudentSpec,
@@ -50,14 +111,18 @@ def manifest(
 ) -> dict[str, Any]:
     """Lineage of a snapshot: offsets, judge versions, counts, and a sha256 of the exact data."""
     sha = hashlib.sha256("\n".join(dataset_lines).encode()).hexdigest()
+    selected = list({e.sample.sample_id: e.sample for e in run}.values())
     return {
         "topic": topic,
         "end_offsets": {str(p): o for p, o in sorted(end_offsets.items())},
         "judge_versions": sorted({s.provenance.judge_version for s in selected}),
         "samples": len(selected),
+        "examples": len(run),  # with sampling weighting, samples repeat
         "per_pool": dict(Counter(s.pool for s in selected)),
         "per_unit": dict(Counter(s.unit for s in selected)),
         "per_pathway": dict(Counter(s.pathway for s in selected)),
+        "per_tier": dict(Counter(s.tier for s in selected)),
+        "per_origin": dict(Counter(s.origin for s in selected)),
         "task_ids": sorted({s.provenance.task_id for s in selected}),
         "sample_ids": sorted(s.sample_id for s in selected),
         "sha256": sha,
@@ -65,9 +130,10 @@ def manifest(
     }
 
 
-def dataset_line(sample: SampleCurated, prompt: str, target: str) -> str:
+def dataset_line(entry: Entry, prompt: str, target: str) -> str:
+    sample = entry.sample
     return json.dumps(
         {"sample_id": sample.sample_id, "unit": sample.unit, "pool": sample.pool, "pathway": sample.pathway,
-         "prompt": prompt, "target": target, "weight": sample.weight},
+         "tier": sample.tier, "prompt": prompt, "target": target, "weight": entry.weight, "stage": entry.stage},
         ensure_ascii=False, sort_keys=True,
     )

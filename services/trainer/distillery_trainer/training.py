@@ -16,7 +16,7 @@ from distillery import ids
 from distillery.events import SampleCurated
 from distillery.ml.recipes import load_base, student_prompt
 from distillery.spec import CapabilitySpec
-from distillery_trainer.dataset import dataset_line, manifest, render_target, select, task_of
+from distillery_trainer.dataset import build, dataset_line, manifest, render_target, task_of
 
 Progress = Callable[[int, int, float], None]
 
@@ -24,13 +24,13 @@ Progress = Callable[[int, int, float], None]
 def plan(name: str, spec: CapabilitySpec, samples: list[SampleCurated], end_offsets: dict[int, int], topic: str, tokenizer: Any) -> dict[str, Any]:
     """The dataset of a run and its identity, without training anything."""
     recipe = spec.students[name]
-    selected = select(samples, recipe)
+    run = build(samples, recipe, name)
     rows = []
-    for sample in selected:
-        prompt = student_prompt(tokenizer, spec.units[sample.unit], task_of(sample))
-        rows.append((sample, prompt, render_target(sample, recipe.fields)))
-    lines = [dataset_line(s, p, t) for s, p, t in rows]
-    man = manifest(selected, end_offsets, topic, recipe, lines)
+    for entry in run:
+        prompt = student_prompt(tokenizer, spec.units[entry.sample.unit], task_of(entry.sample))
+        rows.append((entry, prompt, render_target(entry.sample, recipe.fields)))
+    lines = [dataset_line(e, p, t) for e, p, t in rows]
+    man = manifest(run, end_offsets, topic, recipe, lines)
     student_id = ids.content_id("student", name, recipe.model_dump(mode="json"), man["sha256"])
     return {"recipe": recipe, "rows": rows, "lines": lines, "manifest": man, "student_id": student_id}
 
@@ -49,7 +49,7 @@ def run(name: str, spec: CapabilitySpec, samples: list[SampleCurated], end_offse
         return json.loads(lineage_path.read_text())
     if not p["rows"]:
         raise ValueError(f"student '{name}': no samples match the recipe (units {recipe.units}, pools {recipe.pools})")
-    examples = [Example(prompt, target, sample.weight) for sample, prompt, target in p["rows"]]
+    examples = [Example(prompt, target, entry.weight, entry.stage) for entry, prompt, target in p["rows"]]
     started = time.perf_counter()
     result = train_sft(
         model, tokenizer, examples, max_seq_len=recipe.max_seq_len, epochs=recipe.epochs,
@@ -60,7 +60,7 @@ def run(name: str, spec: CapabilitySpec, samples: list[SampleCurated], end_offse
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     save_student(model, tokenizer, tmp / "model")
-    man = {**p["manifest"], "dropped_over_max_seq_len": [p["rows"][i][0].sample_id for i in result.dropped]}
+    man = {**p["manifest"], "dropped_over_max_seq_len": [p["rows"][i][0].sample.sample_id for i in result.dropped]}
     (tmp / "dataset.jsonl").write_text("\n".join(p["lines"]) + "\n")
     (tmp / "manifest.json").write_text(json.dumps(man, indent=2))
     lineage = {

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from distillery import ids, stack
-from distillery.cli import pipeline, replay, review, samples
+from distillery.cli import pipeline, replay, review, samples, students
 from distillery.cli.output import RUN_DIR, console, err
 from distillery.cli.submit import parse_tasks
 from distillery.events import TrainingRequested, subject_order
@@ -29,6 +29,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.add_typer(review.app, name="review")
 app.add_typer(replay.app, name="replay")
 app.add_typer(samples.app, name="samples")
+app.add_typer(students.app, name="students")
 
 SPEC = typer.Option(Path("examples/spec.yaml"), "--spec", help="Capability spec (YAML).")
 

@@ -11,6 +11,12 @@ same rows and columns in both, sorted by sample id) and ``manifest.json`` (offse
 counts, sha256 of each data file). Columns are the fields of ``SampleCurated``; nested models
 stay nested (struct columns), fields of free-form shape (dicts, lists of dicts) are JSON strings,
 so Parquet and HF ``datasets`` get one fixed type per column.
+
+``samples import`` brings human-written or production-labelled samples (corrections, real failure
+cases) into the repository as ``origin="real"`` samples: every line of a JSONL file is validated
+against the running pipeline's spec, bad lines are reported with their number and reason, and the
+valid ones not already in the repository are published to the samples topic. Validation, building
+and the repository check are plain functions (:func:`plan_import`); the command only reads and writes.
 """
 
 from __future__ import annotations
@@ -29,15 +35,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.markup import escape
 from rich.table import Table
 
-from distillery import stack
+from distillery import __version__, ids, stack
 from distillery.cli import pipeline
 from distillery.cli.output import RUN_DIR, console, err
-from distillery.events import POOLS, SampleCurated, SampleEvent, live_samples, parse_sample_record
-from distillery.kafka import read_snapshot
+from distillery.cli.submit import LineError
+from distillery.events import (POOLS, SAMPLE_POOLS, Provenance, SampleCurated, SampleEvent, Tier, ToolSpec, Trace,
+                               live_samples, new_task, parse_sample_record)
+from distillery.kafka import produce_all, read_snapshot
 from distillery.settings import ConfigError, ServiceSettings
+from distillery.spec import CapabilitySpec, UnitSpec, load_spec
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                   help="What the sample repository holds; 'samples export' writes it as JSONL and Parquet.")
@@ -417,6 +427,247 @@ def write_export(snapshot: SamplesSnapshot, out_dir: Path, files: Sequence[str] 
     return manifest
 
 
+# --- import: real samples, as plain functions -------------------------------------------------------------------
+
+HUMAN = "human"  # teacher_id (unless metadata names a source) and judge_version of an imported sample
+
+
+class RealSampleLine(BaseModel):
+    """One line of a ``samples import`` file: a sample a human wrote or production labelled.
+
+    ``pathway`` and ``pool`` are plain strings here: what they may be depends on the unit and is
+    checked against the spec with a reason that says so. ``weight`` None: the editor's default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    unit: str
+    prompt: str
+    final: str
+    pathway: str = "answer"
+    pool: str = "train"
+    rationale: str = ""
+    limits: str = ""
+    evidence: list[str] = Field(default_factory=list)
+    contrast: str = ""
+    tool_steps: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[ToolSpec] = Field(default_factory=list)
+    weight: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    tier: Tier = "high"
+    metadata: dict[str, str] = Field(default_factory=dict)
+    task_id: str | None = Field(default=None, min_length=1)  # the task this sample corrects, if any
+
+
+def numbered_lines(data: bytes) -> Iterable[tuple[int, bytes]]:
+    """The non-blank lines of a JSONL file with their 1-based numbers (split on \\n only, like ``submit``)."""
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        line = raw.rstrip(b"\r")
+        if line.strip():
+            yield number, line
+
+
+def read_line_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    """The JSON object of one line; ValueError when it is too long, not UTF-8, not JSON or not an object."""
+    if len(raw) > max_bytes:
+        raise ValueError(f"line is {len(raw)} bytes, over the {max_bytes}-byte limit")
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: a byte-order mark some editors write is not content
+    except UnicodeDecodeError:
+        raise ValueError("not valid UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise ValueError("a sample line must be a JSON object")
+    return data
+
+
+def check_known_fields(data: dict[str, Any]) -> None:
+    unknown = [name for name in data if name not in RealSampleLine.model_fields]
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(repr(n) for n in unknown)} "
+                         f"(allowed: {', '.join(RealSampleLine.model_fields)})")
+
+
+def parse_line_fields(data: dict[str, Any]) -> RealSampleLine:
+    """The fields with their types checked; ValueError names the first field that is wrong."""
+    try:
+        return RealSampleLine.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(line)"
+        raise ValueError(f"field '{field}': {first['msg']}") from None
+
+
+def check_not_empty(line: RealSampleLine) -> None:
+    for name in ("prompt", "final"):
+        if not getattr(line, name).strip():
+            raise ValueError(f"field '{name}' is empty")
+
+
+def check_against_spec(line: RealSampleLine, spec: CapabilitySpec) -> UnitSpec:
+    """The line's unit, pathway and pool exist where it says; returns the unit's spec."""
+    unit = spec.units.get(line.unit)
+    if unit is None:
+        raise ValueError(f"unknown capability unit '{line.unit}' (spec has {', '.join(sorted(spec.units))})")
+    if line.pathway not in unit.pathways:
+        raise ValueError(f"unit '{line.unit}' has no pathway '{line.pathway}' (it declares {', '.join(unit.pathways)})")
+    if line.pool not in SAMPLE_POOLS:
+        raise ValueError(f"pool '{line.pool}' does not hold samples (sample pools: {', '.join(SAMPLE_POOLS)})")
+    return unit
+
+
+def check_editor_rules(line: RealSampleLine) -> None:
+    """What the editor never curates, refused here too: a contrast without its wrong answer (or on another
+    pathway, or in another pool), a process sample without steps, a trajectory without tool steps."""
+    if line.pool == "contrastive" and not line.contrast.strip():
+        raise ValueError("pool 'contrastive' needs 'contrast' (the wrong answer, kept beside the correction in 'final')")
+    if line.pool == "contrastive" and line.pathway != "answer":
+        raise ValueError(f"pool 'contrastive' is on the 'answer' pathway only (got '{line.pathway}')")
+    if line.contrast and line.pool != "contrastive":
+        raise ValueError(f"field 'contrast' belongs to pool 'contrastive' (got pool '{line.pool}')")
+    if line.pathway == "process" and not line.rationale.strip():
+        raise ValueError("pathway 'process' needs a 'rationale' (the key steps)")
+    if line.pathway == "tool_trajectory" and not line.tool_steps:
+        raise ValueError("pathway 'tool_trajectory' needs 'tool_steps'")
+
+
+def validate_real_line(data: dict[str, Any], spec: CapabilitySpec) -> tuple[RealSampleLine, UnitSpec]:
+    """Every rule a line obeys, in the order the reasons are reported; ValueError with the first broken one."""
+    check_known_fields(data)
+    line = parse_line_fields(data)
+    check_not_empty(line)
+    unit = check_against_spec(line, spec)
+    check_editor_rules(line)
+    return line, unit
+
+
+def sample_content_hash(unit: str, pathway: str, tool_names: str, prompt: str, final: str, rationale: str,
+                        limits: str, tool_steps: list[dict[str, Any]], contrast: str) -> str:
+    """The editor's exact-dedup key, field for field as ``distillery_editor.logic.build_sample`` builds it
+    (``tool_steps`` as Python formats the list), so an imported sample and a teacher's with the same
+    content collide in the editor's dedup and here."""
+    return ids.normalized_hash(
+        f"{unit}|{pathway}|{tool_names}|{prompt}|{final}|{rationale}|{limits}|{tool_steps}|{contrast}")
+
+
+def tool_names_of(tools: Sequence[ToolSpec], unit: UnitSpec) -> str:
+    """The tools part of the content hash: the sample's tool names, else the unit's registry tools (as the editor)."""
+    return ",".join(sorted(t.name for t in tools) or unit.tools)
+
+
+def real_sample_id(line: RealSampleLine) -> str:
+    return ids.content_id("real", line.unit, line.pathway, line.prompt, line.final, line.rationale, line.limits,
+                          line.contrast)
+
+
+def real_task_id(line: RealSampleLine) -> str:
+    """The task the sample corrects, else the id ``submit`` would give its prompt (``events.new_task``)."""
+    return line.task_id or new_task(line.unit, line.prompt, tools=list(line.tools)).task_id
+
+
+def default_weight(pool: str, unit: UnitSpec) -> float:
+    """The editor's weights: hard cases are upsampled, everything else weighs 1."""
+    return unit.editor.hard_case_weight if pool == "hard_case" else 1.0
+
+
+def import_verdict_id(data: bytes) -> str:
+    """What an imported sample names as its verdict: the import file, by content."""
+    return f"import:{hashlib.sha256(data).hexdigest()[:12]}"
+
+
+def build_real_sample(line: RealSampleLine, unit: UnitSpec, verdict_id: str, produced_by: str) -> SampleCurated:
+    """The ``origin="real"`` sample of one valid line (no judge score, tokens not counted)."""
+    task_id = real_task_id(line)
+    content_hash = sample_content_hash(line.unit, line.pathway, tool_names_of(line.tools, unit), line.prompt,
+                                       line.final, line.rationale, line.limits, line.tool_steps, line.contrast)
+    return SampleCurated(
+        sample_id=real_sample_id(line), unit=line.unit, pathway=line.pathway, pool=line.pool, prompt=line.prompt,
+        final=line.final, rationale=line.rationale, limits=line.limits, evidence=line.evidence,
+        tool_steps=line.tool_steps, tools=line.tools,
+        weight=line.weight if line.weight is not None else default_weight(line.pool, unit),
+        content_hash=content_hash,
+        provenance=Provenance(task_id=task_id, candidate_id=f"real:{content_hash}",
+                              teacher_id=line.metadata.get("source", HUMAN), judge_version=HUMAN,
+                              verdict_id=verdict_id),
+        metadata=line.metadata, score=None, tier=line.tier, tokens_before=0, tokens_after=0,
+        contrast=line.contrast, origin="real", produced_by=produced_by, trace=Trace(task_id=task_id),
+    )
+
+
+def check_not_repeated(sample: SampleCurated, seen: dict[str, int]) -> None:
+    """A sample an earlier line of the same file already gave (same id, or same normalised content)."""
+    if sample.sample_id in seen:
+        raise ValueError(f"the same sample as line {seen[sample.sample_id]}")
+    if sample.content_hash in seen:
+        raise ValueError(f"the same content as line {seen[sample.content_hash]} (case and whitespace aside)")
+
+
+def parse_real_samples(data: bytes, spec: CapabilitySpec, max_bytes: int, produced_by: str,
+                       verdict_id: str | None = None) -> tuple[list[SampleCurated], list[LineError]]:
+    """Valid lines become samples; every other line is reported with its number and reason, not fatal."""
+    verdict_id = verdict_id or import_verdict_id(data)
+    samples: list[SampleCurated] = []
+    errors: list[LineError] = []
+    seen: dict[str, int] = {}  # sample id and content hash -> the line that gave them first
+    for number, raw in numbered_lines(data):
+        try:
+            line, unit = validate_real_line(read_line_object(raw, max_bytes), spec)
+            sample = build_real_sample(line, unit, verdict_id, produced_by)
+            check_not_repeated(sample, seen)
+        except ValueError as exc:
+            errors.append(LineError(number, str(exc)))
+            continue
+        seen.setdefault(sample.sample_id, number)
+        seen.setdefault(sample.content_hash, number)
+        samples.append(sample)
+    return samples, errors
+
+
+@dataclass(frozen=True)
+class Present:
+    """What the repository already holds, as far as an import is concerned."""
+
+    ids: frozenset[str]  # every sample id ever curated, live or retracted (a retracted one stays out)
+    live_hashes: frozenset[str]  # content hashes of the live samples (the editor's exact dedup)
+
+
+def present_in(history: Iterable[SampleEvent]) -> Present:
+    history = list(history)
+    curated_ids = {e.sample_id for e in history if isinstance(e, SampleCurated)}
+    return Present(frozenset(curated_ids), frozenset(s.content_hash for s in live_samples(history)))
+
+
+def is_present(sample: SampleCurated, present: Present) -> bool:
+    return sample.sample_id in present.ids or sample.content_hash in present.live_hashes
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """An import file against the repository: what to publish, what is there already, what was refused."""
+
+    new: list[SampleCurated]
+    present: list[SampleCurated]
+    rejected: list[LineError]
+
+
+def plan_import(data: bytes, spec: CapabilitySpec, max_bytes: int, present: Present,
+                produced_by: str = f"cli@{__version__}") -> ImportPlan:
+    """Validate and build every line, and set aside the samples the repository already holds."""
+    samples, rejected = parse_real_samples(data, spec, max_bytes, produced_by)
+    new = [s for s in samples if not is_present(s, present)]
+    return ImportPlan(new, [s for s in samples if is_present(s, present)], rejected)
+
+
+def import_summary(plan: ImportPlan, topic: str, dry_run: bool) -> str:
+    imported = f"would import {len(plan.new)}" if dry_run else f"imported {len(plan.new)}"
+    line = (f"{imported} sample(s) into {topic}, {len(plan.present)} already in the repository, "
+            f"{len(plan.rejected)} line(s) rejected")
+    return line + (" (dry run: nothing published)" if dry_run else "")
+
+
+
 # --- topic I/O ---------------------------------------------------------------------------------------------------
 
 
@@ -437,6 +688,27 @@ def export_samples(settings: ServiceSettings, out_dir: Path, files: Sequence[str
     check_pools(pools)
     prepare_out_dir(out_dir, force)
     return write_export(read_samples(settings), out_dir, files, units, pools)
+
+
+def read_import_file(file: Path) -> bytes:
+    if not file.is_file():
+        raise ConfigError(f"no such file: {file}")
+    return file.read_bytes()
+
+
+def publish_samples(settings: ServiceSettings, samples: Sequence[SampleCurated]) -> None:
+    """Samples onto the samples topic keyed by task id, as the editor publishes them."""
+    items = [(settings.topics.samples, s.key, s.model_dump_json().encode()) for s in samples]
+    asyncio.run(produce_all(settings, items))
+
+
+def import_samples(settings: ServiceSettings, spec: CapabilitySpec, file: Path, dry_run: bool = False) -> ImportPlan:
+    """What ``distillery samples import`` does, given the pipeline's settings and spec."""
+    data = read_import_file(file)
+    plan = plan_import(data, spec, settings.max_task_bytes, present_in(read_samples(settings).history))
+    if plan.new and not dry_run:
+        publish_samples(settings, plan.new)
+    return plan
 
 
 def editor_metrics(state: stack.StackState) -> Metrics:
@@ -483,3 +755,20 @@ def export_command(
     console.print(f"exported {manifest['rows']} sample(s) from {manifest['topic']} at offsets "
                   f"{format_offsets({int(p): o for p, o in manifest['end_offsets'].items()})} to {out_dir} "
                   f"({', '.join(manifest['files'])}, {MANIFEST_FILE})", soft_wrap=True)
+
+
+@app.command("import")
+def import_command(
+    file: Path = typer.Argument(..., help="JSONL file, one sample per line."),
+    run_dir: Path = RUN_DIR,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and report; publish nothing."),
+) -> None:
+    """Import human-written or production-labelled samples (origin 'real'); bad lines are listed with their reason."""
+    state = stack.StackState.load(run_dir)
+    settings = pipeline.settings_for(state)
+    plan = import_samples(settings, load_spec(state.spec_path), file, dry_run)
+    for error in plan.rejected:
+        err.print(f"[red]{escape(str(file))}:{error.line}[/red]: {escape(error.reason)}")
+    console.print(import_summary(plan, settings.topics.samples, dry_run), soft_wrap=True)
+    if plan.rejected:
+        raise typer.Exit(1)

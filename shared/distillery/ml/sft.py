@@ -29,6 +29,7 @@ class Example:
     prompt: str
     target: str
     weight: float = 1.0
+    stage: int = 0  # curriculum: all of stage 0 before stage 1 in every epoch, shuffled within a stage
 
     def __post_init__(self) -> None:
         if self.weight < 0:
@@ -67,6 +68,7 @@ def tokenize_examples(
                 "input_ids": prompt_ids + target_ids,
                 "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids,
                 "weight": example.weight,
+                "stage": example.stage,
                 "index": index,
             }
         )
@@ -110,13 +112,19 @@ def _weighted_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> to
 
 
 def _batches(rows: list[dict], batch_size: int, epochs: int, shuffler: torch.Generator) -> list[list[dict]]:
-    """All batches of the run in order, reshuffled each epoch from the seeded generator."""
+    """All batches of the run in order: each epoch goes through the curriculum stages in order,
+    reshuffling each stage from the seeded generator (one stage: a plain shuffled epoch)."""
+    stages: dict[int, list[dict]] = {}
+    for row in rows:
+        stages.setdefault(row.get("stage", 0), []).append(row)
     batches = []
     for _ in range(epochs):
-        order = torch.randperm(len(rows), generator=shuffler).tolist()
-        batches.extend(
-            [rows[i] for i in order[start : start + batch_size]] for start in range(0, len(order), batch_size)
-        )
+        for stage in sorted(stages):
+            members = stages[stage]
+            order = torch.randperm(len(members), generator=shuffler).tolist()
+            batches.extend(
+                [members[i] for i in order[start : start + batch_size]] for start in range(0, len(order), batch_size)
+            )
     return batches
 
 
