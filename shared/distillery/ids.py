@@ -51,3 +51,11 @@ def round_key(task_id: str, attempt: int = 1) -> str:
 
 def sample_id_for(candidate_id: str, judge_version: str, pathway: str) -> str:
     return content_id("sample", candidate_id, judge_version, pathway)
+
+
+def sample_content_hash(unit: str, pathway: str, tool_names: list[str], prompt: str, final: str, rationale: str,
+                        limits: str, tool_steps: list, contrast: str) -> str:
+    """The exact-dedup key of a sample: equal for the editor's samples and imported real ones with the same
+    content (``tool_names``: the task's tools, else the unit's registry tools)."""
+    names = ",".join(sorted(tool_names))
+    return normalized_hash(f"{unit}|{pathway}|{names}|{prompt}|{final}|{rationale}|{limits}|{tool_steps}|{contrast}")

@@ -21,7 +21,7 @@ from distillery_editor.logic import build_sample
 from typer.testing import CliRunner
 
 from tests.support import assert_config_error
-from tests.unit.test_cli_samples import curated, fake_state, retraction, snapshot_of
+from tests.unit.test_cli_samples import SPEC_PATH, curated, fake_state, retraction, snapshot_of
 
 MAX_BYTES = 4096
 NEWS_TOOL = {"name": "get_news", "description": "Fetches the latest news on a topic.",
@@ -194,8 +194,8 @@ def test_the_content_hash_is_the_one_the_editor_computes(spec, tasks) -> None:
         ("tool_boundary", "answer", "refusal"), ("tool_use", "tool_trajectory", "train")}
     for s in samples:
         unit = spec.units[s.unit]
-        assert sm.sample_content_hash(s.unit, s.pathway, sm.tool_names_of(s.tools, unit), s.prompt, s.final,
-                                      s.rationale, s.limits, s.tool_steps, s.contrast) == s.content_hash, s.pathway
+        assert ids.sample_content_hash(s.unit, s.pathway, sm.tool_names_of(s.tools, unit), s.prompt, s.final,
+                                       s.rationale, s.limits, s.tool_steps, s.contrast) == s.content_hash, s.pathway
 
 
 def test_a_real_line_with_a_teacher_samples_content_has_its_content_hash(spec, tasks) -> None:
@@ -251,7 +251,7 @@ def published(monkeypatch) -> list[list[SampleCurated]]:
     """What the command publishes, call by call (the topic read holds one of CORRECTION's samples already)."""
     calls: list[list[SampleCurated]] = []
     monkeypatch.setattr(sm, "publish_samples", lambda settings, samples: calls.append(list(samples)))
-    (already,), _ = parse(jsonl(CORRECTION), sm.load_spec(Path(__file__).resolve().parents[2] / "examples" / "spec.yaml"))
+    (already,), _ = parse(jsonl(CORRECTION), sm.load_spec(SPEC_PATH))
     monkeypatch.setattr(sm, "read_samples", lambda settings: snapshot_of([already], settings.topics.samples))
     return calls
 

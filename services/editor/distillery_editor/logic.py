@@ -194,14 +194,13 @@ def build_sample(verdict: CandidatesJudged, jc: JudgedCandidate, unit: UnitSpec,
         notes["review_reason"] = f"over token budget: {after} > {unit.editor.token_budget}"
     if "review_reason" in notes:
         pool = "review"
-    tool_names = ",".join(sorted(t.name for t in task.tools) or unit.tools)
     return SampleCurated(
         sample_id=ids.sample_id_for(jc.candidate_id, verdict.judge_version, pathway),
         unit=task.unit, pathway=pathway, pool=pool, prompt=task.prompt, final=final, rationale=rationale,
         limits=limits_text, evidence=jc.evidence, tool_steps=steps, tools=task.tools,
         weight=unit.editor.hard_case_weight if pool == "hard_case" else 1.0,
-        content_hash=ids.normalized_hash(
-            f"{task.unit}|{pathway}|{tool_names}|{task.prompt}|{final}|{rationale}|{limits_text}|{steps}|{contrast}"),
+        content_hash=ids.sample_content_hash(task.unit, pathway, [t.name for t in task.tools] or unit.tools,
+                                             task.prompt, final, rationale, limits_text, steps, contrast),
         provenance=Provenance(task_id=task.task_id, candidate_id=jc.candidate_id, teacher_id=jc.teacher_id,
                               judge_version=verdict.judge_version, verdict_id=verdict.verdict_id, source=source),
         metadata=sample_metadata(task.metadata, jc, notes),

@@ -543,18 +543,9 @@ def validate_real_line(data: dict[str, Any], spec: CapabilitySpec) -> tuple[Real
     return line, unit
 
 
-def sample_content_hash(unit: str, pathway: str, tool_names: str, prompt: str, final: str, rationale: str,
-                        limits: str, tool_steps: list[dict[str, Any]], contrast: str) -> str:
-    """The editor's exact-dedup key, field for field as ``distillery_editor.logic.build_sample`` builds it
-    (``tool_steps`` as Python formats the list), so an imported sample and a teacher's with the same
-    content collide in the editor's dedup and here."""
-    return ids.normalized_hash(
-        f"{unit}|{pathway}|{tool_names}|{prompt}|{final}|{rationale}|{limits}|{tool_steps}|{contrast}")
-
-
-def tool_names_of(tools: Sequence[ToolSpec], unit: UnitSpec) -> str:
+def tool_names_of(tools: Sequence[ToolSpec], unit: UnitSpec) -> list[str]:
     """The tools part of the content hash: the sample's tool names, else the unit's registry tools (as the editor)."""
-    return ",".join(sorted(t.name for t in tools) or unit.tools)
+    return [t.name for t in tools] or list(unit.tools)
 
 
 def real_sample_id(line: RealSampleLine) -> str:
@@ -580,7 +571,7 @@ def import_verdict_id(data: bytes) -> str:
 def build_real_sample(line: RealSampleLine, unit: UnitSpec, verdict_id: str, produced_by: str) -> SampleCurated:
     """The ``origin="real"`` sample of one valid line (no judge score, tokens not counted)."""
     task_id = real_task_id(line)
-    content_hash = sample_content_hash(line.unit, line.pathway, tool_names_of(line.tools, unit), line.prompt,
+    content_hash = ids.sample_content_hash(line.unit, line.pathway, tool_names_of(line.tools, unit), line.prompt,
                                        line.final, line.rationale, line.limits, line.tool_steps, line.contrast)
     return SampleCurated(
         sample_id=real_sample_id(line), unit=line.unit, pathway=line.pathway, pool=line.pool, prompt=line.prompt,

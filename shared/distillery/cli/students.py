@@ -43,9 +43,8 @@ SHORT_HEX = 8
 DROPPED_SHOWN = 5
 OPTIONAL_COUNTS = ("tier", "origin")
 TIERS = ("high", "medium", "low")
-TABLE_CAPTION = ("student: name, version, id · dataset: samples and judge versions, pools, units, sha256 · "
-                 "training: base model, schedule, final loss, seconds and cost · "
-                 f"evaluation: mean {AFTER} accuracy over units, report · artifact: on disk, partial or missing, folder")
+TABLE_CAPTION = (f"dataset: samples, judge versions, pools, units, sha256 · training: base model, schedule, loss, "
+                 f"time, cost · evaluation: mean {AFTER} accuracy over units, report")
 
 
 # --- one row per artifact ----------------------------------------------------------------------------
