@@ -191,3 +191,15 @@ def test_an_accepted_answer_that_does_not_parse_in_the_units_form_goes_to_review
     (sample,) = curate(verdict, None, spec, "editor@test")
     assert sample.pool == "review"
     assert sample.metadata["review_reason"] == "unparseable: no tool call in the answer of a tool_call unit"
+
+
+def test_a_contrastive_candidate_without_a_correction_goes_to_review(spec, tasks) -> None:
+    from distillery.events import CandidatesJudged, JudgedCandidate, Trace
+
+    task = tasks["math_steps"]
+    jc = JudgedCandidate(candidate_id="c1", teacher_id="smollm2", text="#### 3", pool="contrastive", rank=1,
+                         score=0.2, final="3")  # no correction: nothing to learn the right answer from
+    verdict = CandidatesJudged(verdict_id="v1", task=task, judge_version="j", candidates=[jc], produced_by="j",
+                               trace=Trace(task_id=task.task_id))
+    (sample,) = curate(verdict, None, spec, "editor@test")
+    assert sample.pool == "review" and sample.metadata["review_reason"] == "contrastive without a correction"

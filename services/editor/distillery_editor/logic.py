@@ -182,6 +182,8 @@ def build_sample(verdict: CandidatesJudged, jc: JudgedCandidate, unit: UnitSpec,
     contrast = ""
     if jc.pool == "contrastive":
         contrast, limits = answer_of(jc, unit), contrastive_limits(jc) + limits
+        if not jc.correction:  # e.g. a human put it here: without the right answer there is nothing to contrast
+            notes["review_reason"] = "contrastive without a correction"
     limits_text = "\n".join(dict.fromkeys(limits))
     confidence = sample_confidence(jc)
     tier = tier_of(confidence, unit)
