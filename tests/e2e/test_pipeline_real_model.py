@@ -27,7 +27,10 @@ def test_real_teacher_through_all_services(tmp_path, kafka_bootstrap, topic_pref
     # no reference for the boundary unit here: its text answers pass the rule floor into `train`,
     # so the student always has samples whatever this weak teacher says
     spec["units"]["tool_boundary"]["rules"]["reference"] = "none"
-    spec["students"]["tiny"].update(hidden_size=32, layers=1, epochs=2, max_steps=4, max_new_tokens=8)
+    # the student learns the unit this weak teacher always yields samples for (a recipe unit without
+    # samples would stop the trainer before training, by design)
+    spec["students"]["tiny"].update(units=["tool_boundary"], hidden_size=32, layers=1, epochs=2, max_steps=4,
+                                    max_new_tokens=8)
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     workload = build_workload(2, 1)

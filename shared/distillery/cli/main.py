@@ -19,7 +19,7 @@ from distillery import ids, stack
 from distillery.cli import pipeline, replay, review, samples, students
 from distillery.cli.output import RUN_DIR, console, err
 from distillery.cli.submit import parse_tasks
-from distillery.events import TrainingRequested, subject_order
+from distillery.events import EventDeadLettered, TrainingRequested, subject_order
 from distillery.kafka import produce_all
 from distillery.settings import ConfigError
 from distillery.spec import load_spec
@@ -112,20 +112,31 @@ def train(student: str = typer.Option("tiny", help="Student name from the spec."
     spec = load_spec(state.spec_path)
     if student not in spec.students:
         raise ConfigError(f"unknown student '{student}' (spec has {', '.join(sorted(spec.students)) or 'none'})")
-    _request_training(state, student)
+    request_id = _request_training(state, student)
     console.print(f"training of '{student}' requested")
     if wait:
-        _wait_trained(state, student, before=0)
+        _wait_trained(state, student, before=0, request_id=request_id)
 
 
-def _request_training(state: stack.StackState, student: str) -> None:
+def _request_training(state: stack.StackState, student: str) -> str:
     settings = pipeline.settings_for(state)
     request_id = ids.content_id("train", student, time.time_ns())
     event = TrainingRequested(request_id=request_id, student=student, produced_by="cli@train")
     asyncio.run(produce_all(settings, [(settings.topics.training_requests, request_id, event.model_dump_json().encode())]))
+    return request_id
 
 
-def _wait_trained(state: stack.StackState, student: str, before: int, timeout_s: float = 1800) -> None:
+def _refused(state: stack.StackState, request_id: str) -> str | None:
+    """Why the trainer dead-lettered this request (e.g. a recipe unit without samples), if it did."""
+    settings = pipeline.settings_for(state)
+    for dead in pipeline.events(settings, settings.topics.dlq, EventDeadLettered):
+        if dead.source_topic == settings.topics.training_requests and dead.record_key == request_id:
+            return dead.error
+    return None
+
+
+def _wait_trained(state: stack.StackState, student: str, before: int, timeout_s: float = 1800,
+                  request_id: str | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     settings = pipeline.settings_for(state)
@@ -135,6 +146,9 @@ def _wait_trained(state: stack.StackState, student: str, before: int, timeout_s:
         deadline = time.monotonic() + timeout_s
         while pipeline.counts(settings, [])[settings.topics.students] <= before:
             _check_alive(state, "trainer")
+            refused = _refused(state, request_id) if request_id else None
+            if refused:
+                raise ConfigError(f"the trainer refused the request: {refused}")
             m = pipeline.metrics(state, "trainer")
             total = _labelled(m, "distillery_trainer_total_steps", student)
             loss = _labelled(m, "distillery_trainer_loss", student)
@@ -210,8 +224,8 @@ def demo(
         workload.write_text("".join(json.dumps(line) + "\n" for line in lines))
         _submit(state, workload)
         _follow(state, len(lines))
-        _request_training(state, "tiny")
-        _wait_trained(state, "tiny", before=0)
+        request_id = _request_training(state, "tiny")
+        _wait_trained(state, "tiny", before=0, request_id=request_id)
         evaluation = _wait_evaluation(state)
         _print_report(evaluation)
         console.print(f"demo finished in {time.monotonic() - started:.0f}s")
