@@ -186,3 +186,25 @@ def test_help_lists_every_command(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     listed = {line.strip("│ ").split(" ")[0] for line in result.stdout.splitlines()}
     assert set(COMMANDS) <= listed
+
+
+def test_waiting_for_training_stops_with_the_reason_the_trainer_refused(tmp_path, monkeypatch) -> None:
+    """`train --wait` and the demo must not wait half an hour for a request the trainer dead-lettered."""
+    from distillery import stack
+    from distillery.cli import main, pipeline
+    from distillery.events import EventDeadLettered
+    from distillery.settings import ConfigError
+
+    fake_state(tmp_path / "run")
+    state = stack.StackState.load(tmp_path / "run")
+    refusal = EventDeadLettered(
+        dead_letter_id="d1", service="trainer", source_topic="t.training.requests.v1", partition=0, offset=3,
+        record_key="train_abc", payload="{}", error="student 'tiny': the snapshot has no samples for unit(s) "
+        "['math_steps']", produced_by="trainer@test")
+    monkeypatch.setattr(pipeline, "counts", lambda settings, teachers: {settings.topics.students: 0})
+    monkeypatch.setattr(pipeline, "metrics", lambda state, service: {})
+    monkeypatch.setattr(pipeline, "events", lambda settings, topic, model: [refusal])
+    monkeypatch.setattr(main, "_check_alive", lambda state, name: None)
+    with pytest.raises(ConfigError, match=r"the trainer refused the request: student 'tiny': the snapshot has no "
+                                          r"samples for unit\(s\) \['math_steps'\]"):
+        main._wait_trained(state, "tiny", before=0, timeout_s=5, request_id="train_abc")

@@ -92,3 +92,11 @@ def test_a_unit_without_samples_is_an_error_before_training() -> None:
     r = StudentSpec(units=["math_steps", "tool_call"])
     with pytest.raises(ValueError, match=r"student 'tiny': the snapshot has no samples for unit\(s\) \['tool_call'\]"):
         build([sample(0)], r, "tiny")
+
+
+def test_a_contrastive_sample_teaches_its_correction_only() -> None:
+    from distillery_trainer.dataset import render_target
+
+    wrong = sample(1, "contrastive").model_copy(update={"final": "#### 42", "contrast": "#### 41",
+                                                         "limits": "Wrong because: wrong_final_answer."})
+    assert render_target(wrong, ["final", "rationale", "limits"]) == "#### 42"

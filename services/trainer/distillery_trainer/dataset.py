@@ -87,7 +87,13 @@ def build(samples: list[SampleCurated], recipe: StudentSpec, student: str) -> li
 
 
 def render_target(sample: SampleCurated, fields: list[str]) -> str:
-    """What the student learns to write: the recipe's fields in a fixed order."""
+    """What the student learns to write: the recipe's fields in a fixed order.
+
+    A contrastive sample teaches its correction: the wrong answer (``contrast``) and the reason
+    (``limits``) explain it to people and to pairwise methods, they are not what to answer.
+    """
+    if sample.pool == "contrastive":
+        return sample.final
     parts = []
     if "rationale" in fields and sample.rationale:
         parts.append(sample.rationale)
