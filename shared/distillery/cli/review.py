@@ -20,7 +20,7 @@ from rich.table import Column, Table
 
 from distillery import __version__, stack
 from distillery.cli import pipeline
-from distillery.cli.output import RUN_DIR, console, err
+from distillery.cli.output import RUN_DIR, console, err, resolve_by_prefix, short_id
 from distillery.events import (
     SAMPLE_POOLS,
     CandidatesJudged,
@@ -98,23 +98,11 @@ def review_queue(latest: dict[str, CandidatesJudged], decided: Collection[str],
 
 def resolve_candidate(prefix: str, items: list[ReviewItem]) -> ReviewItem:
     """The one judged candidate whose id starts with ``prefix`` (with or without the ``cand_`` part)."""
-    prefix = prefix.strip()
-    if not prefix:
-        raise ConfigError("give a candidate id (or a unique prefix of one)")
-    matches = sorted((item for item in items if _id_matches(item.candidate_id, prefix)),
-                     key=lambda item: item.candidate_id)
-    if not matches:
-        raise ConfigError(f"no judged candidate with id '{prefix}' (see 'distillery review' for the pool)")
-    if len(matches) > 1:
-        shown = ", ".join(short_id(m.candidate_id) for m in matches[:5])
-        more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
-        raise ConfigError(f"candidate id '{prefix}' is ambiguous: {shown}{more}; give more characters")
-    return matches[0]
-
-
-def _id_matches(candidate_id: str, prefix: str) -> bool:
-    bare = candidate_id.split("_", 1)[-1]
-    return candidate_id.startswith(prefix) or bare.startswith(prefix)
+    return resolve_by_prefix(
+        prefix, items, lambda item: item.candidate_id, noun="candidate id",
+        empty="give a candidate id (or a unique prefix of one)",
+        missing="no judged candidate with id '{given}' (see 'distillery review' for the pool)",
+        shown_of=lambda item: short_id(item.candidate_id))
 
 
 def choose_decision(pool: str | None, accept: bool, reject: bool) -> tuple[str, str | None]:
@@ -165,12 +153,6 @@ def decision_warnings(item: ReviewItem, earlier: ReviewDecided | None) -> list[s
 
 def describe(decision: ReviewDecided) -> str:
     return f"accept into {decision.pool}" if decision.decision == "accept" else "reject"
-
-
-def short_id(candidate_id: str) -> str:
-    """``cand_`` plus 8 hex characters: enough to be unique in a review session, and a valid prefix."""
-    prefix, _, rest = candidate_id.partition("_")
-    return f"{prefix}_{rest[:8]}" if rest else candidate_id[:8]
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:

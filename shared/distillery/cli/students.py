@@ -29,9 +29,9 @@ from rich.table import Column, Table
 
 from distillery import stack
 from distillery.cli import pipeline
-from distillery.cli.output import RUN_DIR, console
+from distillery.cli.output import RUN_DIR, console, resolve_by_prefix, short_id
 from distillery.events import POOLS, EvaluationCompleted, StudentTrained
-from distillery.settings import ConfigError, ServiceSettings
+from distillery.settings import ServiceSettings
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                   help="Every trained student artifact, newest first; 'students show ID' prints one's full lineage.")
@@ -39,7 +39,6 @@ app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
 AFTER = "student:after"  # the evaluator's subject for the trained student
 ARTIFACT_FILES = ("lineage.json", "manifest.json", "dataset.jsonl", "model", "loss.png")  # what the trainer writes
 ON_DISK, PARTIAL, MISSING = "yes", "partial", "missing"
-SHORT_HEX = 8
 DROPPED_SHOWN = 5
 OPTIONAL_COUNTS = ("tier", "origin")
 TIERS = ("high", "medium", "low")
@@ -120,22 +119,11 @@ def student_rows(trained: Iterable[StudentTrained], evaluations: Iterable[Evalua
 
 def resolve_student(given: str, rows: Sequence[StudentRow]) -> StudentRow:
     """The one row whose student id starts with ``given`` (with or without ``student_``; a version works too)."""
-    given = given.strip()
-    if not given:
-        raise ConfigError("give a student id (or a unique prefix of one, or its version)")
-    matches = sorted((row for row in rows if id_matches(row.student_id, given)), key=lambda row: row.student_id)
-    if not matches:
-        raise ConfigError(f"no trained student with id '{given}' (see 'distillery students' for the list)")
-    if len(matches) > 1:
-        shown = ", ".join(f"{short_id(m.student_id)} ({m.trained.student})" for m in matches[:5])
-        more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
-        raise ConfigError(f"student id '{given}' is ambiguous: {shown}{more}; give more characters")
-    return matches[0]
-
-
-def id_matches(student_id: str, given: str) -> bool:
-    bare = student_id.split("_", 1)[-1]
-    return student_id.startswith(given) or bare.startswith(given)
+    return resolve_by_prefix(
+        given, rows, lambda row: row.student_id, noun="student id",
+        empty="give a student id (or a unique prefix of one, or its version)",
+        missing="no trained student with id '{given}' (see 'distillery students' for the list)",
+        shown_of=lambda row: f"{short_id(row.student_id)} ({row.trained.student})")
 
 
 # --- the lineage of one artifact -----------------------------------------------------------------------
@@ -186,12 +174,6 @@ def on_disk_lineage(artifact_dir: str | Path) -> dict[str, Any] | None:
 
 
 # --- formatting ---------------------------------------------------------------------------------------
-
-
-def short_id(student_id: str) -> str:
-    """``student_`` plus 8 hex characters: a valid prefix for ``students show``."""
-    prefix, _, rest = student_id.partition("_")
-    return f"{prefix}_{rest[:SHORT_HEX]}" if rest else student_id[:SHORT_HEX]
 
 
 def short_sha(sha: str | None) -> str:
