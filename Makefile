@@ -37,6 +37,7 @@ bench: install
 	$(PY) bench/judge_throughput.py
 	$(PY) bench/editor_throughput.py
 	$(PY) bench/editor_dedup.py
+	$(PY) bench/trainer_throughput.py
 
 up: install
 	$(VENV)/bin/distillery up

@@ -28,8 +28,9 @@ class TransformersBackend:
     """Batched generation with a local transformers model (loaded once, on first use)."""
 
     def __init__(self, model_name: str, batch_size: int, temperature: float, device: str = "cpu",
-                 stop: list[str] | None = None) -> None:
+                 stop: list[str] | None = None, top_logprobs: int = 0) -> None:
         self.model_name = model_name
+        self.top_logprobs = top_logprobs
         self.stop = stop or []
         self.batch_size = batch_size
         self.temperature = temperature
@@ -54,7 +55,7 @@ class TransformersBackend:
         prompts = [render_chat(tokenizer, system, user) for _, system, user in requests]
         return self._generator.generate(
             prompts, max_new_tokens=max_new_tokens, temperature=self.temperature, batch_size=self.batch_size,
-            stop=self.stop,
+            stop=self.stop, top_logprobs=self.top_logprobs,
         )
 
 
@@ -112,4 +113,5 @@ def make_backend(teacher: TeacherSpec, teacher_id: str, device: str = "cpu") -> 
         from distillery.openai_backend import OpenAIBackend
 
         return OpenAIBackend(teacher, teacher_id)
-    return TransformersBackend(teacher.model, teacher.batch_size, teacher.temperature, device, stop=teacher.stop)
+    return TransformersBackend(teacher.model, teacher.batch_size, teacher.temperature, device, stop=teacher.stop,
+                               top_logprobs=teacher.logprobs)

@@ -171,6 +171,24 @@ class GenerationRequested(Event):
     feedback: str | None = None  # why the previous attempt was rejected (regeneration)
 
 
+class TopTokens(Model):
+    """The teacher's k most likely next tokens at one position, most likely first."""
+
+    ids: list[int]
+    logprobs: list[float]
+
+
+class TokenLogprobs(Model):
+    """A teacher's cached token distribution (teachers.<id>.logprobs), for logit distillation.
+
+    ``tokenizer`` is the fingerprint of the teacher's tokenizer (ml.models.tokenizer_fingerprint):
+    a student can learn these ids only if its own tokenizer has the same fingerprint."""
+
+    tokenizer: str
+    token_ids: list[int]
+    top: list[TopTokens]
+
+
 class CandidateGenerated(Event):
     id_field: ClassVar[str] = "candidate_id"
     candidate_id: str
@@ -190,6 +208,7 @@ class CandidateGenerated(Event):
     chain: Chain | None = None
     attempt: int = 1
     trajectory: list[TrajectoryStep] = Field(default_factory=list)
+    logprobs: TokenLogprobs | None = None
 
 
 class JudgedCandidate(Model):
@@ -337,11 +356,31 @@ def decision_id_for(candidate_id: str, decision: str, pool: str | None, note: st
     return ids.content_id("review", candidate_id, decision, pool or "", note, reviewer)
 
 
+class Variant(Model):
+    """A variant run of a student's recipe, for attribution (distillery attribute).
+
+    ``bucket`` says which samples: ``curated`` (the editor's samples, the recipe's pools),
+    ``judge_filtered`` (curated, ``train`` pool only), ``multi_teacher`` (every teacher's raw
+    output, unfiltered and unstructured: naive distillation), ``single_teacher`` (the same, one
+    teacher). ``overrides`` change recipe fields (fields, pathways, seed, real_share); ``match``
+    caps each unit's sample count at the full recipe's count on the same snapshot."""
+
+    name: str
+    bucket: Literal["curated", "judge_filtered", "multi_teacher", "single_teacher"] = "curated"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    match: bool = False
+    experiment_id: str = ""
+    members: int = 1  # runs in the experiment, so the evaluator knows when the table is complete
+
+
 class TrainingRequested(Event):
     id_field: ClassVar[str] = "request_id"
     request_id: str
     student: str
     reason: str = "command"
+    variant: Variant | None = None
+    # topic -> partition -> end offset: train on exactly this snapshot (attribution runs share one)
+    snapshot: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class StudentTrained(Event):
@@ -356,6 +395,7 @@ class StudentTrained(Event):
     loss_curve: list[float] = Field(default_factory=list)
     train_seconds: float = 0.0
     train_cost_usd: float = 0.0
+    variant: Variant | None = None
 
 
 class SubjectScore(Model):
@@ -382,6 +422,15 @@ class EvaluationCompleted(Event):
     scores: list[SubjectScore]
     roi: dict[str, float]
     report_path: str
+    student: str = ""
+    samples: int = 0  # in the student's dataset: the x axis of marginal gain
+    variant: Variant | None = None
+    # the trained student's correctness per held-out task id (attribution pairs runs by task)
+    correct: dict[str, bool] = Field(default_factory=dict)
+    agreement: dict[str, float] = Field(default_factory=dict)  # unit -> student agrees with best teacher
+    error_classes: dict[str, int] = Field(default_factory=dict)
+    signals: dict[str, str] = Field(default_factory=dict)  # fired stop signal -> reason
+    attribution_path: str | None = None  # set on the evaluation that completed an experiment
 
 
 class EventDeadLettered(Event):

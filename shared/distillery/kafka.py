@@ -89,13 +89,16 @@ class Snapshot:
     end_offsets: dict[int, int]
 
 
-async def read_snapshot(settings: ServiceSettings, topic: str) -> Snapshot:
-    """Read ``topic`` from the start to its current end offsets (fixed at call time)."""
+async def read_snapshot(settings: ServiceSettings, topic: str, upto: dict[int, int] | None = None) -> Snapshot:
+    """Read ``topic`` from the start to its current end offsets (fixed at call time), or to the
+    offsets ``upto`` (partition -> end offset) of an earlier snapshot, so runs can share one."""
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
     await consumer.start()
     try:
         tps = await partitions_of(consumer, topic)
         ends = await high_watermarks(consumer, tps)
+        if upto is not None:
+            ends = {tp: min(end, upto.get(tp.partition, 0)) for tp, end in ends.items()}
         records: list[ConsumerRecord] = []
         pending = {tp for tp in tps if ends.get(tp, 0) > 0}
         for tp in tps:
@@ -127,6 +130,17 @@ async def consumer_lag(settings: ServiceSettings, group_id: str, topics: list[st
             ends = await high_watermarks(consumer, tps)
             lag[topic] = sum(max(0, ends.get(tp, 0) - committed[tp]) for tp in tps)
         return lag
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(settings: ServiceSettings, topic: str) -> dict[int, int]:
+    """Partition -> end offset of ``topic`` now: names a snapshot that later reads can stop at."""
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
+    await consumer.start()
+    try:
+        tps = await partitions_of(consumer, topic)
+        return {tp.partition: end for tp, end in (await high_watermarks(consumer, tps)).items()} if tps else {}
     finally:
         await consumer.stop()
 

@@ -38,6 +38,11 @@ class Price(SpecModel):
         )
 
 
+# Tokenizer family of each local model the registry ships (distillery.ml.models) and of each student base.
+MODEL_TOKENIZERS = {"smollm2-135m-instruct": "smollm2", "qwen2.5-coder-0.5b-instruct": "qwen2.5"}
+STUDENT_TOKENIZERS = {"tiny-llama": "smollm2", "smollm2-135m": "smollm2"}
+
+
 class TeacherSpec(SpecModel):
     backend: Literal["transformers", "replay", "openai"] = "transformers"
     # transformers: a registry name (distillery.ml.models); openai: the server's model name
@@ -56,6 +61,14 @@ class TeacherSpec(SpecModel):
     temperature: float = Field(default=0.0, ge=0)
     stop: list[str] = Field(default_factory=list)  # stop sequences (text is cut before them)
     price: Price = Field(default_factory=Price)
+    # logit distillation: cache this many top-k token logprobs per generated token on the candidate
+    # (transformers backend; 0: none). A student on the same tokenizer can then learn the distribution.
+    logprobs: int = Field(default=0, ge=0, le=64)
+    # the tokenizer family, for the logit-distillation check; known for the registry's local models
+    tokenizer: str | None = None
+
+    def tokenizer_family(self) -> str | None:
+        return self.tokenizer or (MODEL_TOKENIZERS.get(self.model) if self.backend == "transformers" else None)
 
     @model_validator(mode="after")
     def _backend_has_its_settings(self) -> TeacherSpec:
@@ -63,6 +76,8 @@ class TeacherSpec(SpecModel):
             raise ValueError("backend 'replay' needs replay_path")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs base_url")
+        if self.logprobs and self.backend != "transformers":
+            raise ValueError(f"field 'logprobs': caching token logprobs needs the transformers backend, not '{self.backend}'")
         return self
 
 
@@ -313,6 +328,26 @@ class JudgeSpec(SpecModel):
     retries: int = Field(default=1, ge=0, le=5)  # asks again on malformed scores, then `failure`
 
 
+class LoraSpec(SpecModel):
+    """LoRA adapters (peft) for ``method: lora``; merged into the weights after training."""
+
+    r: int = Field(default=8, ge=1, le=256)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+
+
+class LogitDistill(SpecModel):
+    """Logit distillation from a teacher's cached top-k logprobs (its ``logprobs`` setting).
+
+    Loss = (1 - weight) x SFT + weight x KL to the teacher's top-k distribution, on the samples
+    whose target is exactly that teacher's text; the others train with SFT alone."""
+
+    teacher: str
+    weight: float = Field(default=0.5, gt=0, le=1)
+    temperature: float = Field(default=1.0, gt=0)
+
+
 class StudentSpec(SpecModel):
     base: Literal["tiny-llama", "smollm2-135m"] = "tiny-llama"
     units: list[str] = Field(min_length=1)
@@ -344,6 +379,12 @@ class StudentSpec(SpecModel):
     weighting: Literal["loss", "sampling"] = "loss"
     # curriculum: answer samples first, then process, style, tool trajectories (shuffled within each)
     curriculum: bool = False
+    # --- the method (ml.sft) ---
+    method: Literal["full", "lora"] = "full"
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    distill: LogitDistill | None = None
+    # share of the dataset from imported real samples (origin real); None: they count like any sample
+    real_share: float | None = Field(default=None, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _mix_is_a_distribution(self) -> StudentSpec:
@@ -366,6 +407,19 @@ class Economics(SpecModel):
     judge_cost_per_candidate_usd: float = Field(default=0.0, ge=0)
     train_cost_per_second_usd: float = Field(default=0.0, ge=0)
     quality_tolerance: float = Field(default=0.05, ge=0, le=1)  # student may trail the best teacher by this much
+    # human review time: each decision costs this many seconds of a reviewer at this hourly rate
+    review_seconds_per_decision: float = Field(default=60, ge=0)
+    reviewer_rate_usd_per_hour: float = Field(default=0.0, ge=0)
+
+
+class StopSignals(SpecModel):
+    """When to stop distilling (distillery_evaluator.signals): thresholds over the last rounds."""
+
+    min_gain_per_1k: float = Field(default=0.02, ge=0)  # accuracy (0..1) per 1,000 new samples
+    rounds: int = Field(default=3, ge=2)
+    agreement_rise: float = Field(default=0.05, ge=0)
+    flat_tolerance: float = Field(default=0.02, ge=0)
+    error_shift_share: float = Field(default=0.5, gt=0, le=1)
 
 
 class CapabilitySpec(SpecModel):
@@ -375,6 +429,7 @@ class CapabilitySpec(SpecModel):
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     students: dict[str, StudentSpec] = Field(default_factory=dict)
     economics: Economics = Field(default_factory=Economics)
+    stop_signals: StopSignals = Field(default_factory=StopSignals)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> CapabilitySpec:
@@ -392,7 +447,23 @@ class CapabilitySpec(SpecModel):
             for unit in student.units:
                 if unit not in self.units:
                     raise ValueError(f"student '{name}': field 'units': unknown unit '{unit}'")
+            if student.distill is not None:
+                self._check_distill(name, student)
         return self
+
+    def _check_distill(self, name: str, student: StudentSpec) -> None:
+        """Logit distillation needs a teacher that caches logprobs on the student's tokenizer."""
+        teacher_id = student.distill.teacher
+        teacher = self.teachers.get(teacher_id)
+        where = f"student '{name}': field 'distill.teacher'"
+        if teacher is None:
+            raise ValueError(f"{where}: unknown teacher '{teacher_id}'")
+        if teacher.logprobs == 0:
+            raise ValueError(f"{where}: teacher '{teacher_id}' caches no logprobs (set teachers.{teacher_id}.logprobs)")
+        ours, theirs = STUDENT_TOKENIZERS[student.base], teacher.tokenizer_family()
+        if theirs != ours:
+            raise ValueError(f"{where}: tokenizer mismatch: student '{student.base}' uses {ours}, teacher "
+                             f"'{teacher_id}' uses {theirs or 'an undeclared tokenizer (set its tokenizer)'}")
 
     def routed_teachers(self) -> list[str]:
         """Teachers some unit routes to: each gets a deployment. A teacher entry named only as

@@ -12,6 +12,7 @@ from distillery import stack
 from distillery.cli.submit import parse_tasks
 from distillery.events import CandidateGenerated, CandidatesJudged, EvaluationCompleted, StudentTrained, TrainingRequested
 from distillery.kafka import consumer_lag, produce_all
+from distillery.ml.models import smollm2_tokenizer, tokenizer_fingerprint
 from distillery.spec import load_spec
 from distillery.workload import build_workload
 from tests.support import ROOT
@@ -21,7 +22,8 @@ from tests.waiting import events, wait_for
 @pytest.mark.slow
 def test_real_teacher_through_all_services(tmp_path, kafka_bootstrap, topic_prefix, settings):
     spec = yaml.safe_load((ROOT / "examples" / "spec.yaml").read_text())
-    spec["teachers"] = {"smollm2": {**spec["teachers"]["smollm2"], "max_new_tokens": 24}}
+    # the teacher caches its top-4 logprobs; the student (same tokenizer) learns them (logit distillation)
+    spec["teachers"] = {"smollm2": {**spec["teachers"]["smollm2"], "max_new_tokens": 24, "logprobs": 4}}
     for unit in spec["units"].values():
         unit["routing"] = {"strategy": "single", "teachers": ["smollm2"], "max_new_tokens": 24}
     # no reference for the boundary unit here: its text answers pass the rule floor into `train`,
@@ -30,7 +32,7 @@ def test_real_teacher_through_all_services(tmp_path, kafka_bootstrap, topic_pref
     # the student learns the unit this weak teacher always yields samples for (a recipe unit without
     # samples would stop the trainer before training, by design)
     spec["students"]["tiny"].update(units=["tool_boundary"], hidden_size=32, layers=1, epochs=2, max_steps=4,
-                                    max_new_tokens=8)
+                                    max_new_tokens=8, method="lora", distill={"teacher": "smollm2", "weight": 0.5})
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     workload = build_workload(2, 1)
@@ -51,6 +53,10 @@ def test_real_teacher_through_all_services(tmp_path, kafka_bootstrap, topic_pref
             assert cand.usage.prompt_tokens > 20 and 0 < cand.usage.completion_tokens <= 24
             assert cand.latency_s > 0 and cand.cost_usd > 0 and 0 < cand.confidence <= 1
             assert cand.finish_reason in ("stop", "length")
+            top = cand.logprobs.top
+            assert len(top) == len(cand.logprobs.token_ids) == cand.usage.completion_tokens
+            assert all(len(t.ids) == 4 and t.logprobs == sorted(t.logprobs, reverse=True) for t in top)
+            assert cand.logprobs.tokenizer == tokenizer_fingerprint(smollm2_tokenizer())  # the student's too
         assert all(jc.pool in ("train", "refusal", "hard_case", "contrastive", "failure", "discard") and jc.reasons
                    for v in verdicts for jc in v.candidates)
         assert all(jc.correction for v in verdicts for jc in v.candidates if jc.pool == "contrastive")
@@ -63,6 +69,7 @@ def test_real_teacher_through_all_services(tmp_path, kafka_bootstrap, topic_pref
         trained = wait_for(lambda: events(settings, settings.topics.students, StudentTrained),
                            lambda s: len(s) == 1, timeout_s=300, every_s=1)[0]
         assert trained.manifest["per_unit"].get("tool_boundary", 0) > 0
+        assert trained.manifest["kd_examples"] > 0 and trained.recipe["method"] == "lora"
         evaluation = wait_for(lambda: events(settings, settings.topics.evaluations, EvaluationCompleted),
                               lambda e: len(e) == 1, timeout_s=300, every_s=1)[0]
         assert {s.subject for s in evaluation.scores} >= {"teacher:smollm2", "student:before", "student:after"}

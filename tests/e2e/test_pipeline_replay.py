@@ -7,11 +7,17 @@ judge, editor, trainer and evaluator; the test checks what every hop produced.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 
 import pytest
 
+from typer.testing import CliRunner
+
 from distillery import stack
+from distillery.cli import pipeline as pipeline_cli
+from distillery.cli.main import app
 from distillery.cli.submit import parse_tasks
 from distillery.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, EventDeadLettered,
                                GenerationRequested, SampleCurated, StudentTrained, TrainingRequested)
@@ -97,3 +103,26 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
     alpha = [s for s in evaluation.scores if s.subject == "teacher:alpha"]
     assert all(s.accuracy == 1.0 for s in alpha)
     assert evaluation.roi["offline_total_usd"] > 0
+    report = Path(evaluation.report_path)
+    assert report.name == "report.html" and report.read_text().count("data:image/png;base64,") == 3
+    assert (report.parent / "report.md").is_file() and evaluation.student == "tiny" and evaluation.correct
+
+    # attribution through the CLI: the curated recipe against naive distillation, one snapshot
+    result = CliRunner().invoke(app, ["attribute", "--variants", "full,naive", "--seeds", "1",
+                                      "--run-dir", state.run_dir, "--timeout-s", "600"])
+    assert result.exit_code == 0, result.output
+    assert "attribution" in result.output and "naive" in result.output
+    runs = {t.variant.name: t for t in events(settings, settings.topics.students, StudentTrained) if t.variant}
+    assert set(runs) == {"full", "naive"}
+    samples_topic = settings.topics.samples  # both read the samples topic up to the same offsets
+    assert runs["full"].manifest["snapshot"][samples_topic] == runs["naive"].manifest["snapshot"][samples_topic]
+    assert settings.topics.candidates in runs["naive"].manifest["snapshot"]  # naive data: the raw candidates
+    assert runs["naive"].manifest["judge_versions"] == ["unjudged"]
+    for unit, n in runs["naive"].manifest["per_unit"].items():  # matched to the full recipe's count
+        assert n <= runs["full"].manifest["per_unit"][unit]
+    done = [e for e in events(settings, settings.topics.evaluations, EvaluationCompleted) if e.attribution_path]
+    assert len(done) == 1
+    table = json.loads((Path(done[0].attribution_path).parent / "attribution.json").read_text())
+    assert {(r["unit"], r["variant"]) for r in table} >= {("all", "full"), ("all", "naive")}
+    assert Path(done[0].attribution_path).read_text().count("data:image/png;base64,") == 4
+    assert pipeline_cli.latest_evaluation(settings).student_id == evaluation.student_id  # variants aside

@@ -6,8 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from statistics import mean
 
-from distillery.events import CandidatesJudged, SubjectScore, Task, subject_order
-from distillery.scoring import check_reference
+from distillery.events import CandidatesJudged, SubjectScore, Task
+from distillery.scoring import DECLINE_CUE, answers_equal, check_reference, extract_final_answer, parse_tool_calls
 from distillery.spec import CapabilitySpec
 
 
@@ -41,6 +41,95 @@ def is_correct(output: Output, spec: CapabilitySpec) -> bool:
     """The unit's accuracy metric, through the same reference checks the judge uses."""
     unit = spec.units[output.task.unit]
     return bool(check_reference(output.task, output.text, unit.rules.reference).correct)
+
+
+def reference_reasons(output: Output, spec: CapabilitySpec) -> list[str]:
+    unit = spec.units[output.task.unit]
+    return check_reference(output.task, output.text, unit.rules.reference).reasons
+
+
+def declines(text: str) -> bool:
+    """A refusal: no parseable tool call, and a stated decline."""
+    return not parse_tool_calls(text) and bool(DECLINE_CUE.search(text or ""))
+
+
+def unit_metrics(outputs: list[Output], spec: CapabilitySpec) -> list[dict]:
+    """The accuracy metrics each unit declares, per subject, plus refusal correctness.
+
+    ``exact_match`` (final answers), ``tool_call_accuracy`` (BFCL AST match, including "no call"
+    on irrelevance tasks), and refusal precision / recall: a subject should stop exactly on the
+    tasks whose reference is "no call" (recall: it stops when it should; precision: only then).
+    Refusal figures are computed over all of a subject's tasks (unit ``all``): a false refusal
+    on a tool-call task counts against precision."""
+    rows = []
+    groups: dict[tuple[str, str], list[Output]] = defaultdict(list)
+    for out in outputs:
+        groups[(out.task.unit, out.subject)].append(out)
+    for (unit, subject), outs in sorted(groups.items()):
+        metric = spec.units[unit].eval_metric or "accuracy"
+        rows.append({"unit": unit, "subject": subject, "metric": metric,
+                     "value": round(mean(is_correct(o, spec) for o in outs), 4)})
+        rows.append({"unit": unit, "subject": subject, "metric": "output_tokens",
+                     "value": round(mean(o.output_tokens for o in outs), 1)})
+    by_subject: dict[str, list[Output]] = defaultdict(list)
+    for out in outputs:
+        by_subject[out.subject].append(out)
+    for subject, outs in sorted(by_subject.items()):
+        should = [o for o in outs if o.task.reference is not None and o.task.reference.no_call]
+        if not should:
+            continue
+        refused = [o for o in outs if declines(o.text)]
+        right = [o for o in refused if o.task.reference is not None and o.task.reference.no_call]
+        rows.append({"unit": "all", "subject": subject, "metric": "refusal_recall", "value": round(len(right) / len(should), 4)})
+        rows.append({"unit": "all", "subject": subject, "metric": "refusal_precision",
+                     "value": round(len(right) / len(refused), 4) if refused else 0.0})
+    return rows
+
+
+def breakdown(outputs: list[Output], spec: CapabilitySpec) -> list[dict]:
+    """Accuracy per unit x difficulty and unit x scenario (task metadata) for every subject."""
+    groups: dict[tuple[str, str, str, str], list[bool]] = defaultdict(list)
+    for out in outputs:
+        for dimension in ("difficulty", "scenario"):
+            value = out.task.metadata.get(dimension)
+            if value:
+                groups[(out.task.unit, dimension, value, out.subject)].append(is_correct(out, spec))
+    return [{"unit": u, "dimension": d, "value": v, "subject": s, "n": len(c), "accuracy": round(mean(c), 4)}
+            for (u, d, v, s), c in sorted(groups.items())]
+
+
+def same_answer(a: str, b: str, spec: CapabilitySpec, task: Task) -> bool:
+    """Do two outputs say the same thing in the unit's form (final number, calls, or a decline)?"""
+    form = spec.units[task.unit].output_form
+    if form == "final_answer":
+        fa, fb = extract_final_answer(a), extract_final_answer(b)
+        return fa is not None and answers_equal(fa, fb)
+    if declines(a) or declines(b):
+        return declines(a) and declines(b)
+    ca, cb = parse_tool_calls(a), parse_tool_calls(b)
+    return bool(ca) and ca == cb
+
+
+def agreement(outputs: list[Output], spec: CapabilitySpec, best: dict[str, str], subject: str = "student:after") -> dict[str, float]:
+    """Per unit: share of held-out tasks where ``subject`` answers like the unit's best teacher."""
+    teacher = {(o.task.task_id, o.subject): o for o in outputs if o.subject.startswith("teacher:")}
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for out in outputs:
+        ref = teacher.get((out.task.task_id, best.get(out.task.unit, "")))
+        if out.subject == subject and ref is not None:
+            hits[out.task.unit].append(same_answer(out.text, ref.text, spec, out.task))
+    return {unit: round(mean(v), 4) for unit, v in sorted(hits.items())}
+
+
+def best_teachers(scores: list[SubjectScore]) -> dict[str, str]:
+    """Per unit, the most accurate teacher (the cheaper one on a tie): the one the student replaces."""
+    best: dict[str, SubjectScore] = {}
+    for s in scores:
+        if s.subject.startswith("teacher:"):
+            cur = best.get(s.unit)
+            if cur is None or (s.accuracy, -s.cost_per_request_usd) > (cur.accuracy, -cur.cost_per_request_usd):
+                best[s.unit] = s
+    return {unit: s.subject for unit, s in best.items()}
 
 
 def write_outputs(outputs: list[Output], spec: CapabilitySpec, path) -> None:
@@ -77,13 +166,16 @@ def roi(scores: list[SubjectScore], offline_cost_usd: dict[str, float], spec: Ca
     of its requests saves (best teacher's cost - student's cost). Otherwise it saves nothing:
     a cheap student that is wrong is no saving.
     net = mean saving per request x requests over the horizon - offline cost;
-    break-even = offline cost / mean saving per request (requests, and days at the traffic).
+    break-even = offline cost / mean saving per request (requests, and days at the traffic);
+    break-even traffic = the requests per day at which the horizon pays the offline cost back.
+    Offline items are whatever the caller passes (teacher generation, judging, human review,
+    training); every figure is also exported as a metric.
     """
     econ = spec.economics
     units = sorted({s.unit for s in scores})
     by = {(s.unit, s.subject): s for s in scores}
     ledger: dict[str, float] = {f"offline_{k}_usd": round(v, 6) for k, v in offline_cost_usd.items()}
-    savings, teacher_costs, student_costs = [], [], []
+    savings, teacher_costs, student_costs, teacher_lat, student_lat = [], [], [], [], []
     for unit in units:
         teachers = [s for s in scores if s.unit == unit and s.subject.startswith("teacher:")]
         student = by.get((unit, "student:after"))
@@ -94,6 +186,8 @@ def roi(scores: list[SubjectScore], offline_cost_usd: dict[str, float], spec: Ca
         ledger[f"student_serves_{unit}"] = float(served)
         teacher_costs.append(best.cost_per_request_usd)
         student_costs.append(student.cost_per_request_usd)
+        teacher_lat.append(best.mean_latency_s)
+        student_lat.append(student.mean_latency_s)
         savings.append(best.cost_per_request_usd - student.cost_per_request_usd if served else 0.0)
     offline = sum(offline_cost_usd.values())
     requests = econ.requests_per_day * econ.horizon_days
@@ -109,34 +203,11 @@ def roi(scores: list[SubjectScore], offline_cost_usd: dict[str, float], spec: Ca
         roi=round((saving * requests - offline) / offline, 4) if offline else 0.0,
         break_even_requests=round(offline / saving, 1) if saving > 0 else -1.0,
         break_even_days=round(offline / saving / econ.requests_per_day, 3) if saving > 0 and econ.requests_per_day else -1.0,
+        break_even_requests_per_day=round(offline / saving / econ.horizon_days, 1) if saving > 0 else -1.0,
+        teacher_latency_s=round(mean(teacher_lat), 4) if teacher_lat else 0.0,
+        student_latency_s=round(mean(student_lat), 4) if student_lat else 0.0,
+        # what calling the teacher for the same traffic would cost: the bar sample upkeep must stay under
+        teacher_cost_horizon_usd=round((mean(teacher_costs) if teacher_costs else 0.0) * requests, 4),
     )
+    ledger["break_even_reached"] = float(saving > 0 and econ.requests_per_day >= ledger["break_even_requests_per_day"])
     return ledger
-
-
-def report_markdown(student: str, student_id: str, scores: list[SubjectScore], ledger: dict[str, float],
-                    heldout_overlap: int, plots: list[str]) -> str:
-    units = sorted({s.unit for s in scores})
-    subjects = sorted({s.subject for s in scores}, key=subject_order)
-    lines = [
-        f"# Distillery evaluation: student `{student}` ({student_id})", "",
-        "Accuracy on held-out tasks per capability unit (n tasks); the same reference checks as the judge.", "",
-        "| unit | " + " | ".join(subjects) + " |",
-        "|---|" + "---|" * len(subjects),
-    ]
-    table = {(s.unit, s.subject): s for s in scores}
-    for unit in units:
-        cells = [f"{table[(unit, sub)].accuracy:.2f} (n={table[(unit, sub)].n})" if (unit, sub) in table else "-" for sub in subjects]
-        lines.append(f"| {unit} | " + " | ".join(cells) + " |")
-    lines += ["", "| subject | mean latency (s/request) | cost per request (USD) | mean output tokens |", "|---|---|---|---|"]
-    for sub in subjects:
-        rows = [s for s in scores if s.subject == sub]
-        n = sum(r.n for r in rows)
-        lat = sum(r.mean_latency_s * r.n for r in rows) / n
-        cost = sum(r.cost_per_request_usd * r.n for r in rows) / n
-        toks = sum(r.mean_output_tokens * r.n for r in rows) / n
-        lines.append(f"| {sub} | {lat:.3f} | {cost:.6f} | {toks:.1f} |")
-    lines += ["", "## ROI ledger", "", "| item | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in ledger.items()]
-    lines += ["", f"Held-out check: {heldout_overlap} evaluation tasks appear in the training manifest (must be 0)."]
-    lines += [f"\n![{p}]({p})" for p in plots]
-    return "\n".join(lines) + "\n"

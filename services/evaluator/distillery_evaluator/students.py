@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distillery.events import StudentTrained, SubjectScore, Task
+from distillery.events import StudentTrained, Task
 from distillery.spec import CapabilitySpec, StudentSpec
-from distillery.events import subject_order
 from distillery_evaluator.logic import Output
 
 
 def student_outputs(trained: StudentTrained, recipe: StudentSpec, spec: CapabilitySpec, tasks: list[Task],
-                    device: str = "cpu") -> list[Output]:
+                    device: str = "cpu", include_before: bool = True) -> list[Output]:
+    """The trained student's answers, and (``include_before``) the untrained base's on the same prompts."""
     from distillery.ml.models import load_model
     from distillery.ml.recipes import load_base
 
-    before = load_base(recipe, device)
     after = load_model(str(Path(trained.artifact_dir) / "model"), device=device)
-    return _answer(before, "student:before", recipe, spec, tasks, device) + _answer(
-        after, "student:after", recipe, spec, tasks, device)
+    outputs = _answer(after, "student:after", recipe, spec, tasks, device)
+    if include_before:
+        outputs = _answer(load_base(recipe, device), "student:before", recipe, spec, tasks, device) + outputs
+    return outputs
 
 
 def _answer(model_and_tokenizer, subject: str, recipe: StudentSpec, spec: CapabilitySpec, tasks: list[Task],
@@ -38,27 +39,3 @@ def _answer(model_and_tokenizer, subject: str, recipe: StudentSpec, spec: Capabi
                g.completion_tokens)
         for t, g in zip(tasks, gens, strict=True)
     ]
-
-
-def plot_scores(scores: list[SubjectScore], path: Path) -> str:
-    """Grouped bars: accuracy per unit for every subject. Returns the file name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    units = sorted({s.unit for s in scores})
-    subjects = sorted({s.subject for s in scores}, key=subject_order)
-    width = 0.8 / max(1, len(subjects))
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for i, subject in enumerate(subjects):
-        acc = {s.unit: s.accuracy for s in scores if s.subject == subject}
-        ax.bar([u + i * width for u in range(len(units))], [acc.get(u, 0) for u in units], width, label=subject)
-    ax.set_xticks([u + width * (len(subjects) - 1) / 2 for u in range(len(units))], units)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("held-out accuracy")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name

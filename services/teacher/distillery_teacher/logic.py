@@ -6,7 +6,7 @@ import logging
 from collections import defaultdict
 
 from distillery import ids
-from distillery.events import CandidateGenerated, GenerationRequested, Trace, Usage
+from distillery.events import CandidateGenerated, GenerationRequested, TokenLogprobs, TopTokens, Trace, Usage
 from distillery.ml.generate import Generation
 from distillery.prompts import teacher_messages
 from distillery_teacher.trajectory import run_trajectories
@@ -47,7 +47,16 @@ def candidate_from(request: GenerationRequested, gen: Generation, teacher: Teach
         cost_usd=teacher.price.cost(gen.prompt_tokens, gen.completion_tokens, gen.seconds),
         finish_reason=gen.finish_reason,
         confidence=gen.mean_token_prob,
+        logprobs=cached_logprobs(gen),
     )
+
+
+def cached_logprobs(gen: Generation) -> TokenLogprobs | None:
+    """The generation's top-k token distribution, cached on the candidate for logit distillation."""
+    if not gen.top_logprobs or gen.token_ids is None or gen.tokenizer is None:
+        return None
+    top = [TopTokens(ids=[i for i, _ in pairs], logprobs=[round(lp, 4) for _, lp in pairs]) for pairs in gen.top_logprobs]
+    return TokenLogprobs(tokenizer=gen.tokenizer, token_ids=gen.token_ids, top=top)
 
 
 def failed_candidate(request: GenerationRequested, error: str, produced_by: str,

@@ -68,8 +68,8 @@ def _scored_generator_class():
             gen = super()._record(tokens, probs, prompt_tokens, stopped_at, stop, seconds)
             n = gen.completion_tokens
             logprobs = torch.log(probs[:n].double()).clamp(min=MIN_LOGPROB).tolist()
-            return ScoredGeneration(**{f.name: getattr(gen, f.name) for f in fields(gen)},
-                                    token_ids=list(tokens[:n]), token_logprobs=logprobs)
+            kept = {f.name: getattr(gen, f.name) for f in fields(gen) if f.name != "token_ids"}
+            return ScoredGeneration(**kept, token_ids=list(tokens[:n]), token_logprobs=logprobs)
 
     return ScoredGenerator
 

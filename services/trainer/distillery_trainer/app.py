@@ -9,20 +9,23 @@ from pathlib import Path
 from prometheus_client import Counter, Gauge
 
 from distillery.bus import In, Out, Rejected
-from distillery.events import StudentTrained, Trace, TrainingRequested, parse_sample_record
+from distillery.events import (CandidateGenerated, StudentTrained, Trace, TrainingRequested, parse_event,
+                               parse_sample_record)
 from distillery.kafka import read_snapshot
 from distillery.service import make_app, make_bus
 from distillery.settings import ServiceSettings, load_settings
 from distillery.spec import load_spec
 from distillery_trainer import __version__
 from distillery_trainer.dataset import repository
-from distillery_trainer.training import run
+from distillery_trainer.training import Inputs, run
 
 STEP = Gauge("distillery_trainer_step", "Current optimisation step of the running job", ["student"])
 TOTAL = Gauge("distillery_trainer_total_steps", "Steps of the running job", ["student"])
 LOSS = Gauge("distillery_trainer_loss", "Latest training loss", ["student"])
 RUNS = Counter("distillery_trainer_runs_total", "Finished training runs", ["student"])
 SAMPLES = Gauge("distillery_trainer_dataset_samples", "Samples in the last snapshot of a student", ["student"])
+THROUGHPUT = Gauge("distillery_trainer_tokens_per_second", "Training tokens per second of the last run", ["student"])
+KD_EXAMPLES = Gauge("distillery_trainer_kd_examples", "Examples of the last run with a logit-distillation signal", ["student"])
 
 
 class TrainerSettings(ServiceSettings):
@@ -39,12 +42,7 @@ def build():
         name = request.student
         if name not in spec.students:
             raise Rejected("unknown_student", f"unknown student '{name}' (spec has {sorted(spec.students)})")
-        snapshot = await read_snapshot(settings, bus.topics.samples)
-        events = []
-        for record in snapshot.records:
-            with contextlib.suppress(ValueError):  # the editor's records; nothing else should be there
-                events.append(parse_sample_record(record.value or b""))
-        samples, retracted = repository(events)
+        inputs, retracted = await read_inputs(request)
 
         def progress(step: int, total: int, loss: float) -> None:
             STEP.labels(name).set(step)
@@ -52,16 +50,42 @@ def build():
             LOSS.labels(name).set(loss)
 
         lineage = await asyncio.to_thread(
-            run, name, spec, samples, snapshot.end_offsets, bus.topics.samples,
-            settings.artifact_dir, settings.device, progress,
+            run, name, spec, inputs, bus.topics.samples, settings.artifact_dir, settings.device, progress, request.variant,
         )
         # Not part of the dataset's identity (the student id): the same live samples train the same student.
         lineage["manifest"]["retracted"] = retracted
         RUNS.labels(name).inc()
         SAMPLES.labels(name).set(lineage["manifest"]["samples"])
+        THROUGHPUT.labels(name).set(lineage["tokens"] / max(lineage["train_seconds"], 1e-9))
+        KD_EXAMPLES.labels(name).set(lineage["manifest"].get("kd_examples", 0))
         fields = {k: lineage[k] for k in ("student_id", "student", "version", "artifact_dir", "base_model",
                                            "recipe", "manifest", "loss_curve", "train_seconds", "train_cost_usd")}
-        return StudentTrained(**fields, produced_by=bus.produced_by, trace=Trace(causation_id=request.event_id))
+        return StudentTrained(**fields, variant=request.variant, produced_by=bus.produced_by,
+                              trace=Trace(causation_id=request.event_id))
+
+    async def read_inputs(request: TrainingRequested) -> tuple[Inputs, int]:
+        """The samples (and candidates, which raw buckets and logit distillation need) at the
+        request's snapshot, or at the topics' current ends."""
+        def upto(topic: str) -> dict[int, int] | None:
+            ends = request.snapshot.get(topic)
+            return {int(p): o for p, o in ends.items()} if ends is not None else None
+
+        samples_snap = await read_snapshot(settings, bus.topics.samples, upto(bus.topics.samples))
+        events = []
+        for record in samples_snap.records:
+            with contextlib.suppress(ValueError):  # the editor's records; nothing else should be there
+                events.append(parse_sample_record(record.value or b""))
+        samples, retracted = repository(events)
+        offsets = {bus.topics.samples: samples_snap.end_offsets}
+        candidates = []
+        recipe = spec.students[request.student]
+        if recipe.distill is not None or (request.variant and request.variant.bucket.endswith("_teacher")):
+            snap = await read_snapshot(settings, bus.topics.candidates, upto(bus.topics.candidates))
+            for record in snap.records:
+                with contextlib.suppress(ValueError):
+                    candidates.append(parse_event(CandidateGenerated, record.value or b""))
+            offsets[bus.topics.candidates] = snap.end_offsets
+        return Inputs(samples, candidates, offsets), retracted
 
     async def on_requests(items: list[In[TrainingRequested]]) -> list[Out]:
         outs = []

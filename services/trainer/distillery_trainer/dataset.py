@@ -9,7 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from distillery.events import SampleCurated, SampleEvent, SampleRetracted, Task, live_samples
+from distillery import ids
+from distillery.events import CandidateGenerated, Provenance, SampleCurated, SampleEvent, SampleRetracted, Task, live_samples
 from distillery.sampling import representative, upsampled
 from distillery.spec import StudentSpec
 
@@ -57,6 +58,60 @@ def mix_pools(selected: list[SampleCurated], recipe: StudentSpec) -> list[Sample
     return sorted(chosen, key=lambda s: s.sample_id)
 
 
+def seeded_order(samples: list[SampleCurated], seed: int) -> list[SampleCurated]:
+    """A deterministic shuffle: the same seed picks the same subset on every redelivery."""
+    return sorted(samples, key=lambda s: ids.content_id("pick", seed, s.sample_id))
+
+
+def mix_real(selected: list[SampleCurated], recipe: StudentSpec) -> list[SampleCurated]:
+    """Imported real samples at the recipe's ``real_share`` of the dataset (0: none of them).
+
+    Like the pool mix, the largest dataset with that share, no sample repeated."""
+    if recipe.real_share is None:
+        return selected
+    real = seeded_order([s for s in selected if s.origin == "real"], recipe.seed)
+    distilled = [s for s in selected if s.origin != "real"]
+    if recipe.real_share == 0:
+        return distilled
+    if not real:
+        raise ValueError(f"the recipe asks for real_share {recipe.real_share} but the snapshot has no real samples "
+                         "(add them with 'distillery samples import')")
+    share = recipe.real_share
+    total = min(math.floor(len(real) / share + 1e-9), math.floor(len(distilled) / (1 - share) + 1e-9))
+    n_real = math.floor(total * share + 1e-9)
+    chosen = real[:n_real] + seeded_order(distilled, recipe.seed)[: total - n_real]
+    return sorted(chosen, key=lambda s: s.sample_id)
+
+
+def cap_per_unit(selected: list[SampleCurated], counts: dict[str, int], seed: int) -> list[SampleCurated]:
+    """At most ``counts[unit]`` samples of each unit (attribution runs compare at equal sample counts)."""
+    kept: list[SampleCurated] = []
+    for unit in sorted({s.unit for s in selected}):
+        kept += seeded_order([s for s in selected if s.unit == unit], seed)[: counts.get(unit, 0)]
+    return sorted(kept, key=lambda s: s.sample_id)
+
+
+def raw_samples(candidates: list[CandidateGenerated], units: list[str], teachers: dict[str, set[str]]) -> list[SampleCurated]:
+    """Naive distillation's data: every teacher answer to a training task, unjudged and unedited.
+
+    ``teachers`` maps a unit to the teachers whose answers count. The answer text becomes the
+    ``final`` as is (no rationale, no limits, no boundary samples); failed generations have no text."""
+    out: dict[str, SampleCurated] = {}
+    for c in candidates:
+        unit = c.task.unit
+        if c.task.split != "train" or unit not in units or c.teacher_id not in teachers.get(unit, set()) or not c.text:
+            continue
+        sample_id = ids.content_id("raw", c.candidate_id)
+        out[sample_id] = SampleCurated(
+            sample_id=sample_id, unit=unit, pathway="answer", pool="train", prompt=c.task.prompt, final=c.text,
+            tools=c.task.tools, content_hash=ids.content_id("rawtext", unit, c.task.prompt, c.text),
+            provenance=Provenance(task_id=c.task.task_id, candidate_id=c.candidate_id, teacher_id=c.teacher_id,
+                                  judge_version="unjudged", verdict_id=""),
+            tier="high", produced_by="trainer@raw",
+        )
+    return [out[k] for k in sorted(out)]
+
+
 def tier_weight(sample: SampleCurated, recipe: StudentSpec) -> float:
     """The sample's own weight (hard cases weigh more) times the recipe's factor for its tier."""
     return sample.weight * recipe.tier_weights.get(sample.tier, 1.0)
@@ -75,15 +130,25 @@ def entries(selected: list[SampleCurated], recipe: StudentSpec) -> list[Entry]:
     return sorted(out, key=lambda e: e.stage)  # stable: sample id order within a stage
 
 
-def build(samples: list[SampleCurated], recipe: StudentSpec, student: str) -> list[Entry]:
-    """The run's examples, or a clear error before any training starts."""
+def build(samples: list[SampleCurated], recipe: StudentSpec, student: str,
+          cap: dict[str, int] | None = None) -> list[Entry]:
+    """The run's examples, or a clear error before any training starts.
+
+    ``cap``: at most this many samples per unit (an attribution run matched to the full recipe)."""
     selected = select(samples, recipe)
     missing = missing_units(selected, recipe)
     if missing:
         raise ValueError(f"student '{student}': the snapshot has no samples for unit(s) {missing} "
                          f"(pools {recipe.pools}, pathways {recipe.pathways})")
-    mixed = mix_pools(selected, recipe)
+    mixed = mix_real(mix_pools(selected, recipe), recipe)
+    if cap is not None:
+        mixed = cap_per_unit(mixed, cap, recipe.seed)
     return entries(mixed, recipe)
+
+
+def samples_per_unit(run: list[Entry]) -> dict[str, int]:
+    """Distinct samples per unit in a run (repeats from sampling weights count once)."""
+    return dict(Counter(s.unit for s in {e.sample.sample_id: e.sample for e in run}.values()))
 
 
 def render_target(sample: SampleCurated, fields: list[str]) -> str:
@@ -129,6 +194,7 @@ def manifest(
         "per_pathway": dict(Counter(s.pathway for s in selected)),
         "per_tier": dict(Counter(s.tier for s in selected)),
         "per_origin": dict(Counter(s.origin for s in selected)),
+        "real_per_unit": dict(Counter(s.unit for s in selected if s.origin == "real")),
         "task_ids": sorted({s.provenance.task_id for s in selected}),
         "sample_ids": sorted(s.sample_id for s in selected),
         "sha256": sha,

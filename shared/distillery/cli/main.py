@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from distillery import ids, stack
-from distillery.cli import pipeline, replay, review, samples, students
+from distillery.cli import attribute, pipeline, replay, review, samples, students
 from distillery.cli.output import RUN_DIR, console, err
 from distillery.cli.submit import parse_tasks
 from distillery.events import EventDeadLettered, TrainingRequested, subject_order
@@ -30,6 +30,7 @@ app.add_typer(review.app, name="review")
 app.add_typer(replay.app, name="replay")
 app.add_typer(samples.app, name="samples")
 app.add_typer(students.app, name="students")
+app.command("attribute")(attribute.attribute)
 
 SPEC = typer.Option(Path("examples/spec.yaml"), "--spec", help="Capability spec (YAML).")
 
@@ -174,13 +175,18 @@ def _check_alive(state: stack.StackState, name: str) -> None:
 
 
 @app.command()
-def report(run_dir: Path = RUN_DIR) -> None:
-    """Print the latest evaluation report."""
+def report(run_dir: Path = RUN_DIR,
+           open_: bool = typer.Option(None, "--open/--no-open", help="Open the HTML report (default: on a terminal).")) -> None:
+    """Print the latest evaluation and the path of its HTML report (plots included)."""
     state = stack.StackState.load(run_dir)
     evaluation = pipeline.latest_evaluation(pipeline.settings_for(state))
     if evaluation is None:
         raise ConfigError("no evaluation yet (run 'distillery train' and wait for the evaluator)")
     _print_report(evaluation)
+    if open_ if open_ is not None else sys.stdout.isatty():
+        import webbrowser
+
+        webbrowser.open(Path(evaluation.report_path).resolve().as_uri())
 
 
 def _print_report(evaluation) -> None:
@@ -204,6 +210,8 @@ def _print_report(evaluation) -> None:
     for key, value in evaluation.roi.items():
         roi.add_row(key, str(value))
     console.print(roi)
+    fired = ", ".join(f"{name} ({reason})" for name, reason in sorted(evaluation.signals.items()))
+    console.print(f"stop signals: {fired or 'none fired'}")
     console.print(f"report: {evaluation.report_path}")
 
 

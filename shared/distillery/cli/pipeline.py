@@ -107,5 +107,6 @@ def metric_value(state: StackState, service: str, name: str, label: str | None =
 
 
 def latest_evaluation(settings: ServiceSettings) -> EvaluationCompleted | None:
-    evals = events(settings, settings.topics.evaluations, EvaluationCompleted)
+    """The latest evaluation of a student trained on its recipe (attribution variants aside)."""
+    evals = [e for e in events(settings, settings.topics.evaluations, EvaluationCompleted) if e.variant is None]
     return max(evals, key=lambda e: e.produced_at) if evals else None

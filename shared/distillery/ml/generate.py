@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
-from distillery.ml.models import ensure_pad_token
+from distillery.ml.models import ensure_pad_token, tokenizer_fingerprint
 
 
 @dataclass
@@ -28,7 +28,11 @@ class Generation:
     None is left for backends that cannot score their tokens. ``error`` is set (and the other
     fields are empty) when a backend could not get this one completion (e.g. a server that still
     failed after its retries); the teacher turns it into a failed candidate, so one bad request
-    never fails its batch.
+    never fails its batch. ``token_ids`` (the tokens ``completion_tokens`` counts) and
+    ``top_logprobs`` (per such token, the k most likely ``(token_id, logprob)`` pairs under the raw
+    logits, most likely first) are set only when asked for, to cache for logit distillation;
+    ``tokenizer`` is then the :func:`~distillery.ml.models.tokenizer_fingerprint` of the tokenizer
+    those ids belong to, so a student with another vocabulary never trains on them.
     """
 
     text: str
@@ -38,6 +42,9 @@ class Generation:
     mean_token_prob: float | None
     seconds: float
     error: str | None = None
+    token_ids: list[int] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
+    tokenizer: str | None = None
 
 
 def render_chat(tokenizer: PreTrainedTokenizerBase, system: str, user: str) -> str:
@@ -102,6 +109,13 @@ def _chosen_token_probs(step_logits: tuple[torch.Tensor, ...], completions: torc
     return torch.cat(probs, dim=1)
 
 
+def _top_logprobs(step_logits: tuple[torch.Tensor, ...], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k highest log-softmax values of the raw logits and their token ids, each a
+    (rows, steps, k) tensor sorted descending; reduced per step like :func:`_chosen_token_probs`."""
+    tops = [torch.log_softmax(logits.float(), dim=-1).topk(k, dim=-1) for logits in step_logits]
+    return torch.stack([top.values for top in tops], dim=1), torch.stack([top.indices for top in tops], dim=1)
+
+
 class Generator:
     """Batched, left-padded generation for a causal LM and its tokenizer."""
 
@@ -115,6 +129,7 @@ class Generator:
         self.model = model if device is None else model.to(device)
         self.tokenizer = ensure_pad_token(tokenizer)
         self.eos_ids = self._eos_ids()
+        self._fingerprint: str | None = None
 
     def _eos_ids(self) -> set[int]:
         """Every token that ends a turn: the model's configured EOS ids plus the tokenizer's."""
@@ -131,20 +146,35 @@ class Generator:
         stop: list[str] | None = None,
         temperature: float = 0.0,
         batch_size: int = 8,
+        top_logprobs: int = 0,
     ) -> list[Generation]:
-        """Complete every prompt (already rendered text), greedily when ``temperature`` is 0."""
+        """Complete every prompt (already rendered text), greedily when ``temperature`` is 0.
+
+        ``top_logprobs`` > 0 also records each completion's token ids and the teacher's top-k
+        log probabilities per token, which logit distillation trains a student on.
+        """
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
+        if top_logprobs < 0:
+            raise ValueError(f"top_logprobs must be >= 0, got {top_logprobs}")
         # Batch prompts of similar length together: left padding to the longest prompt
         # of a batch is pure wasted compute. Results come back in the caller's order.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[Generation | None] = [None] * len(prompts)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            generated = self._generate_batch([prompts[i] for i in chunk], max_new_tokens, stop or [], temperature)
+            generated = self._generate_batch(
+                [prompts[i] for i in chunk], max_new_tokens, stop or [], temperature, top_logprobs
+            )
             for i, gen in zip(chunk, generated, strict=True):
                 results[i] = gen
         return results  # type: ignore[return-value]
+
+    def fingerprint(self) -> str:
+        """The tokenizer's fingerprint, hashed on first use (the vocabulary is ~50-150k entries)."""
+        if self._fingerprint is None:
+            self._fingerprint = tokenizer_fingerprint(self.tokenizer)
+        return self._fingerprint
 
     def _sampling_kwargs(self, temperature: float) -> dict:
         """Greedy decoding at temperature 0, plain sampling otherwise."""
@@ -153,7 +183,7 @@ class Generator:
         return {"do_sample": False}
 
     def _generate_batch(
-        self, batch: list[str], max_new_tokens: int, stop: list[str], temperature: float
+        self, batch: list[str], max_new_tokens: int, stop: list[str], temperature: float, top_logprobs: int = 0
     ) -> list[Generation]:
         """Generate one batch and turn the raw output into :class:`Generation` records."""
         started = time.perf_counter()
@@ -174,14 +204,18 @@ class Generator:
             )
             completions = output.sequences[:, prompt_len:]
             probs = _chosen_token_probs(output.logits, completions).cpu()
+            top = [t.cpu() for t in _top_logprobs(output.logits, top_logprobs)] if top_logprobs > 0 else None
         prompt_tokens = encoded["attention_mask"].sum(dim=1).tolist()
         seconds = (time.perf_counter() - started) / len(batch)
-        return [
-            self._record(
-                completions[row].tolist(), probs[row], prompt_tokens[row], stopper.stopped_at[row], stop, seconds
-            )
-            for row in range(len(batch))
-        ]
+        records = []
+        for row in range(len(batch)):
+            tokens = completions[row].tolist()
+            record = self._record(tokens, probs[row], prompt_tokens[row], stopper.stopped_at[row], stop, seconds)
+            if top is not None:
+                _attach_top_logprobs(record, tokens, top[0][row], top[1][row])
+                record.tokenizer = self.fingerprint()
+            records.append(record)
+        return records
 
     def _record(
         self,
@@ -203,3 +237,17 @@ class Generator:
             mean_token_prob=probs[:length].mean().item(),
             seconds=seconds,
         )
+
+
+def _attach_top_logprobs(record: Generation, tokens: list[int], values: torch.Tensor, ids: torch.Tensor) -> None:
+    """Set ``token_ids`` and ``top_logprobs`` on ``record`` for the tokens it counts.
+
+    Done after :meth:`Generator._record` rather than inside it, so subclasses overriding that hook
+    keep working unchanged.
+    """
+    length = record.completion_tokens
+    record.token_ids = tokens[:length]
+    record.top_logprobs = [
+        list(zip(step_ids, step_values, strict=True))
+        for step_ids, step_values in zip(ids[:length].tolist(), values[:length].tolist(), strict=True)
+    ]

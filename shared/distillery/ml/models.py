@@ -9,8 +9,10 @@ once into an ordinary Hugging Face folder under :func:`model_cache_dir` and load
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -166,6 +168,18 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerB
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A short stable hash of what token ids mean: the vocabulary (added tokens included) and the
+    special token ids. Cached teacher logprobs are only usable by a student whose tokenizer has
+    the same fingerprint, since distillation compares distributions id by id.
+    """
+    identity = {
+        "vocab": sorted(tokenizer.get_vocab().items()),
+        "special_ids": sorted(set(tokenizer.all_special_ids)),
+    }
+    return hashlib.sha256(json.dumps(identity, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def _resolve(name_or_dir: str | Path) -> Path:

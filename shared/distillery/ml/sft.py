@@ -2,19 +2,25 @@
 
 Loss is computed on target tokens only, per example, then combined with per-example weights so
 that the curation stage can down-weight doubtful teacher outputs instead of dropping them.
+Training updates either every weight ("full") or low-rank adapters merged back at the end
+("lora"), and can mix in logit distillation from the teacher's cached top-k log probabilities.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from distillery.ml.kd import PositionTops, TeacherTokens, kd_token_loss, match_teacher, pad_top_logprobs
 from distillery.ml.models import ensure_pad_token
 
 IGNORE_INDEX = -100
@@ -30,6 +36,7 @@ class Example:
     target: str
     weight: float = 1.0
     stage: int = 0  # curriculum: all of stage 0 before stage 1 in every epoch, shuffled within a stage
+    teacher: TeacherTokens | None = None  # the teacher's tokens and top-k logprobs, for logit distillation
 
     def __post_init__(self) -> None:
         if self.weight < 0:
@@ -37,14 +44,30 @@ class Example:
 
 
 @dataclass
+class LoraOptions:
+    """Low-rank adapter settings for ``train_sft(method="lora")``; the scale is ``alpha / r``."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
 class TrainResult:
-    """What a training run did. ``tokens`` counts non-padding tokens fed to the model."""
+    """What a training run did. ``tokens`` counts non-padding tokens fed to the model;
+    ``trainable_params`` of ``total_params`` were updated (for LoRA, the adapters, counted in the
+    total); ``kd_examples`` trained with the distillation term (0 when ``kd_weight`` is 0)."""
 
     loss_curve: list[float]
     steps: int
     tokens: int
     seconds: float
     dropped: list[int]
+    trainable_params: int
+    total_params: int
+    method: str
+    kd_examples: int
 
 
 def tokenize_examples(
@@ -54,15 +77,19 @@ def tokenize_examples(
 
     An example longer than ``max_seq_len`` is dropped and its index returned, never truncated:
     a cut-off target would teach the student to stop mid-answer, a cut-off prompt to answer blind.
+    Each row's ``teacher`` holds the teacher's top-k lists aligned to its target tokens when the
+    example's teacher tokens match its tokenised target (see :func:`match_teacher`), else None.
     """
     kept: list[dict] = []
     dropped: list[int] = []
     for index, example in enumerate(examples):
         prompt_ids = tokenizer(example.prompt)["input_ids"]
-        target_ids = tokenizer(example.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        text_ids = tokenizer(example.target, add_special_tokens=False)["input_ids"]
+        target_ids = text_ids + [tokenizer.eos_token_id]
         if len(prompt_ids) + len(target_ids) > max_seq_len:
             dropped.append(index)
             continue
+        teacher = None if example.teacher is None else match_teacher(example.teacher, text_ids, tokenizer.eos_token_id)
         kept.append(
             {
                 "input_ids": prompt_ids + target_ids,
@@ -70,13 +97,21 @@ def tokenize_examples(
                 "weight": example.weight,
                 "stage": example.stage,
                 "index": index,
+                "target_start": len(prompt_ids),
+                "teacher": teacher,
             }
         )
     return kept, dropped
 
 
-def _collate(rows: list[dict], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; padding is masked out of attention and loss."""
+def collate(
+    rows: list[dict], pad_id: int, device: torch.device, with_teacher: bool = False
+) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; padding is masked out of attention and loss.
+
+    ``with_teacher`` adds the teacher's top-k ids and logprobs laid out like ``labels``; they are
+    left out otherwise so plain SFT builds nothing it does not use.
+    """
     width = max(len(row["input_ids"]) for row in rows)
     input_ids, labels, mask = [], [], []
     for row in rows:
@@ -84,29 +119,94 @@ def _collate(rows: list[dict], pad_id: int, device: torch.device) -> dict[str, t
         input_ids.append(row["input_ids"] + [pad_id] * pad)
         labels.append(row["labels"] + [IGNORE_INDEX] * pad)
         mask.append([1] * len(row["input_ids"]) + [0] * pad)
-    return {
+    batch = {
         "input_ids": torch.tensor(input_ids, device=device),
         "labels": torch.tensor(labels, device=device),
         "attention_mask": torch.tensor(mask, device=device),
         "weights": torch.tensor([row["weight"] for row in rows], dtype=torch.float32, device=device),
     }
+    if with_teacher:
+        batch.update(_teacher_tensors(rows, width, device))
+    return batch
 
 
-def _weighted_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def _teacher_tensors(rows: list[dict], width: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Teacher top-k ids and logprobs at each row's target positions, -inf logprobs elsewhere."""
+    positions: list[PositionTops | None] = [
+        None if row["teacher"] is None else [None] * row["target_start"] + row["teacher"] for row in rows
+    ]
+    k = max((len(pairs) for row in rows for pairs in row["teacher"] or []), default=1)
+    ids, logprobs = pad_top_logprobs(positions, width, k)
+    return {"teacher_ids": ids.to(device), "teacher_logprobs": logprobs.to(device)}
+
+
+def _causal_lm(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
+    """The transformers model underneath a peft wrapper (whose ``base_model`` is the LoraModel,
+    not the decoder); the LoRA layers live inside it, so calling it trains the adapters."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def target_logits(
+    model: PreTrainedModel | PeftModel, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Float logits at every counted position of ``labels[:, 1:]``, and those (rows, cols).
+
+    The output layer runs only at target positions: over a 49k vocabulary it dominates the cost,
+    and prompt positions carry no loss.
+    """
+    lm = _causal_lm(model)
+    hidden = lm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    rows, cols = (batch["labels"][:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+    return lm.get_output_embeddings()(hidden[:, :-1][rows, cols]).float(), (rows, cols)
+
+
+def _per_example_mean(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of per-position ``values`` within each row (0 for a row with none), and the counts."""
+    sums = torch.zeros(n_rows, device=values.device).index_add_(0, rows, values)
+    counts = torch.bincount(rows, minlength=n_rows)
+    return sums / counts.clamp_min(1).float(), counts
+
+
+def _with_kd(
+    example_loss: torch.Tensor,
+    log_probs: torch.Tensor,
+    logits: torch.Tensor,
+    at: tuple[torch.Tensor, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    kd_weight: float,
+    kd_temperature: float,
+) -> torch.Tensor:
+    """Blend each example's CE with its mean KD loss over the positions where the teacher's
+    top-k is known; examples without teacher tokens keep their plain CE."""
+    rows, cols = at
+    teacher_ids = batch["teacher_ids"][:, 1:][rows, cols]
+    teacher_logprobs = batch["teacher_logprobs"][:, 1:][rows, cols]
+    student = log_probs if kd_temperature == 1.0 else F.log_softmax(logits / kd_temperature, dim=-1)
+    kd = kd_token_loss(student, teacher_ids, teacher_logprobs, kd_temperature)
+    signal = torch.isfinite(teacher_logprobs).any(dim=-1)
+    kd_loss, kd_counts = _per_example_mean(kd[signal], rows[signal], example_loss.shape[0])
+    return torch.where(kd_counts > 0, (1 - kd_weight) * example_loss + kd_weight * kd_loss, example_loss)
+
+
+def _weighted_loss(
+    model: PreTrainedModel | PeftModel,
+    batch: dict[str, torch.Tensor],
+    kd_weight: float = 0.0,
+    kd_temperature: float = 1.0,
+) -> torch.Tensor:
     """Weighted mean over examples of each example's mean next-token loss on its target tokens.
 
-    Averaging per example first keeps long answers from dominating short ones. The output
-    layer runs only at target positions: over a 49k vocabulary it dominates the cost, and
-    prompt positions carry no loss.
+    Averaging per example first keeps long answers from dominating short ones. Cross entropy is
+    spelled log-softmax + NLL (what ``F.cross_entropy`` does) so KD at T = 1 can share the
+    log-softmax: over a 49k vocabulary each extra pass costs about as much as a small student's
+    output layer.
     """
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    labels = batch["labels"][:, 1:]
-    counted = labels != IGNORE_INDEX
-    rows, cols = counted.nonzero(as_tuple=True)
-    logits = model.get_output_embeddings()(hidden[:, :-1][rows, cols]).float()
-    token_loss = F.cross_entropy(logits, labels[rows, cols], reduction="none")
-    per_example = torch.zeros(labels.shape[0], device=token_loss.device).index_add_(0, rows, token_loss)
-    example_loss = per_example / counted.sum(dim=1).clamp_min(1).float()
+    logits, (rows, cols) = target_logits(model, batch)
+    log_probs = F.log_softmax(logits, dim=-1)
+    token_loss = F.nll_loss(log_probs, batch["labels"][:, 1:][rows, cols], reduction="none")
+    example_loss, _ = _per_example_mean(token_loss, rows, batch["labels"].shape[0])
+    if kd_weight > 0:
+        example_loss = _with_kd(example_loss, log_probs, logits, (rows, cols), batch, kd_weight, kd_temperature)
     weights = batch["weights"]
     return (example_loss * weights).sum() / weights.sum().clamp_min(1e-12)
 
@@ -128,6 +228,100 @@ def _batches(rows: list[dict], batch_size: int, epochs: int, shuffler: torch.Gen
     return batches
 
 
+Method = Literal["full", "lora"]
+
+
+def _check_options(method: str, lora: LoraOptions | None, kd_weight: float, kd_temperature: float) -> None:
+    """Reject settings that would otherwise train something other than what was asked for."""
+    if method not in ("full", "lora"):
+        raise ValueError(f"method must be 'full' or 'lora', got {method!r}")
+    if lora is not None and method != "lora":
+        raise ValueError(f"LoRA options given but method is {method!r}")
+    if not 0.0 <= kd_weight <= 1.0:
+        raise ValueError(f"kd_weight must be in [0, 1], got {kd_weight}")
+    if kd_temperature <= 0:
+        raise ValueError(f"kd_temperature must be > 0, got {kd_temperature}")
+
+
+@contextmanager
+def _trainable(model: PreTrainedModel, method: Method, lora: LoraOptions | None) -> Iterator[torch.nn.Module]:
+    """Yield the module to optimise: ``model`` itself, or ``model`` with LoRA adapters injected.
+
+    Adapters are merged into ``model``'s own weights on success (removed on failure), and the
+    ``requires_grad`` flags peft switched off are restored, so the caller keeps one plain
+    transformers model that saves and loads like any other.
+    """
+    if method == "full":
+        yield model
+        return
+    options = lora or LoraOptions()
+    flags = {name: param.requires_grad for name, param in model.named_parameters()}
+    config = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=options.r,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=list(options.target_modules),
+    )
+    wrapped = get_peft_model(model, config)
+    try:
+        yield wrapped
+    except BaseException:
+        wrapped.unload()
+        raise
+    else:
+        merged = wrapped.merge_and_unload()
+        if merged is not model:  # peft merges in place today; copy back should that ever change
+            model.load_state_dict(merged.state_dict())
+    finally:
+        for name, param in model.named_parameters():
+            param.requires_grad_(flags[name])
+
+
+def _optimise(
+    trained: torch.nn.Module,
+    batches: list[list[dict]],
+    pad_id: int,
+    learning_rate: float,
+    kd_weight: float,
+    kd_temperature: float,
+    progress: Callable[[int, int, float], None] | None,
+) -> tuple[list[float], int]:
+    """AdamW over the trainable parameters, one step per batch; returns the loss curve and the
+    number of non-padding tokens seen."""
+    optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=learning_rate)
+    device = _causal_lm(trained).device
+    loss_curve: list[float] = []
+    tokens = 0
+    trained.train()
+    for step, rows_in_batch in enumerate(batches, start=1):
+        batch = collate(rows_in_batch, pad_id, device, with_teacher=kd_weight > 0)
+        loss = _weighted_loss(trained, batch, kd_weight, kd_temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_curve.append(loss.item())
+        tokens += int(batch["attention_mask"].sum())
+        if progress is not None:
+            progress(step, len(batches), loss_curve[-1])
+    trained.eval()
+    return loss_curve, tokens
+
+
+def _count_kd_examples(rows: list[dict], kd_weight: float) -> int:
+    """Examples that will train with the KD term; asking for KD with none is a data mistake."""
+    if kd_weight == 0:
+        return 0
+    matched = sum(row["teacher"] is not None for row in rows)
+    if not matched:
+        raise ValueError(
+            "logit distillation requested but no example carries teacher tokens that match its target "
+            f"(kd_weight={kd_weight}; {len(rows)} examples): attach TeacherTokens from a teacher run with "
+            "top_logprobs > 0 and train on the teacher's own text, or set kd_weight=0"
+        )
+    return matched
+
+
 def train_sft(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -140,36 +334,38 @@ def train_sft(
     seed: int,
     max_steps: int | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    method: Method = "full",
+    lora: LoraOptions | None = None,
+    kd_weight: float = 0.0,
+    kd_temperature: float = 1.0,
 ) -> TrainResult:
     """Fine-tune ``model`` in place with AdamW on the weighted target-token loss.
 
+    ``method="lora"`` trains only low-rank adapters (``lora``, defaults if None) and merges them
+    into ``model`` at the end. With ``kd_weight`` > 0, each example carrying matching teacher
+    tokens trains on ``(1 - kd_weight) * CE + kd_weight * KD`` (see :func:`kd_token_loss`).
     Training stops after ``epochs`` passes or ``max_steps`` optimizer steps, whichever comes first.
     Runs on whatever device the model is on; the model is left in eval mode.
     """
     started = time.perf_counter()
+    _check_options(method, lora, kd_weight, kd_temperature)
     rows, dropped = tokenize_examples(tokenizer, examples, max_seq_len)
     if not rows:
         raise ValueError(f"no example fits max_seq_len={max_seq_len} ({len(dropped)} dropped)")
+    kd_examples = _count_kd_examples(rows, kd_weight)
     torch.manual_seed(seed)
     batches = _batches(rows, batch_size, epochs, torch.Generator().manual_seed(seed))
-    total_steps = len(batches) if max_steps is None else min(len(batches), max_steps)
+    batches = batches if max_steps is None else batches[:max_steps]
     pad_id = ensure_pad_token(tokenizer).pad_token_id
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    loss_curve: list[float] = []
-    tokens = 0
-    model.train()
-    for step, rows_in_batch in enumerate(batches[:total_steps], start=1):
-        batch = _collate(rows_in_batch, pad_id, model.device)
-        loss = _weighted_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_curve.append(loss.item())
-        tokens += int(batch["attention_mask"].sum())
-        if progress is not None:
-            progress(step, total_steps, loss_curve[-1])
+    with _trainable(model, method, lora) as trained:
+        trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in trained.parameters())
+        loss_curve, tokens = _optimise(
+            trained, batches, pad_id, learning_rate, kd_weight, kd_temperature, progress
+        )
     model.eval()
-    return TrainResult(loss_curve, total_steps, tokens, time.perf_counter() - started, dropped)
+    seconds = time.perf_counter() - started
+    return TrainResult(loss_curve, len(batches), tokens, seconds, dropped, trainable, total, method, kd_examples)
 
 
 def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
