@@ -23,7 +23,7 @@ from distillery.events import (CandidateGenerated, CandidatesJudged, EvaluationC
                                GenerationRequested, SampleCurated, StudentTrained, TrainingRequested)
 from distillery.kafka import produce_all
 from distillery.spec import load_spec
-from tests.support import replay_spec
+from tests.support import assert_config_error, replay_spec
 from tests.waiting import events, wait_for
 
 
@@ -126,3 +126,11 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
     assert {(r["unit"], r["variant"]) for r in table} >= {("all", "full"), ("all", "naive")}
     assert Path(done[0].attribution_path).read_text().count("data:image/png;base64,") == 4
     assert pipeline_cli.latest_evaluation(settings).student_id == evaluation.student_id  # variants aside
+
+    # a variant the snapshot cannot train (beta's boundary answers are refusals, none in `train`)
+    # ends the experiment with the trainer's reason; the full run is found again, not retrained
+    result = CliRunner().invoke(app, ["attribute", "--variants", "full,judge_filtered", "--seeds", "1",
+                                      "--run-dir", state.run_dir, "--timeout-s", "300"])
+    assert_config_error(result, "refused variant 'judge_filtered'", "tool_boundary", "run again without it")
+    full_runs = [t for t in events(settings, settings.topics.students, StudentTrained) if t.variant and t.variant.name == "full"]
+    assert len({t.student_id for t in full_runs}) == 1 and len(full_runs) == 2

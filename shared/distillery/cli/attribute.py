@@ -20,7 +20,7 @@ from rich.table import Table
 from distillery import ids, stack
 from distillery.cli import pipeline
 from distillery.cli.output import RUN_DIR, console
-from distillery.events import EvaluationCompleted, TrainingRequested, Variant
+from distillery.events import EvaluationCompleted, EventDeadLettered, TrainingRequested, Variant
 from distillery.kafka import end_offsets, produce_all
 from distillery.settings import ConfigError
 from distillery.spec import StudentSpec, load_spec
@@ -87,19 +87,19 @@ def attribute(
                                        for r in requests]))
     console.print(f"experiment {experiment_id}: {len(requests)} runs requested ({len(names)} variants x {seeds} seeds)")
     if wait:
-        done = _wait(state, settings, experiment_id, len(requests), [r.request_id for r in requests], timeout_s)
+        done = _wait(state, settings, experiment_id, requests, timeout_s)
         print_table(Path(done.attribution_path or ""))
 
 
-def _wait(state, settings, experiment_id: str, members: int, request_ids: list[str], timeout_s: float) -> EvaluationCompleted:
+def _wait(state, settings, experiment_id: str, requests: list[TrainingRequested], timeout_s: float) -> EvaluationCompleted:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from distillery.cli.main import _check_alive, _refused
+    from distillery.cli.main import _check_alive
 
     deadline = time.monotonic() + timeout_s
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        bar = progress.add_task("trained and evaluated", total=members)
+        bar = progress.add_task("trained and evaluated", total=len(requests))
         while True:
             mine = [e for e in pipeline.events(settings, settings.topics.evaluations, EvaluationCompleted)
                     if e.variant is not None and e.variant.experiment_id == experiment_id]
@@ -107,14 +107,24 @@ def _wait(state, settings, experiment_id: str, members: int, request_ids: list[s
             finished = [e for e in mine if e.attribution_path]
             if finished:
                 return finished[-1]
-            for request_id in request_ids[:1]:  # the runs share recipe and snapshot: the first one's refusal says it
-                if refused := _refused(state, request_id):
-                    raise ConfigError(f"the trainer refused the experiment: {refused}")
+            _stop_if_refused(settings, requests)
             _check_alive(state, "trainer")
             _check_alive(state, "evaluator")
             if time.monotonic() > deadline:
                 raise ConfigError("the experiment did not finish in time; see the trainer and evaluator logs")
             time.sleep(2)
+
+
+def _stop_if_refused(settings, requests: list[TrainingRequested]) -> None:
+    """A variant the trainer cannot train (e.g. a bucket with no samples for a unit) ends the
+    experiment: its table would never be complete. The other runs' artifacts stay and are found
+    again by a new experiment without that variant."""
+    dead = {d.record_key: d.error for d in pipeline.events(settings, settings.topics.dlq, EventDeadLettered)
+            if d.source_topic == settings.topics.training_requests}
+    for request in requests:
+        if request.request_id in dead:
+            raise ConfigError(f"the trainer refused variant '{request.variant.name}': {dead[request.request_id]} "
+                              "(run again without it)")
 
 
 def print_table(report_html: Path) -> None:
