@@ -94,3 +94,40 @@ def assert_config_error(result, *needles: str) -> None:
     assert "\n" not in message
     for needle in needles:
         assert needle in message
+
+
+def deploy_queries() -> list[str]:
+    """Every PromQL expression of the alert rules and the Grafana dashboards."""
+    queries = [rule["expr"] for group in yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"]
+               for rule in group["rules"]]
+    for board in sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json")):
+        queries += [t["expr"] for panel in json.loads(board.read_text())["panels"] for t in panel["targets"]]
+    return queries
+
+
+def metrics_used_by_deploy() -> tuple[set[str], set[str]]:
+    """Metric names (and ``__name__`` regexes) that the alert rules and dashboards query."""
+    import re
+
+    text = "\n".join(deploy_queries())
+    patterns = set(re.findall(r'__name__=~"([^"]+)"', text))
+    names = set(re.findall(r"\bdistillery_[a-z0-9_]+\b", re.sub(r'__name__=~"[^"]+"', "", text)))
+    return names, patterns
+
+
+def exported_metric_names(ports: list[int]) -> set[str]:
+    """Every metric family and sample name the services on ``ports`` expose now (a labelled
+    metric is listed, with its HELP and TYPE, before its first sample)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names: set[str] = set()
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            for family in text_string_to_metric_families(resp.read().decode()):
+                names.add(family.name)
+                names.update(sample.name for sample in family.samples)
+                if family.type == "counter":
+                    names.add(family.name + "_total")
+    return names

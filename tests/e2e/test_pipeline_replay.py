@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from distillery.events import (CandidateGenerated, CandidatesJudged, EvaluationC
                                GenerationRequested, SampleCurated, StudentTrained, TrainingRequested)
 from distillery.kafka import produce_all
 from distillery.spec import load_spec
-from tests.support import assert_config_error, replay_spec
+from tests.support import assert_config_error, exported_metric_names, metrics_used_by_deploy, replay_spec
 from tests.waiting import events, wait_for
 
 
@@ -134,3 +135,10 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
     assert_config_error(result, "refused variant 'judge_filtered'", "tool_boundary", "run again without it")
     full_runs = [t for t in events(settings, settings.topics.students, StudentTrained) if t.variant and t.variant.name == "full"]
     assert len({t.student_id for t in full_runs}) == 1 and len(full_runs) == 2
+
+    # every metric the alert rules query is exported by a running service
+    exported = exported_metric_names([p.port for p in state.processes])
+    names, patterns = metrics_used_by_deploy()
+    assert names and not names - exported, f"rules use metrics no service exports: {sorted(names - exported)}"
+    for pattern in patterns:
+        assert any(re.fullmatch(pattern, name) for name in exported), pattern
