@@ -24,6 +24,7 @@ DASHBOARDS: dict[str, tuple[str, list[tuple[str, list[str], str, str]]]] = {
         ("Verdicts by pool (per s)", ['sum by (pool) (rate(distillery_judge_candidates_pooled_total[5m]))'], "reqps", "timeseries"),
         ("Samples published (per s)", ['sum by (pool) (rate(distillery_editor_samples_total[5m]))'], "reqps", "timeseries"),
         ("Tasks waiting for candidates", ['distillery_judge_open_tasks'], "short", "stat"),
+        ("Consumer lag per service and topic", ['sum by (job, topic) ({__name__=~"distillery_.+_consumer_lag"})'], "short", "timeseries"),
         ("Dead letters (last hour)", ['sum by (job, reason) (increase({__name__=~"distillery_.+_dead_letters_total"}[1h]))'], "short", "timeseries"),
         ("Batch seconds p95 per service", ['histogram_quantile(0.95, sum by (job, le) (rate({__name__=~"distillery_.+_batch_seconds_bucket"}[5m])))'], "s", "timeseries"),
     ]),

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from distillery import ids
@@ -83,6 +83,8 @@ class Bus:
         self.published = Counter(f"{prefix}_events_published_total", "Events published", ["topic"])
         self.dead_letters = Counter(f"{prefix}_dead_letters_total", "Events sent to the DLQ", ["topic", "reason"])
         self.batch_seconds = Histogram(f"{prefix}_batch_seconds", "Seconds per consumed batch, publish included")
+        self.lag = Gauge(f"{prefix}_consumer_lag", "Records behind the partition's end after the last committed batch",
+                         ["topic", "partition"])
 
     # -- outputs -----------------------------------------------------------------
 
@@ -222,8 +224,21 @@ class Bus:
                     if on_published:
                         on_published()
                     await commit(msg.consumer, records, commit_limit)
+                    self.record_lag(msg.consumer, records)
 
         return consume
+
+    def record_lag(self, consumer: AIOKafkaConsumer, records: Iterable[ConsumerRecord]) -> None:
+        """Lag per partition of the batch: the end offset the last fetch saw minus what was read.
+        (Scaling on lag is KEDA's job, from the broker; this is what dashboards and alerts see.)"""
+        read: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            read[tp] = max(read.get(tp, 0), record.offset + 1)
+        for tp, offset in read.items():
+            end = consumer.highwater(tp)
+            if end is not None:
+                self.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - offset))
 
 
 async def _raw_records(msg: Any) -> Any:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,7 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
     assert names and not names - exported, f"rules use metrics no service exports: {sorted(names - exported)}"
     for pattern in patterns:
         assert any(re.fullmatch(pattern, name) for name in exported), pattern
+    judge = next(p for p in state.processes if p.name == "judge")
+    with urllib.request.urlopen(f"http://127.0.0.1:{judge.port}/metrics", timeout=10) as resp:
+        lag = re.findall(r'distillery_judge_consumer_lag\{partition="\d+",topic="([^"]+)"\} (\S+)', resp.read().decode())
+    assert any(topic == settings.topics.candidates for topic, _ in lag) and all(float(v) >= 0 for _, v in lag)
