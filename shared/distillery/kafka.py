@@ -24,15 +24,22 @@ def client_kwargs(settings: ServiceSettings) -> dict[str, Any]:
         "security_protocol": settings.kafka_security_protocol,
     }
     if settings.kafka_sasl_mechanism:
+        # aiokafka takes the same username/password arguments for PLAIN and SCRAM
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
         kwargs.update(
             sasl_mechanism=settings.kafka_sasl_mechanism,
             sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password,
+            sasl_plain_password=password,
         )
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
 
-        kwargs["ssl_context"] = create_ssl_context()
+        def path(p):
+            return str(p) if p is not None else None
+
+        kwargs["ssl_context"] = create_ssl_context(cafile=path(settings.kafka_ssl_cafile),
+                                                   certfile=path(settings.kafka_ssl_certfile),
+                                                   keyfile=path(settings.kafka_ssl_keyfile))
     return kwargs
 
 

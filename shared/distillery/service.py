@@ -16,6 +16,7 @@ from typing import Any
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from prometheus_client import REGISTRY, make_asgi_app
 
 from distillery.broker import free_port
@@ -26,16 +27,28 @@ from distillery.spec import CapabilitySpec
 
 
 def make_bus(settings: ServiceSettings, service: str, version: str) -> Bus:
-    kwargs = client_kwargs(settings)
     broker = KafkaBroker(
-        kwargs.pop("bootstrap_servers"),
+        settings.kafka_bootstrap_servers,
+        security=broker_security(settings),
         middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=service)],
         acks="all",
         linger_ms=5,
         logger=logging.getLogger(f"distillery.{service}"),
-        **{k: v for k, v in kwargs.items() if k != "security_protocol" or v != "PLAINTEXT"},
     )
     return Bus(broker, settings, service, version)
+
+
+def broker_security(settings: ServiceSettings) -> BaseSecurity | None:
+    """The same SASL/TLS settings the plain aiokafka clients get (kafka.client_kwargs), in
+    FastStream's form, so every client of a service connects the same way."""
+    kwargs = client_kwargs(settings)
+    ssl_context = kwargs.get("ssl_context")
+    mechanism = kwargs.get("sasl_mechanism")
+    if mechanism is None:
+        return BaseSecurity(ssl_context=ssl_context) if ssl_context is not None else None
+    kind = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[mechanism]
+    return kind(username=kwargs["sasl_plain_username"], password=kwargs["sasl_plain_password"],
+                ssl_context=ssl_context, use_ssl=settings.kafka_security_protocol == "SASL_SSL")
 
 
 @get

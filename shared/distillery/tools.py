@@ -10,12 +10,13 @@ from __future__ import annotations
 import ast
 import json
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from types import MappingProxyType
 from typing import Any
 
 from distillery.events import ToolCall, ToolSpec
@@ -114,7 +115,9 @@ def lookup(topic: str) -> str:
     return knowledge_base()[best]
 
 
-REGISTRY: dict[str, Tool] = {
+# Read-only: the tools are this code's functions, chosen by the spec's unit; nothing a task or
+# an event carries can add one or swap one (a task's `tools` only describe them to the model).
+REGISTRY: Mapping[str, Tool] = MappingProxyType({
     tool.name: tool for tool in (
         Tool("calculator", "Evaluate an arithmetic expression with + - * / ** and parentheses.",
              {"type": "object", "properties": {"expression": {"type": "string", "description": "e.g. (3 + 4) * 2"}},
@@ -127,7 +130,7 @@ REGISTRY: dict[str, Tool] = {
              {"type": "object", "properties": {"topic": {"type": "string", "description": "e.g. marathon"}},
               "required": ["topic"]}, lookup),
     )
-}
+})
 
 
 def specs(names: list[str]) -> list[ToolSpec]:

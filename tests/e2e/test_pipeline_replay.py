@@ -18,21 +18,28 @@ import pytest
 from typer.testing import CliRunner
 
 from distillery import stack
+from distillery.broker import free_port
 from distillery.cli import pipeline as pipeline_cli
 from distillery.cli.main import app
 from distillery.cli.submit import parse_tasks
 from distillery.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, EventDeadLettered,
                                GenerationRequested, SampleCurated, StudentTrained, TrainingRequested)
-from distillery.kafka import produce_all
+from distillery.kafka import produce_all, read_snapshot
 from distillery.spec import load_spec
 from tests.support import assert_config_error, exported_metric_names, metrics_used_by_deploy, replay_spec
 from tests.waiting import events, wait_for
 
 
+# Configured secrets: a Kafka SASL password (unused on this PLAINTEXT broker, but set) and the
+# gRPC ingest token (ingest on). Neither may appear in any log, metric or event of the run.
+SECRETS = {"DISTILLERY_KAFKA_SASL_PASSWORD": "kafka-Pa55word-e2e-7f3a", "DISTILLERY_INGEST_TOKEN": "ingest-T0ken-e2e-91bc"}
+
+
 @pytest.fixture
 def pipeline(tmp_path, kafka_bootstrap, topic_prefix):
     spec_path, workload = replay_spec(tmp_path, boundary_attempts=2)
-    state = stack.start(spec_path, tmp_path / "run", topic_prefix, bootstrap=kafka_bootstrap)
+    state = stack.start(spec_path, tmp_path / "run", topic_prefix, bootstrap=kafka_bootstrap,
+                        extra_env={**SECRETS, "DISTILLERY_GRPC_PORT": str(free_port())})
     try:
         stack.wait_ready(state, timeout_s=120)
         yield state, spec_path, workload
@@ -147,3 +154,13 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
     with urllib.request.urlopen(f"http://127.0.0.1:{judge.port}/metrics", timeout=10) as resp:
         lag = re.findall(r'distillery_judge_consumer_lag\{partition="\d+",topic="([^"]+)"\} (\S+)', resp.read().decode())
     assert any(topic == settings.topics.candidates for topic, _ in lag) and all(float(v) >= 0 for _, v in lag)
+
+    # secrets: not in any process's log, not in any /metrics, not in any event on any topic
+    logs = "".join(path.read_text(errors="replace") for path in Path(state.run_dir, "logs").glob("*.log"))
+    metrics = "".join(urllib.request.urlopen(f"http://127.0.0.1:{p.port}/metrics", timeout=10).read().decode()
+                      for p in state.processes)
+    payloads = b"".join(r.value or b"" for topic in settings.topics.all_topics(["alpha", "beta"])
+                        for r in asyncio.run(read_snapshot(settings, topic)).records)
+    assert "ingest" in logs.lower() and payloads  # the run logged and produced plenty
+    for secret in SECRETS.values():
+        assert secret not in logs and secret not in metrics and secret.encode() not in payloads

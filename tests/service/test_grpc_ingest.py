@@ -298,3 +298,43 @@ def test_the_index_is_bounded():
         index.routed(f"t{i}", ["a"], unit="u")
     assert [index.status(f"t{i}").state for i in range(3)] == ["unknown", "routed", "routed"]
 
+
+
+@pytest.fixture(scope="module")
+def server_cert(tmp_path_factory):
+    """A self-signed server certificate for localhost / 127.0.0.1 (openssl)."""
+    folder = tmp_path_factory.mktemp("ingest-tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(folder / "server.key"), "-out", str(folder / "server.pem")],
+                   check=True, capture_output=True, timeout=60)
+    return folder / "server.pem", folder / "server.key"
+
+
+async def test_ingest_over_tls_accepts_a_verified_client_and_refuses_plaintext(server_cert):
+    cert, key = server_cert
+    port = free_port()
+    cfg = RouterSettings(grpc_port=port, ingest_token=TOKEN, max_task_bytes=MAX_BYTES, grpc_tls_certfile=cert,
+                         grpc_tls_keyfile=key)
+    bus = RecordingBus()
+    server = IngestServer(cfg, load_spec(SPEC), bus, TaskIndex())  # type: ignore[arg-type]
+    await server.start()
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        async with grpc.aio.secure_channel(f"localhost:{port}", credentials) as channel:
+            summary = await _submit(ingest_pb2_grpc.IngestStub(channel), [{"unit": "math_steps", "prompt": "1 + 1?"}])
+        assert summary.results[0].accepted and len(bus.published) == 1
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:  # no TLS: no connection
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await _submit(ingest_pb2_grpc.IngestStub(channel), [{"unit": "math_steps", "prompt": "2 + 2?"}])
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and len(bus.published) == 1
+    finally:
+        await server.stop()
+
+
+def test_tls_files_go_together_and_must_exist(server_cert):
+    cert, _ = server_cert
+    with pytest.raises(ValueError, match="grpc_tls_certfile and grpc_tls_keyfile go together"):
+        RouterSettings(grpc_tls_certfile=cert)
+    with pytest.raises(ValueError, match="grpc_tls_keyfile: file not found"):
+        RouterSettings(grpc_tls_certfile=cert, grpc_tls_keyfile="/nowhere/key.pem")

@@ -16,11 +16,12 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 from prometheus_client import Counter
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from distillery.bus import Bus, Out
 from distillery.cli.submit import validate_task
@@ -40,10 +41,28 @@ class RouterSettings(ServiceSettings):
     # Printable ASCII only: it travels in a gRPC metadata value. Never shown in reprs or errors.
     ingest_token: str | None = Field(default=None, repr=False, pattern=r"^[!-~]*$")
     ingest_max_tasks_per_call: int = Field(default=10000, ge=1)
+    # TLS for ingest: the server's certificate chain and key (PEM); both, or neither (plaintext)
+    grpc_tls_certfile: Path | None = None
+    grpc_tls_keyfile: Path | None = None
 
     @property
     def ingest_enabled(self) -> bool:
         return self.grpc_port != 0
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> RouterSettings:
+        if (self.grpc_tls_certfile is None) != (self.grpc_tls_keyfile is None):
+            raise ValueError("grpc_tls_certfile and grpc_tls_keyfile go together")
+        for name in ("grpc_tls_certfile", "grpc_tls_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: file not found: {path}")
+        return self
+
+    def tls_credentials(self) -> grpc.ServerCredentials | None:
+        if self.grpc_tls_certfile is None or self.grpc_tls_keyfile is None:
+            return None
+        return grpc.ssl_server_credentials([(self.grpc_tls_keyfile.read_bytes(), self.grpc_tls_certfile.read_bytes())])
 
 
 def check_ingest_settings(settings: RouterSettings) -> None:
@@ -260,14 +279,18 @@ class IngestServer:
                                  # so_reuseport off: a second process on the same port fails instead of sharing it
                                  options=[("grpc.max_receive_message_length", max_message), ("grpc.so_reuseport", 0)])
         ingest_pb2_grpc.add_IngestServicer_to_server(self.service, server)
+        credentials = self.settings.tls_credentials()
         try:
-            server.add_insecure_port(self.address)
+            if credentials is None:
+                server.add_insecure_port(self.address)
+            else:
+                server.add_secure_port(self.address, credentials)
         except RuntimeError as exc:
             raise ConfigError(
                 f"cannot serve gRPC ingest on {self.address} (DISTILLERY_GRPC_HOST/PORT): {exc}") from None
         await server.start()
         self.server = server
-        log.info("gRPC ingest listening on %s", self.address)
+        log.info("gRPC ingest listening on %s (%s)", self.address, "TLS" if credentials else "plaintext")
 
     async def stop(self) -> None:
         if self.server is not None:
