@@ -72,6 +72,11 @@ def test_each_image_installs_only_its_own_service_and_labels_its_version() -> No
         assert f"ARG VERSION={version}" in text and f"distillery-{name}:{version}" in text
         assert f'CMD ["python", "-m", "distillery_{name}"]' in text
     assert "torch" not in (ROOT / "services" / "router" / "Dockerfile").read_text()  # routing needs no ML
+    for service in DISTILLERY:  # compose tags and labels each image with its service's own version
+        name = SERVICES[service]["build"]["dockerfile"].split("/")[1]
+        version = importlib.import_module(f"distillery_{name}").__version__
+        assert SERVICES[service]["image"] == f"distillery-{name}:{version}"
+        assert str(SERVICES[service]["build"]["args"]["VERSION"]) == version
 
 
 def test_every_environment_variable_is_a_real_setting_of_its_service() -> None:
