@@ -550,6 +550,12 @@ DECLINE_CUE = re.compile(
 )
 
 
+def is_decline(text: str | None, calls: list[ToolCall] | None = None) -> bool:
+    """A refusal: no parseable tool call, and a stated decline (``calls``: already parsed ones)."""
+    calls = parse_tool_calls(text) if calls is None else calls
+    return not calls and bool(DECLINE_CUE.search(text or ""))
+
+
 def check_reference(task: Task, text: str, kind: str) -> ReferenceResult:
     """Check one output against the task's reference.
 

@@ -58,10 +58,7 @@ class ServiceSettings(BaseSettings):
             if not self.kafka_sasl_username or self.kafka_sasl_password is None:
                 raise ValueError("kafka_sasl_username and kafka_sasl_password (or kafka_sasl_password_file) are required "
                                  f"with {self.kafka_security_protocol}")
-        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
-            path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"{name}: file not found: {path}")
+        require_files(self, "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together (mutual TLS)")
         return self
@@ -72,6 +69,14 @@ class ServiceSettings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+
+def require_files(settings: BaseSettings, *fields: str) -> None:
+    """Each of these path settings, where set, names an existing file (certificates, keys)."""
+    for name in fields:
+        path = getattr(settings, name)
+        if path is not None and not path.is_file():
+            raise ValueError(f"{name}: file not found: {path}")
 
 
 def _read_secret(path: Path, field: str) -> str:

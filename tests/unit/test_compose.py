@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import importlib
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 from pydantic import AliasChoices
 
 from distillery.settings import ServiceSettings
 from distillery.spec import load_spec
 from distillery.topics import Topics
+from tests.unit.test_prometheus_rules import needs_promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -142,7 +141,7 @@ def test_prometheus_and_grafana_load_the_repos_rules_and_dashboards() -> None:
     assert jobs == {"router", "teacher", "judge", "editor", "trainer", "evaluator"}  # the alert rules' job labels
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package 'prometheus')")
+@needs_promtool
 def test_promtool_accepts_the_prometheus_config() -> None:
     result = subprocess.run(["promtool", "check", "config", "prometheus.yml"], cwd=ROOT / "deploy" / "prometheus",
                             capture_output=True, text=True, timeout=60)

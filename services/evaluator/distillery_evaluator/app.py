@@ -18,10 +18,10 @@ from distillery.service import make_app, make_bus
 from distillery.settings import ServiceSettings, load_settings
 from distillery.spec import load_spec
 from distillery_evaluator import __version__, attribution
-from distillery_evaluator.logic import (agreement, best_teachers, breakdown, is_correct, reference_reasons, roi, score,
+from distillery_evaluator.logic import (agreement, best_teachers, breakdown, error_classes, is_correct, roi, score,
                                         teacher_outputs, unit_metrics, write_outputs)
 from distillery_evaluator.report import ReportData, write_report
-from distillery_evaluator.signals import Round, StopConfig, classify_error, stop_signals
+from distillery_evaluator.signals import Round, StopConfig, stop_signals
 from distillery_evaluator.students import student_outputs
 
 ACCURACY = Gauge("distillery_evaluator_accuracy", "Held-out accuracy", ["unit", "subject"])
@@ -69,12 +69,7 @@ def build():
         out_dir.mkdir(parents=True, exist_ok=True)
         write_outputs(outputs, spec, out_dir / "outputs.jsonl")
         after = [o for o in outputs if o.subject == "student:after"]
-        wrong = [o for o in after if not is_correct(o, spec)]
-        errors: dict[str, int] = {}
-        for o in wrong:
-            unit = spec.units[o.task.unit]
-            cls = classify_error(unit.output_form, o.task, o.text, reference_reasons(o, spec), unit.tools)
-            errors[cls] = errors.get(cls, 0) + 1
+        errors = error_classes(after, spec)
         ledger = roi(scores, await offline_costs(trained, verdicts.values()), spec)
         agree = agreement(outputs, spec, best_teachers(scores))
         evaluation = EvaluationCompleted(

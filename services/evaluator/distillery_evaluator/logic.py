@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from statistics import mean
 
 from distillery.events import CandidatesJudged, SubjectScore, Task
-from distillery.scoring import DECLINE_CUE, answers_equal, check_reference, extract_final_answer, parse_tool_calls
+from distillery.scoring import answers_equal, check_reference, extract_final_answer, is_decline, parse_tool_calls
 from distillery.spec import CapabilitySpec
+from distillery_evaluator.signals import classify_error
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,15 @@ def reference_reasons(output: Output, spec: CapabilitySpec) -> list[str]:
     return check_reference(output.task, output.text, unit.rules.reference).reasons
 
 
-def declines(text: str) -> bool:
-    """A refusal: no parseable tool call, and a stated decline."""
-    return not parse_tool_calls(text) and bool(DECLINE_CUE.search(text or ""))
+def error_classes(outputs: list[Output], spec: CapabilitySpec) -> dict[str, int]:
+    """Counts of the wrong answers among ``outputs`` per error class (signals.classify_error)."""
+    counts: dict[str, int] = {}
+    for o in outputs:
+        if not is_correct(o, spec):
+            unit = spec.units[o.task.unit]
+            cls = classify_error(unit.output_form, o.task, o.text, reference_reasons(o, spec), unit.tools)
+            counts[cls] = counts.get(cls, 0) + 1
+    return counts
 
 
 def unit_metrics(outputs: list[Output], spec: CapabilitySpec) -> list[dict]:
@@ -78,7 +85,7 @@ def unit_metrics(outputs: list[Output], spec: CapabilitySpec) -> list[dict]:
         should = [o for o in outs if o.task.reference is not None and o.task.reference.no_call]
         if not should:
             continue
-        refused = [o for o in outs if declines(o.text)]
+        refused = [o for o in outs if is_decline(o.text)]
         right = [o for o in refused if o.task.reference is not None and o.task.reference.no_call]
         rows.append({"unit": "all", "subject": subject, "metric": "refusal_recall", "value": round(len(right) / len(should), 4)})
         rows.append({"unit": "all", "subject": subject, "metric": "refusal_precision",
@@ -104,8 +111,8 @@ def same_answer(a: str, b: str, spec: CapabilitySpec, task: Task) -> bool:
     if form == "final_answer":
         fa, fb = extract_final_answer(a), extract_final_answer(b)
         return fa is not None and answers_equal(fa, fb)
-    if declines(a) or declines(b):
-        return declines(a) and declines(b)
+    if is_decline(a) or is_decline(b):
+        return is_decline(a) and is_decline(b)
     ca, cb = parse_tool_calls(a), parse_tool_calls(b)
     return bool(ca) and ca == cb
 
@@ -176,12 +183,12 @@ def roi(scores: list[SubjectScore], offline_cost_usd: dict[str, float], spec: Ca
     by = {(s.unit, s.subject): s for s in scores}
     ledger: dict[str, float] = {f"offline_{k}_usd": round(v, 6) for k, v in offline_cost_usd.items()}
     savings, teacher_costs, student_costs, teacher_lat, student_lat = [], [], [], [], []
+    best_teacher = best_teachers(scores)
     for unit in units:
-        teachers = [s for s in scores if s.unit == unit and s.subject.startswith("teacher:")]
         student = by.get((unit, "student:after"))
-        if not teachers or student is None:
+        if unit not in best_teacher or student is None:
             continue
-        best = max(teachers, key=lambda t: (t.accuracy, -t.cost_per_request_usd))
+        best = by[(unit, best_teacher[unit])]
         served = student.accuracy >= best.accuracy - econ.quality_tolerance
         ledger[f"student_serves_{unit}"] = float(served)
         teacher_costs.append(best.cost_per_request_usd)

@@ -27,7 +27,7 @@ from distillery.bus import Bus, Out
 from distillery.cli.submit import validate_task
 from distillery.events import Task
 from distillery.grpc_gen.distill.v1 import ingest_pb2, ingest_pb2_grpc
-from distillery.settings import ConfigError, ServiceSettings
+from distillery.settings import ConfigError, ServiceSettings, require_files
 from distillery.spec import CapabilitySpec
 
 log = logging.getLogger("distillery.router.ingest")
@@ -53,10 +53,7 @@ class RouterSettings(ServiceSettings):
     def _tls_pair(self) -> RouterSettings:
         if (self.grpc_tls_certfile is None) != (self.grpc_tls_keyfile is None):
             raise ValueError("grpc_tls_certfile and grpc_tls_keyfile go together")
-        for name in ("grpc_tls_certfile", "grpc_tls_keyfile"):
-            path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"{name}: file not found: {path}")
+        require_files(self, "grpc_tls_certfile", "grpc_tls_keyfile")
         return self
 
     def tls_credentials(self) -> grpc.ServerCredentials | None:

@@ -20,7 +20,7 @@ from rich.table import Table
 from distillery import ids, stack
 from distillery.cli import pipeline
 from distillery.cli.output import RUN_DIR, console
-from distillery.events import EvaluationCompleted, EventDeadLettered, TrainingRequested, Variant
+from distillery.events import EvaluationCompleted, TrainingRequested, Variant
 from distillery.kafka import end_offsets, produce_all
 from distillery.settings import ConfigError
 from distillery.spec import StudentSpec, load_spec
@@ -119,8 +119,7 @@ def _stop_if_refused(settings, requests: list[TrainingRequested]) -> None:
     """A variant the trainer cannot train (e.g. a bucket with no samples for a unit) ends the
     experiment: its table would never be complete. The other runs' artifacts stay and are found
     again by a new experiment without that variant."""
-    dead = {d.record_key: d.error for d in pipeline.events(settings, settings.topics.dlq, EventDeadLettered)
-            if d.source_topic == settings.topics.training_requests}
+    dead = pipeline.refusals(settings, [r.request_id for r in requests])
     for request in requests:
         if request.request_id in dead:
             raise ConfigError(f"the trainer refused variant '{request.variant.name}': {dead[request.request_id]} "

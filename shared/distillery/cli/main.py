@@ -19,7 +19,7 @@ from distillery import ids, stack
 from distillery.cli import attribute, pipeline, replay, review, samples, students
 from distillery.cli.output import RUN_DIR, console, err
 from distillery.cli.submit import parse_tasks
-from distillery.events import EventDeadLettered, TrainingRequested, subject_order
+from distillery.events import TrainingRequested, subject_order
 from distillery.kafka import produce_all
 from distillery.settings import ConfigError
 from distillery.spec import load_spec
@@ -129,11 +129,7 @@ def _request_training(state: stack.StackState, student: str) -> str:
 
 def _refused(state: stack.StackState, request_id: str) -> str | None:
     """Why the trainer dead-lettered this request (e.g. a recipe unit without samples), if it did."""
-    settings = pipeline.settings_for(state)
-    for dead in pipeline.events(settings, settings.topics.dlq, EventDeadLettered):
-        if dead.source_topic == settings.topics.training_requests and dead.record_key == request_id:
-            return dead.error
-    return None
+    return pipeline.refusals(pipeline.settings_for(state), [request_id]).get(request_id)
 
 
 def _wait_trained(state: stack.StackState, student: str, before: int, timeout_s: float = 1800,

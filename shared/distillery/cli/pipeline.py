@@ -9,7 +9,7 @@ from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from distillery.events import (CandidatesJudged, EvaluationCompleted, Event, live_samples, parse_event,
+from distillery.events import (CandidatesJudged, EvaluationCompleted, Event, EventDeadLettered, live_samples, parse_event,
                                parse_sample_record)
 from distillery.kafka import consumer_lag, read_snapshot, topic_counts
 from distillery.settings import ServiceSettings
@@ -104,6 +104,13 @@ def metric_value(state: StackState, service: str, name: str, label: str | None =
         return None
     labels, value = samples[0]
     return labels.get(label) if label else value
+
+
+def refusals(settings: ServiceSettings, request_ids: list[str]) -> dict[str, str]:
+    """Why the trainer dead-lettered each of these training requests, for those it did."""
+    wanted = set(request_ids)
+    return {d.record_key: d.error for d in events(settings, settings.topics.dlq, EventDeadLettered)
+            if d.source_topic == settings.topics.training_requests and d.record_key in wanted}
 
 
 def latest_evaluation(settings: ServiceSettings) -> EvaluationCompleted | None:
