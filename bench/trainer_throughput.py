@@ -1,39 +1,50 @@
-"""Student training throughput: distillery's ``train_sft`` against a plain ``transformers.Trainer``.
+"""Student training throughput: distillery's ``train_sft``, with and without length bucketing,
+against a plain ``transformers.Trainer``.
 
     python bench/trainer_throughput.py [--steps 10] [--warmup 2] [--repeats 2] [--model tiny|smollm2-135m]
+                                       [--method full|lora]
 
 Data: (prompt, target) pairs from the example workload (tool_call, tool_boundary, math_steps, the
 units of the ``tiny`` student recipe in examples/spec.yaml), no teachers run. The prompt is the
 student prompt (``recipes.student_prompt``: the unit's compact system prompt and the task, through
-the chat template); the target is derived from the task's reference, since only throughput is
-measured: ``#### <n>`` for math, the first allowed tool call as JSON for tool_call, and a one-line
-"None of the available functions ..." for tool_boundary. Tokenised with ``tokenize_examples``
-(prompt labels masked with -100, EOS appended, examples longer than max_seq_len dropped).
+the chat template), so prompt lengths vary as much as the tasks' function lists do; the target is
+derived from the task's reference, since only throughput is measured: ``#### <n>`` for math, the
+first allowed tool call as JSON for tool_call, and a one-line "None of the available functions ..."
+for tool_boundary. Tokenised with ``tokenize_examples`` (prompt labels masked with -100, EOS
+appended, examples longer than max_seq_len dropped); the first (warm-up + timed steps) x batch
+examples that fit are kept, so every loop trains exactly one epoch over the same examples.
 
 Model: the recipe's tiny student (``build_tiny_student``: hidden 256, 4 layers, SmolLM2 vocabulary,
-seed 0), or ``--model smollm2-135m`` (SmolLM2-135M-Instruct itself). Each contender trains a fresh,
+seed 0), or ``--model smollm2-135m`` (SmolLM2-135M-Instruct itself). Each loop trains a fresh,
 identical copy; fp32 on CPU, batch 8, the recipe's learning rate (1e-4 for SmolLM2), max_seq_len 384.
-  distillery   ``train_sft`` (own loop; output layer only at target positions, per-example mean loss)
+``--method lora`` trains LoRA adapters (r 16, alpha 32, on q/k/v/o) in every loop, the Trainer's
+through peft's ``get_peft_model`` as a user would; full fine-tuning otherwise.
   Trainer      ``transformers.Trainer`` on the same tokenised rows, right-padded like ``train_sft``,
-               fed the very batches ``train_sft`` draws, in the same order (sequential sampler; the
-               order comes from a dry run of ``train_sft`` on a throwaway 1-layer model), so both
-               see identical inputs. Its optimisation is aligned with ``train_sft`` (AdamW
-               foreach, weight decay 0.01, constant learning rate, no gradient clipping) unless
-               ``--trainer-defaults`` (fused AdamW, linear decay, clipping at 1.0, weight decay 0).
-Both run ``--warmup`` + ``--steps`` optimizer steps; the warm-up steps are excluded. By default the
-two loops run in two threads that take turns, one optimizer step each (``--sequential``: one loop
-after the other), so that both meet the same load on a shared machine. A step's time runs from when
-its loop got the turn (sequential: the end of its previous step) to the end of the step
+               fed the very batches unbucketed ``train_sft`` draws, in the same order (sequential
+               sampler; the order comes from a dry run of ``train_sft`` on a throwaway 1-layer
+               model): shuffled, unsorted batches, what a user feeding it the data would get. Its
+               optimisation is aligned with ``train_sft`` (AdamW foreach, weight decay 0.01,
+               constant learning rate, no gradient clipping) unless ``--trainer-defaults`` (fused
+               AdamW, linear decay, clipping at 1.0, weight decay 0).
+  unbucketed   ``train_sft(bucket=False)``: the same batches as the Trainer (checked: the run stops
+               if the two were fed different tokens); the gap to the Trainer is the loop's own.
+  bucketed     ``train_sft`` as the trainer service runs it: batches of similar length, so less
+               padding; the gap to unbucketed is what bucketing saves.
+All run ``--warmup`` + ``--steps`` optimizer steps; the warm-up steps are excluded. By default the
+loops run in threads that take turns, one optimizer step each, round robin (``--sequential``: one
+loop after the other), so that all meet the same load on a shared machine. A step's time runs from
+when its loop got the turn (sequential: the end of its previous step) to the end of the step
 (``train_sft``'s progress callback, ``TrainerCallback.on_step_end``), so it covers everything the
 loop does per step, collation and logging included. Tokens are the non-padding tokens fed to the
-model, counted identically for both by a forward pre-hook on the base model (attention-mask sum);
-the run stops if the two loops were fed different tokens. tokens/s = timed tokens / summed time of
-the timed steps. Each repeat runs both contenders (alternating which goes first); the table shows
-each contender's best (fastest) repeat, because interference only ever slows a run down; each
-repeat's own ratio goes to stderr. The losses are a sanity check: both minimise next-token
-cross-entropy on target tokens, ``train_sft`` averaged per example then over the batch (all weights
-1), the Trainer averaged over all target tokens of the batch, so they start close at initialisation
-and then drift apart a little.
+model, counted identically for every loop by a forward pre-hook on the base model (attention-mask
+sum); padding is the share of the fed positions (rows x batch width) that were padding.
+tokens/s = timed tokens / summed time of the timed steps: padding costs time but earns no tokens.
+Each repeat runs all loops (rotating which goes first); the table shows each loop's best (fastest)
+repeat, because interference only ever slows a run down; each repeat's own ratios go to stderr.
+The losses are a sanity check: all minimise next-token cross-entropy on target tokens,
+``train_sft`` averaged per example then over the batch (all weights 1), the Trainer averaged over
+all target tokens of the batch, so they start close at initialisation and then drift apart a
+little; the bucketed loop sees other batches, so its losses differ step by step.
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from rich.console import Console  # noqa: E402
+from peft import LoraConfig, get_peft_model  # noqa: E402
 from rich.table import Table  # noqa: E402
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
@@ -67,13 +79,16 @@ from distillery.ml.models import (  # noqa: E402
     smollm2_tokenizer,
 )
 from distillery.ml.recipes import student_prompt  # noqa: E402
-from distillery.ml.sft import IGNORE_INDEX, Example, tokenize_examples, train_sft  # noqa: E402
+from distillery.ml.sft import IGNORE_INDEX, Example, LoraOptions, tokenize_examples, train_sft  # noqa: E402
 from distillery.spec import load_spec  # noqa: E402
 from distillery.workload import build_workload  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "tiny"
 SMOLLM2_LR = 1e-4
+LORA = LoraOptions(r=16, alpha=32)  # on q/k/v/o, the recipe of interest for SmolLM2
+LOOPS = {"Trainer": "transformers Trainer (baseline)", "unbucketed": "train_sft, unbucketed",
+         "bucketed": "train_sft, bucketed"}
 
 
 def target_for(task: Task) -> str:
@@ -100,36 +115,43 @@ def fresh_model(kind: str, recipe, seed: int):
 
 
 class Turns:
-    """Lets two training loops in two threads take one optimizer step each in turn."""
+    """Lets training loops in several threads take one optimizer step each, round robin."""
 
-    def __init__(self, first: str) -> None:
+    def __init__(self, order: list[str]) -> None:
         self.cond = threading.Condition()
-        self.turn = first
+        self.order = order
+        self.turn = order[0]
         self.finished: set[str] = set()
         self.failed = False
 
     def _wait_for(self, ready) -> None:
         self.cond.wait_for(lambda: ready() or self.failed)
         if self.failed:
-            raise RuntimeError("the other contender failed")
+            raise RuntimeError("another loop failed")
 
-    def wait(self, me: str, other: str) -> None:
-        with self.cond:
-            self._wait_for(lambda: self.turn == me or other in self.finished)
+    def _after(self, me: str) -> str:
+        """The next loop in the rotation that has steps left (``me`` when none has)."""
+        at = self.order.index(me)
+        rotation = self.order[at + 1 :] + self.order[: at + 1]
+        return next((name for name in rotation if name not in self.finished), me)
 
-    def give(self, other: str) -> None:
+    def wait(self, me: str) -> None:
         with self.cond:
-            self.turn = other
+            self._wait_for(lambda: self.turn == me)
+
+    def give(self, me: str) -> None:
+        with self.cond:
+            self.turn = self._after(me)
             self.cond.notify_all()
 
-    def finish(self, me: str, other: str) -> None:
-        """After the last step: hand over, then wait for the other to finish too, so that neither
-        loop's wrap-up runs during the other's timed steps."""
+    def finish(self, me: str) -> None:
+        """After the last step: hand over, then wait for every loop to finish too, so that no
+        loop's wrap-up runs during another's timed steps."""
         with self.cond:
             self.finished.add(me)
-            self.turn = other
+            self.turn = self._after(me)
             self.cond.notify_all()
-            self._wait_for(lambda: other in self.finished)
+            self._wait_for(lambda: self.finished == set(self.order))
 
     def fail(self) -> None:
         with self.cond:
@@ -138,23 +160,23 @@ class Turns:
 
 
 class Gate:
-    """Where a contender's loop yields between steps: nowhere when sequential, to the other when interleaved."""
+    """Where a loop yields between steps: nowhere when sequential, to the next loop when interleaved."""
 
-    def __init__(self, turns: Turns | None = None, me: str = "", other: str = "") -> None:
-        self.turns, self.me, self.other = turns, me, other
+    def __init__(self, turns: Turns | None = None, me: str = "") -> None:
+        self.turns, self.me = turns, me
 
     def begin(self) -> None:
         if self.turns is not None:
-            self.turns.wait(self.me, self.other)
+            self.turns.wait(self.me)
 
     def step_done(self, last: bool) -> None:
         if self.turns is None:
             return
         if last:
-            self.turns.finish(self.me, self.other)
+            self.turns.finish(self.me)
         else:
-            self.turns.give(self.other)
-            self.turns.wait(self.me, self.other)
+            self.turns.give(self.me)
+            self.turns.wait(self.me)
 
 
 class Meter:
@@ -183,6 +205,10 @@ class Meter:
     def step_tokens(self) -> list[int]:
         return [int(mask.sum()) for _, mask in self.inputs]
 
+    def step_positions(self) -> list[int]:
+        """Positions fed per step, padding included."""
+        return [mask.numel() for _, mask in self.inputs]
+
     def window(self, warmup: int, steps: int) -> dict:
         self.handle.remove()
         total = warmup + steps
@@ -190,8 +216,9 @@ class Meter:
             raise RuntimeError(f"expected {total} steps, saw {len(self.ended)} ends, {len(self.inputs)} forwards")
         seconds = sum(self.ended[i] - self.resumed[i] for i in range(warmup, total))
         tokens = sum(self.step_tokens()[warmup:])
-        return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds, "steps_per_s": steps / seconds,
-                "first_loss": self.losses[0], "final_loss": self.losses[-1]}
+        padding = 1 - tokens / sum(self.step_positions()[warmup:])
+        return {"seconds": seconds, "tokens": tokens, "padding": padding, "tokens_per_s": tokens / seconds,
+                "steps_per_s": steps / seconds, "first_loss": self.losses[0], "final_loss": self.losses[-1]}
 
 
 class _StepEnd(TrainerCallback):
@@ -225,18 +252,19 @@ class RightPad:
 
 
 def batch_order(tokenizer, examples: list[Example], recipe, total_steps: int) -> list[list[tuple[int, ...]]]:
-    """The batches ``train_sft`` draws, in order, from a dry run with a throwaway 1-layer model: the
-    order depends on the examples, the seed and the batch size only, not on the model."""
+    """The batches unbucketed ``train_sft`` draws, in order, from a dry run with a throwaway 1-layer
+    model: the order depends on the examples, the seed and the batch size only, not on the model."""
     model, _ = build_tiny_student(hidden_size=16, layers=1, seed=recipe.seed)
     meter = Meter(model)
     train_sft(model, tokenizer, examples, max_seq_len=recipe.max_seq_len, epochs=1, learning_rate=1e-3,
-              batch_size=recipe.batch_size, seed=recipe.seed, max_steps=total_steps)
+              batch_size=recipe.batch_size, seed=recipe.seed, max_steps=total_steps, bucket=False)
     meter.handle.remove()
     return [[tuple(ids[: int(m.sum())].tolist()) for ids, m in zip(input_ids, mask)]
             for input_ids, mask in meter.inputs]
 
 
-def run_distillery(kind, recipe, examples, lr, warmup, steps, gate: Gate) -> tuple[dict, list[int]]:
+def run_distillery(kind, recipe, examples, lr, warmup, steps, method: str, bucket: bool,
+                   gate: Gate) -> tuple[dict, list[int]]:
     gate.begin()
     model, tokenizer = fresh_model(kind, recipe, recipe.seed)
     meter = Meter(model)
@@ -248,14 +276,25 @@ def run_distillery(kind, recipe, examples, lr, warmup, steps, gate: Gate) -> tup
         meter.resume()
 
     train_sft(model, tokenizer, examples, max_seq_len=recipe.max_seq_len, epochs=1, learning_rate=lr,
-              batch_size=recipe.batch_size, seed=recipe.seed, max_steps=warmup + steps, progress=progress)
+              batch_size=recipe.batch_size, seed=recipe.seed, max_steps=warmup + steps, progress=progress,
+              method=method, lora=LORA if method == "lora" else None, bucket=bucket)
     return meter.window(warmup, steps), meter.step_tokens()
 
 
-def run_trainer(kind, recipe, rows_in_order, lr, warmup, steps, trainer_defaults: bool, gate: Gate):
+def with_adapters(model, seed: int):
+    """``model`` wrapped by peft with the same adapters, and the same seeded init, as ``train_sft``
+    gives it."""
+    torch.manual_seed(seed)
+    config = LoraConfig(task_type="CAUSAL_LM", r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=LORA.dropout,
+                        target_modules=list(LORA.target_modules))
+    return get_peft_model(model, config)
+
+
+def run_trainer(kind, recipe, rows_in_order, lr, warmup, steps, method: str, trainer_defaults: bool, gate: Gate):
     gate.begin()
     model, tokenizer = fresh_model(kind, recipe, recipe.seed)
-    meter = Meter(model)
+    meter = Meter(model)  # on the decoder, which peft wraps in place
+    model = with_adapters(model, recipe.seed) if method == "lora" else model
     meter.resume()
     aligned = {} if trainer_defaults else {"optim": "adamw_torch", "weight_decay": 0.01,
                                            "lr_scheduler_type": "constant", "max_grad_norm": 0.0}
@@ -273,23 +312,22 @@ def run_trainer(kind, recipe, rows_in_order, lr, warmup, steps, trainer_defaults
     return meter.window(warmup, steps), meter.step_tokens()
 
 
-def run_pair(first: str, interleave: bool, contenders: dict) -> dict[str, tuple[dict, list[int]]]:
-    """Both contenders, one after the other, or in two threads that alternate step by step."""
-    other = {"distillery": "Trainer", "Trainer": "distillery"}
+def run_round(order: list[str], interleave: bool, loops: dict) -> dict[str, tuple[dict, list[int]]]:
+    """Every loop, one after the other in ``order``, or in threads that take turns step by step."""
     if not interleave:
-        return {name: contenders[name](Gate()) for name in (first, other[first])}
-    turns = Turns(first)
+        return {name: loops[name](Gate()) for name in order}
+    turns = Turns(order)
     results: dict = {}
     errors: list[BaseException] = []
 
     def work(name: str) -> None:
         try:
-            results[name] = contenders[name](Gate(turns, name, other[name]))
+            results[name] = loops[name](Gate(turns, name))
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             errors.append(exc)
             turns.fail()
 
-    threads = [threading.Thread(target=work, args=(name,), name=name) for name in contenders]
+    threads = [threading.Thread(target=work, args=(name,), name=name) for name in order]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -301,13 +339,15 @@ def run_pair(first: str, interleave: bool, contenders: dict) -> dict[str, tuple[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per contender")
+    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per loop")
     parser.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps before them")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per contender; the best is reported")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per loop; the best is reported")
     parser.add_argument("--model", choices=["tiny", "smollm2-135m"], default="tiny")
+    parser.add_argument("--method", choices=["full", "lora"], default="full",
+                        help="full fine-tuning, or LoRA r16 on q/k/v/o in every loop")
     parser.add_argument("--lr", type=float, default=None, help="default: the recipe's, 1e-4 for smollm2-135m")
     parser.add_argument("--sequential", action="store_true",
-                        help="run the two loops one after the other instead of alternating step by step")
+                        help="run the loops one after the other instead of taking turns step by step")
     parser.add_argument("--trainer-defaults", action="store_true",
                         help="keep the Trainer's own optimizer, schedule and clipping instead of aligning them")
     args = parser.parse_args()
@@ -325,55 +365,66 @@ def main() -> None:
     tokenizer = ensure_pad_token(smollm2_tokenizer())  # the tiny student's, and SmolLM2's own
     lines = build_workload(per_unit=-(-wanted // len(recipe.units)) + 8, eval_per_unit=0, units=recipe.units)
     tasks = [Task.model_validate(line) for line in lines]
-    examples = [Example(student_prompt(tokenizer, spec.units[t.unit], t), target_for(t)) for t in tasks]
-    rows, dropped = tokenize_examples(tokenizer, examples, recipe.max_seq_len)
-    if len(rows) < wanted:
-        raise SystemExit(f"only {len(rows)} examples fit max_seq_len={recipe.max_seq_len}, {wanted} needed")
+    candidates = [Example(student_prompt(tokenizer, spec.units[t.unit], t), target_for(t)) for t in tasks]
+    fitting, dropped = tokenize_examples(tokenizer, candidates, recipe.max_seq_len)
+    if len(fitting) < wanted:
+        raise SystemExit(f"only {len(fitting)} examples fit max_seq_len={recipe.max_seq_len}, {wanted} needed")
+    rows = fitting[:wanted]  # one epoch is exactly the run's steps, in every loop
+    examples = [candidates[row["index"]] for row in rows]
     by_ids = {tuple(row["input_ids"]): {"input_ids": row["input_ids"], "labels": row["labels"]} for row in rows}
     lengths = [len(row["input_ids"]) for row in rows]
     target_share = sum(sum(label != IGNORE_INDEX for label in row["labels"]) for row in rows) / sum(lengths)
 
     rows_in_order = [by_ids[ids] for batch in batch_order(tokenizer, examples, recipe, total_steps) for ids in batch]
-    contenders = {
-        "distillery": lambda gate: run_distillery(args.model, recipe, examples, lr, args.warmup, args.steps, gate),
+    loops = {
         "Trainer": lambda gate: run_trainer(args.model, recipe, rows_in_order, lr, args.warmup, args.steps,
-                                            args.trainer_defaults, gate),
+                                            args.method, args.trainer_defaults, gate),
+        "unbucketed": lambda gate: run_distillery(args.model, recipe, examples, lr, args.warmup, args.steps,
+                                                  args.method, False, gate),
+        "bucketed": lambda gate: run_distillery(args.model, recipe, examples, lr, args.warmup, args.steps,
+                                                args.method, True, gate),
     }
-    results: dict[str, list[dict]] = {"distillery": [], "Trainer": []}
+    names = list(loops)
+    results: dict[str, list[dict]] = {name: [] for name in names}
     for repeat in range(args.repeats):
-        first = "distillery" if repeat % 2 == 0 else "Trainer"
-        pair = run_pair(first, not args.sequential, contenders)
-        if pair["distillery"][1] != pair["Trainer"][1]:
-            raise SystemExit("the two loops were fed different batches (tokens per step differ)")
-        for name, (stats, _) in pair.items():
+        order = names[repeat % len(names):] + names[: repeat % len(names)]
+        run = run_round(order, not args.sequential, loops)
+        if run["unbucketed"][1] != run["Trainer"][1]:
+            raise SystemExit("the Trainer and unbucketed train_sft were fed different batches (tokens per step differ)")
+        for name, (stats, _) in run.items():
             results[name].append(stats)
-        d, t = pair["distillery"][0], pair["Trainer"][0]
-        print(f"  repeat {repeat + 1}/{args.repeats} ({first} first): distillery {d['tokens_per_s']:.0f} tokens/s, "
-              f"Trainer {t['tokens_per_s']:.0f} tokens/s, ratio {d['tokens_per_s'] / t['tokens_per_s']:.2f}; "
-              f"loss {d['first_loss']:.3f} -> {d['final_loss']:.3f} / {t['first_loss']:.3f} -> {t['final_loss']:.3f}",
+        speed = {name: run[name][0]["tokens_per_s"] for name in names}
+        print(f"  repeat {repeat + 1}/{args.repeats} ({order[0]} first): "
+              + ", ".join(f"{name} {speed[name]:.0f} tokens/s" for name in names)
+              + f"; vs Trainer: unbucketed {speed['unbucketed'] / speed['Trainer']:.2f}, "
+              f"bucketed {speed['bucketed'] / speed['Trainer']:.2f}",
               file=sys.stderr, flush=True)
 
     best = {name: max(runs, key=lambda s: s["tokens_per_s"]) for name, runs in results.items()}
-    ratio = best["distillery"]["tokens_per_s"] / best["Trainer"]["tokens_per_s"]
+    ratio = {name: best[name]["tokens_per_s"] / best["Trainer"]["tokens_per_s"] for name in names}
     model_name = (f"tiny student (hidden {recipe.hidden_size}, {recipe.layers} layers)" if args.model == "tiny"
                   else "SmolLM2-135M-Instruct")
-    print(f"trainer throughput: {model_name}, {len(tasks)} workload tasks -> {len(rows)} examples "
-          f"({len(dropped)} over max_seq_len {recipe.max_seq_len}), lengths median {statistics.median(lengths):.0f} "
-          f"max {max(lengths)}, target tokens {target_share:.1%}; batch {recipe.batch_size}, lr {lr:g}, "
-          f"{args.warmup} warm-up + {args.steps} timed steps, {'sequential' if args.sequential else 'interleaved'}, "
-          f"best of {args.repeats}; "
+    modules = "/".join(LORA.target_modules)
+    method = "full" if args.method == "full" else f"LoRA r{LORA.r} alpha {LORA.alpha} on {modules}"
+    print(f"trainer throughput: {model_name}, {method}, {len(tasks)} workload tasks -> {len(rows)} examples "
+          f"({len(dropped)} over max_seq_len {recipe.max_seq_len}), lengths min {min(lengths)} median "
+          f"{statistics.median(lengths):.0f} max {max(lengths)}, target tokens {target_share:.1%}; "
+          f"batch {recipe.batch_size}, lr {lr:g}, {args.warmup} warm-up + {args.steps} timed steps, "
+          f"{'sequential' if args.sequential else 'interleaved'}, best of {args.repeats}; "
           f"torch {torch.__version__} threads {torch.get_num_threads()}, transformers {transformers.__version__}"
           + ("; Trainer with its default optimizer settings" if args.trainer_defaults else ""))
     table = Table()
-    for column in ("loop", "tokens", "seconds", "tokens/s", "steps/s", "final loss", "vs Trainer"):
+    for column in ("loop", "tokens", "padding", "seconds", "tokens/s", "steps/s", "final loss", "vs Trainer"):
         table.add_column(column, justify="left" if column == "loop" else "right")
-    for name, label in (("Trainer", "transformers Trainer (baseline)"), ("distillery", "distillery train_sft")):
+    for name in names:
         s = best[name]
-        table.add_row(label, f"{s['tokens']:,}", f"{s['seconds']:.2f}", f"{s['tokens_per_s']:,.0f}",
-                      f"{s['steps_per_s']:.2f}", f"{s['final_loss']:.3f}",
-                      f"{s['tokens_per_s'] / best['Trainer']['tokens_per_s']:.2f}")
+        table.add_row(LOOPS[name], f"{s['tokens']:,}", f"{s['padding']:.1%}", f"{s['seconds']:.2f}",
+                      f"{s['tokens_per_s']:,.0f}", f"{s['steps_per_s']:.2f}", f"{s['final_loss']:.3f}",
+                      f"{ratio[name]:.2f}")
     Console(width=120).print(table)
-    print(f"ratio_vs_transformers_trainer={ratio:.2f}")
+    print(f"ratio_vs_transformers_trainer={ratio['bucketed']:.2f}")
+    print(f"ratio_unbucketed_vs_transformers_trainer={ratio['unbucketed']:.2f}")
+    print(f"bucketed_vs_unbucketed={ratio['bucketed'] / ratio['unbucketed']:.2f}")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,9 @@ def replay_spec(tmp_path: Path, per_unit: int = 4, eval_per_unit: int = 2, timeo
             else {"strategy": "single", "teachers": ["beta"]}
     spec["units"]["tool_boundary"]["max_attempts"] = boundary_attempts
     spec["judge"]["aggregation_timeout_s"] = timeout_s
-    spec["students"]["tiny"].update(epochs=2, hidden_size=32, layers=1, max_new_tokens=16, max_seq_len=320)
+    # the tiny student only: the pretrained one would load SmolLM2 into the trainer and evaluator
+    spec["students"] = {"tiny": {**spec["students"]["tiny"], "epochs": 2, "hidden_size": 32, "layers": 1,
+                                 "max_new_tokens": 16, "max_seq_len": 320}}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path, workload

@@ -60,10 +60,13 @@ class TransformersBackend:
 
 
 class ReplayBackend:
-    """Serves recorded outputs: a JSONL file of {"task_id", "text", ...usage fields}.
+    """Serves recorded outputs: a JSONL file with one row per (task, teacher).
 
-    A tool trajectory is recorded as ``"texts"``: one model turn per step; the loop asks for
-    step *n* of a task with the key ``<task_id>#<n>`` (step 0 is the plain task id).
+    A row holds ``"steps"``: one recorded generation per model turn (a tool trajectory has
+    several), each as :func:`generation_row` writes it (text, usage, latency, confidence, finish
+    reason and, when the teacher cached them, top-k token logprobs). The loop asks for step *n* of
+    a task with the key ``<task_id>#<n>`` (step 0 is the plain task id). Older rows with ``"text"``
+    or ``"texts"`` and usage fields at the top level are read too.
     """
 
     def __init__(self, path: str | Path, teacher_id: str, pace: bool = False) -> None:
@@ -71,38 +74,66 @@ class ReplayBackend:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"teacher '{teacher_id}': field 'replay_path': file not found: {path}")
-        self.recordings: dict[str, dict] = {}
+        self.recordings: dict[str, list[dict]] = {}
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
                 if row.get("teacher_id", teacher_id) == teacher_id:
-                    self.recordings[row["task_id"]] = row
+                    self.recordings[row["task_id"]] = recorded_steps(row)
 
     def generate(self, requests: list[tuple[str, str, str]], max_new_tokens: int) -> list[Generation]:
         out = []
         for key, _, _ in requests:
             task_id, _, step = key.partition("#")
-            row = self.recordings.get(task_id)
-            if row is None:
+            steps = self.recordings.get(task_id)
+            if steps is None:
                 raise LookupError(f"no recording for task {task_id}")
-            texts = row.get("texts") or [row["text"]]
-            if int(step or 0) >= len(texts):
+            if int(step or 0) >= len(steps):
                 raise LookupError(f"no recording for step {step} of task {task_id}")
-            text = texts[int(step or 0)]
-            latency = float(row.get("latency_s", 0.0))
+            gen = generation_from_row(steps[int(step or 0)])
             if self.pace:
-                time.sleep(latency)
-            out.append(
-                Generation(
-                    text=text,
-                    prompt_tokens=int(row.get("prompt_tokens", 0)),
-                    completion_tokens=int(row.get("completion_tokens", len(text.split()))),
-                    finish_reason=row.get("finish_reason", "stop"),
-                    mean_token_prob=row.get("confidence"),
-                    seconds=latency,
-                )
-            )
+                time.sleep(gen.seconds)
+            out.append(gen)
         return out
+
+
+def recorded_steps(row: dict) -> list[dict]:
+    """A recording row's generations in step order, whichever of the row formats it uses."""
+    if "steps" in row:
+        return row["steps"]
+    usage = {k: row[k] for k in ("prompt_tokens", "completion_tokens", "latency_s", "confidence", "finish_reason")
+             if k in row}
+    return [{"text": text, **usage} for text in row.get("texts") or [row["text"]]]
+
+
+def generation_row(gen: Generation) -> dict:
+    """One generation as a compact JSON-able dict (the inverse of :func:`generation_from_row`)."""
+    row = {"text": gen.text, "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
+           "latency_s": round(gen.seconds, 4), "confidence": gen.mean_token_prob, "finish_reason": gen.finish_reason}
+    if gen.error is not None:
+        row["error"] = gen.error
+    if gen.top_logprobs and gen.token_ids is not None and gen.tokenizer:
+        row["logprobs"] = {"tokenizer": gen.tokenizer, "token_ids": gen.token_ids,
+                           "top": [[[i for i, _ in pairs], [round(lp, 4) for _, lp in pairs]]
+                                   for pairs in gen.top_logprobs]}  # candidates keep 4 decimals too
+    return row
+
+
+def generation_from_row(row: dict) -> Generation:
+    text = row.get("text", "")
+    logprobs = row.get("logprobs")
+    return Generation(
+        text=text,
+        prompt_tokens=int(row.get("prompt_tokens", 0)),
+        completion_tokens=int(row.get("completion_tokens", len(text.split()))),
+        finish_reason=row.get("finish_reason", "stop"),
+        mean_token_prob=row.get("confidence"),
+        seconds=float(row.get("latency_s", 0.0)),
+        error=row.get("error"),
+        token_ids=logprobs["token_ids"] if logprobs else None,
+        top_logprobs=[list(zip(ids, lps)) for ids, lps in logprobs["top"]] if logprobs else None,
+        tokenizer=logprobs["tokenizer"] if logprobs else None,
+    )
 
 
 def make_backend(teacher: TeacherSpec, teacher_id: str, device: str = "cpu") -> Backend:

@@ -408,6 +408,8 @@ class SubjectScore(Model):
     mean_latency_s: float
     cost_per_request_usd: float
     mean_output_tokens: float
+    # tasks the subject gave no answer to, by reason (counted wrong, never dropped from n)
+    unanswered: dict[str, int] = Field(default_factory=dict)
 
 
 def subject_order(subject: str) -> tuple[int, str]:

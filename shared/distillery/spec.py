@@ -76,8 +76,10 @@ class TeacherSpec(SpecModel):
             raise ValueError("backend 'replay' needs replay_path")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs base_url")
-        if self.logprobs and self.backend != "transformers":
-            raise ValueError(f"field 'logprobs': caching token logprobs needs the transformers backend, not '{self.backend}'")
+        if self.logprobs and self.backend == "openai":
+            # a replay serves the logprobs its recording holds; vLLM returns token strings, not ids
+            raise ValueError(f"field 'logprobs': caching token logprobs needs the transformers or replay backend, "
+                             f"not '{self.backend}'")
         return self
 
 
@@ -385,6 +387,12 @@ class StudentSpec(SpecModel):
     distill: LogitDistill | None = None
     # share of the dataset from imported real samples (origin real); None: they count like any sample
     real_share: float | None = Field(default=None, ge=0, lt=1)
+    # at most this many samples per unit (a seeded, deterministic pick): a run sized to the student
+    # and the machine, and the x axis of a learning curve (variant overrides of this field)
+    max_samples_per_unit: int | None = Field(default=None, ge=1)
+    # a unit of the recipe with no sample in the snapshot stops the run (an ablation that removes a
+    # unit's only pools, e.g. no_boundary, sets this false: the student then never sees that unit)
+    require_every_unit: bool = True
 
     @model_validator(mode="after")
     def _mix_is_a_distribution(self) -> StudentSpec:

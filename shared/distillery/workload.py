@@ -38,6 +38,9 @@ from distillery.scoring import normalize_answer
 UNITS = ("tool_call", "tool_boundary", "math_steps")
 
 GSM8K_MAX_STEPS = 4
+# tool_use: conversions and arithmetic questions per kind (plus six knowledge-base questions); 60 of
+# each leave 40 held-out and 86 training tasks for an experiment.
+TOOL_USE_PER_KIND = 60
 GSM8K_MAX_CHARS = 300
 
 
@@ -182,12 +185,12 @@ def _tool_use_items() -> list[dict[str, Any]]:
     items = []
     conversions = [("kilometres", "metres", "km", "m"), ("hours", "seconds", "hour", "s"),
                    ("kilograms", "grams", "kg", "g"), ("minutes", "seconds", "minute", "s")]
-    for i in range(1, 31):
+    for i in range(1, TOOL_USE_PER_KIND + 1):
         words_from, words_to, src, dst = conversions[i % len(conversions)]
         value = i * 1.5 if i % 2 else i
         items.append(_tool_item(f"Convert {value:g} {words_from} to {words_to}.",
                                 convert_units(value, src, dst), "conversion"))
-    for i in range(1, 31):
+    for i in range(1, TOOL_USE_PER_KIND + 1):
         a, b, c = 7 * i + 3, 11 * i % 17 + 2, i % 5 + 2
         items.append(_tool_item(f"What is ({a} + {b}) * {c}?", calculator(f"({a} + {b}) * {c}"), "arithmetic"))
     facts = [("marathon", "How many kilometres are two marathons?", "2 * 42.195"),

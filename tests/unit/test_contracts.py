@@ -178,7 +178,7 @@ def test_golden_nested_shapes() -> None:
     assert set(golden("SampleCurated")["provenance"]) == {
         "task_id", "candidate_id", "teacher_id", "judge_version", "verdict_id", "source"}
     assert set(golden("EvaluationCompleted")["scores"][0]) == {
-        "unit", "subject", "n", "accuracy", "mean_latency_s", "cost_per_request_usd", "mean_output_tokens"}
+        "unit", "subject", "n", "accuracy", "mean_latency_s", "cost_per_request_usd", "mean_output_tokens", "unanswered"}
 
 
 def test_golden_ids_are_consistent_with_their_causes() -> None:

@@ -105,3 +105,33 @@ def test_rounds_come_from_the_recipes_evaluations_in_order_and_feed_the_signals(
     assert [r.samples for r in rounds] == [1000, 2000, 3000]  # a redelivered evaluation counts once
     fired = {s.name: s for s in stop_signals(rounds, StopConfig()) if s.fired}
     assert set(fired) == {"marginal_gain"} and fired["marginal_gain"].advice
+
+
+def test_every_teacher_is_scored_on_every_held_out_task_and_a_missing_answer_counts_wrong(spec) -> None:
+    """tool_boundary is a competition of smollm2 and qwen-coder: both are expected on every task.
+    qwen-coder's candidate is missing on one task (a judge timeout once dropped such late answers
+    from the score) and failed on another; both count wrong, with their reasons."""
+    from distillery_evaluator.logic import teacher_outputs
+    from tests.support import candidate
+
+    tasks = [boundary(i).model_copy(update={"split": "eval"}) for i in range(4)]
+    cands = [candidate(t, DECLINE, "smollm2", expected=2) for t in tasks]
+    cands += [candidate(tasks[0], DECLINE, "qwen-coder", expected=2),
+              candidate(tasks[1], "", "qwen-coder", expected=2, error="TimeoutError: server busy", latency_s=3.0),
+              candidate(tasks[3], DECLINE, "qwen-coder", expected=2),
+              # a second attempt and a training-split answer are not the held-out score
+              candidate(tasks[2], DECLINE, "qwen-coder", expected=2, attempt=2),
+              candidate(tasks[2].model_copy(update={"split": "train"}), DECLINE, "qwen-coder", expected=2)]
+    outputs = teacher_outputs(cands, tasks, spec)
+    scores = {s.subject: s for s in score(outputs, spec)}
+    assert scores["teacher:smollm2"].n == scores["teacher:qwen-coder"].n == 4
+    assert scores["teacher:smollm2"].accuracy == 1.0
+    # attempt 2 on task 2 is still qwen's only answer to it, so it is used; task 1 failed
+    assert scores["teacher:qwen-coder"].accuracy == 0.75
+    assert scores["teacher:qwen-coder"].unanswered == {"error: TimeoutError": 1}
+    without = teacher_outputs([c for c in cands if not (c.task.task_id == "b2" and c.teacher_id == "qwen-coder")],
+                              tasks, spec)
+    qwen = next(s for s in score(without, spec) if s.subject == "teacher:qwen-coder")
+    assert qwen.n == 4 and qwen.accuracy == 0.5
+    assert qwen.unanswered == {"error: TimeoutError": 1, "no answer recorded": 1}
+    assert qwen.mean_latency_s == 0.0  # latency is over answered tasks: the failed one has no answer

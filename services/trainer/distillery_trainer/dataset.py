@@ -137,10 +137,12 @@ def build(samples: list[SampleCurated], recipe: StudentSpec, student: str,
     ``cap``: at most this many samples per unit (an attribution run matched to the full recipe)."""
     selected = select(samples, recipe)
     missing = missing_units(selected, recipe)
-    if missing:
+    if missing and recipe.require_every_unit:
         raise ValueError(f"student '{student}': the snapshot has no samples for unit(s) {missing} "
                          f"(pools {recipe.pools}, pathways {recipe.pathways})")
     mixed = mix_real(mix_pools(selected, recipe), recipe)
+    if recipe.max_samples_per_unit is not None:
+        mixed = cap_per_unit(mixed, dict.fromkeys(recipe.units, recipe.max_samples_per_unit), recipe.seed)
     if cap is not None:
         mixed = cap_per_unit(mixed, cap, recipe.seed)
     return entries(mixed, recipe)

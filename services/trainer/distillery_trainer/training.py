@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from distillery import ids
 from distillery.events import CandidateGenerated, SampleCurated, TokenLogprobs, Variant
 from distillery.ml.recipes import load_base, student_prompt
-from distillery.spec import CapabilitySpec, StudentSpec
+from distillery.spec import CapabilitySpec, StudentSpec, UnitSpec
+from distillery.trajectory import closure_line, recorded_step, training_turns
 from distillery_trainer.dataset import (build, dataset_line, manifest, raw_samples, render_target, samples_per_unit,
                                         task_of)
 
@@ -87,21 +88,39 @@ def plan(name: str, spec: CapabilitySpec, inputs: Inputs, topic: str, tokenizer:
     recipe = variant_recipe(base, variant)
     cap = samples_per_unit(build(inputs.samples, base, name)) if variant is not None and variant.match else None
     run = build(variant_samples(spec, recipe, variant, inputs), recipe, name, cap)
-    rows = []
-    for entry in run:
-        prompt = student_prompt(tokenizer, spec.units[entry.sample.unit], task_of(entry.sample))
-        rows.append((entry, prompt, render_target(entry.sample, recipe.fields)))
+    rows = [(entry, prompt, target) for entry in run
+            for prompt, target in student_turns(tokenizer, spec.units[entry.sample.unit], entry.sample, recipe.fields)]
     lines = [dataset_line(e, p, t) for e, p, t in rows]
     end_offsets = inputs.offsets.get(topic, {})
     man = manifest(run, end_offsets, topic, recipe, lines)
+    man["examples"] = len(rows)  # a tool trajectory teaches one example per turn
     man["snapshot"] = {t: {str(p): o for p, o in sorted(ends.items())} for t, ends in sorted(inputs.offsets.items())}
     identity = variant.model_dump(mode="json", exclude={"experiment_id", "members"}) if variant else None
     student_id = ids.content_id("student", name, recipe.model_dump(mode="json"), man["sha256"], identity)
     return {"recipe": recipe, "rows": rows, "lines": lines, "manifest": man, "student_id": student_id}
 
 
+def is_trajectory(sample: SampleCurated) -> bool:
+    """A sample that teaches the act-observe loop turn by turn (one with no steps has no turns)."""
+    return sample.pathway == "tool_trajectory" and bool(sample.tool_steps)
+
+
+def student_turns(tokenizer: Any, unit: UnitSpec, sample: SampleCurated, fields: list[str]) -> list[tuple[str, str]]:
+    """(prompt, target) pairs a sample teaches: one per turn of a tool trajectory, prompted exactly
+    as the loop prompts that turn (the student acts in the teacher's loop), else the one answer."""
+    from distillery.ml.generate import render_chat
+
+    task = task_of(sample)
+    if not is_trajectory(sample):
+        return [(student_prompt(tokenizer, unit, task), render_target(sample, fields))]
+    steps = [recorded_step(entry) for entry in sample.tool_steps]
+    return [(render_chat(tokenizer, system, user), target)
+            for system, user, target in training_turns(unit, task, steps, closure_line(sample.final))]
+
+
 def examples_of(p: dict[str, Any], recipe: StudentSpec, inputs: Inputs, tokenizer: Any) -> list:
-    """Training examples; with logit distillation, the distill teacher's samples carry its tokens."""
+    """Training examples, one per row of the plan; with logit distillation, the distill teacher's
+    samples carry its tokens (not a trajectory's turns: its cached tokens are of no single turn)."""
     from distillery.ml.kd import TeacherTokens
     from distillery.ml.models import tokenizer_fingerprint
     from distillery.ml.sft import Example
@@ -109,9 +128,9 @@ def examples_of(p: dict[str, Any], recipe: StudentSpec, inputs: Inputs, tokenize
     cached = teacher_tokens(recipe, inputs.candidates, tokenizer_fingerprint(tokenizer))
     examples = []
     for entry, prompt, target in p["rows"]:
-        lp = cached.get(entry.sample.provenance.candidate_id)
+        lp = None if is_trajectory(entry.sample) else cached.get(entry.sample.provenance.candidate_id)
         teacher = TeacherTokens(lp.token_ids, [list(zip(t.ids, t.logprobs)) for t in lp.top]) if lp else None
-        examples.append(Example(prompt, target, entry.weight, entry.stage, teacher=teacher))
+        examples.append(Example(prompt, target, entry.weight, entry.stage, teacher=teacher, unit=entry.sample.unit))
     return examples
 
 
@@ -142,7 +161,9 @@ def run(name: str, spec: CapabilitySpec, inputs: Inputs, topic: str, artifact_ro
     tmp.mkdir(parents=True, exist_ok=True)
     save_student(model, tokenizer, tmp / "model")
     man = {**p["manifest"], "dropped_over_max_seq_len": [p["rows"][i][0].sample.sample_id for i in result.dropped],
-           "kd_examples": result.kd_examples}
+           "kd_examples": result.kd_examples,
+           # what a run costs: prompt and target lengths per unit (prefill dominates on CPU)
+           "tokens_per_unit": result.prompt_tokens_per_unit}
     (tmp / "dataset.jsonl").write_text("\n".join(p["lines"]) + "\n")
     (tmp / "manifest.json").write_text(json.dumps(man, indent=2))
     lineage = {
@@ -150,7 +171,7 @@ def run(name: str, spec: CapabilitySpec, inputs: Inputs, topic: str, artifact_ro
         "artifact_dir": str(out.resolve()), "base_model": recipe.base,
         "recipe": recipe.model_dump(mode="json"), "manifest": man, "loss_curve": result.loss_curve,
         "train_seconds": round(seconds, 2), "train_cost_usd": round(seconds * spec.economics.train_cost_per_second_usd, 6),
-        "steps": result.steps, "tokens": result.tokens, "method": result.method,
+        "steps": result.steps, "tokens": result.tokens, "padded_tokens": result.padded_tokens, "method": result.method,
         "trainable_params": result.trainable_params, "total_params": result.total_params,
     }
     (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2))

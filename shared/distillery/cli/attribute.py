@@ -28,7 +28,11 @@ from distillery.spec import StudentSpec, load_spec
 # name -> (bucket, recipe overrides as a function of the recipe, match the full recipe's count per unit)
 CATALOGUE = {
     "full": ("curated", lambda r: {}, False),
-    "judge_filtered": ("judge_filtered", lambda r: {}, True),
+    # the train pool only: a unit whose accepted answers are all refusals or corrections gets none
+    "judge_filtered": ("judge_filtered", lambda r: {"require_every_unit": False}, True),
+    # no refusal and no contrastive samples: what the boundary and correction samples are worth
+    "no_boundary": ("curated", lambda r: {"pools": [p for p in r.pools if p not in ("refusal", "contrastive")],
+                                          "pool_mix": {}, "require_every_unit": False}, True),
     "naive": ("multi_teacher", lambda r: {}, True),
     "single_teacher": ("single_teacher", lambda r: {}, True),
     "no_rationale": ("curated", lambda r: {"fields": [f for f in r.fields if f != "rationale"]}, False),
@@ -51,7 +55,7 @@ def variants_for(recipe: StudentSpec, names: list[str], seeds: int, max_steps: i
     for name in names:
         bucket, overrides, match = CATALOGUE[name]
         changes = overrides(recipe)
-        if changes and all(getattr(recipe, k) == v for k, v in changes.items()):
+        if bucket == "curated" and changes and all(getattr(recipe, k) == v for k, v in changes.items()):
             raise ConfigError(f"variant '{name}' changes nothing for this recipe ({changes})")
         for i in range(seeds):
             o = {**changes, "seed": recipe.seed + i, **({"max_steps": max_steps} if max_steps else {})}
@@ -61,7 +65,7 @@ def variants_for(recipe: StudentSpec, names: list[str], seeds: int, max_steps: i
 
 
 def attribute(
-    student: str = typer.Option("tiny", help="Student name from the spec."),
+    student: str = typer.Option(None, help="Student name from the spec (default: the first declared)."),
     variants: str = typer.Option(DEFAULT_VARIANTS, help=f"Comma-separated, from: {', '.join(CATALOGUE)}."),
     seeds: int = typer.Option(3, min=1, help="Runs per variant (seed, seed+1, ...)."),
     max_steps: int = typer.Option(None, min=1, help="Override the recipe's max_steps in every run."),
@@ -71,13 +75,23 @@ def attribute(
 ) -> None:
     """Train every variant from one snapshot and print the attribution table."""
     state = stack.StackState.load(run_dir)
+    names = [n.strip() for n in variants.split(",") if n.strip()]
+    experiment_id, requests = request_variants(state, student, names, seeds, max_steps)
+    console.print(f"experiment {experiment_id}: {len(requests)} runs requested ({len(names)} variants x {seeds} seeds)")
+    if wait:
+        done = _wait(state, pipeline.settings_for(state), experiment_id, requests, timeout_s)
+        print_table(Path(done.attribution_path or ""))
+
+
+def request_variants(state: stack.StackState, student: str | None, names: list[str], seeds: int,
+                     max_steps: int | None) -> tuple[str, list[TrainingRequested]]:
+    """Fix one snapshot of the samples and candidates topics and ask the trainer for every
+    (variant, seed) run from it; returns the experiment id and the requests."""
     spec = load_spec(state.spec_path)
-    if student not in spec.students:
-        raise ConfigError(f"unknown student '{student}' (spec has {', '.join(sorted(spec.students)) or 'none'})")
+    student = pipeline.resolve_student(spec, student)
     settings = pipeline.settings_for(state)
     topics = [settings.topics.samples, settings.topics.candidates]
     snapshot = {t: {str(p): o for p, o in asyncio.run(end_offsets(settings, t)).items()} for t in topics}
-    names = [n.strip() for n in variants.split(",") if n.strip()]
     experiment_id = ids.content_id("experiment", student, names, seeds, max_steps, snapshot)
     runs = variants_for(spec.students[student], names, seeds, max_steps, experiment_id)
     requests = [TrainingRequested(request_id=ids.content_id("train", experiment_id, v.name, v.overrides["seed"]),
@@ -85,10 +99,16 @@ def attribute(
                                   produced_by="cli@attribute") for v in runs]
     asyncio.run(produce_all(settings, [(settings.topics.training_requests, r.request_id, r.model_dump_json().encode())
                                        for r in requests]))
-    console.print(f"experiment {experiment_id}: {len(requests)} runs requested ({len(names)} variants x {seeds} seeds)")
-    if wait:
-        done = _wait(state, settings, experiment_id, requests, timeout_s)
-        print_table(Path(done.attribution_path or ""))
+    return experiment_id, requests
+
+
+def experiment_evaluations(settings, experiment_id: str) -> list[EvaluationCompleted]:
+    """The evaluations of an experiment's runs, one per run (a redelivered evaluation counts once)."""
+    runs: dict[str, EvaluationCompleted] = {}
+    for e in pipeline.events(settings, settings.topics.evaluations, EvaluationCompleted):
+        if e.variant is not None and e.variant.experiment_id == experiment_id:
+            runs.setdefault(e.student_id + e.variant.name, e)
+    return list(runs.values())
 
 
 def _wait(state, settings, experiment_id: str, requests: list[TrainingRequested], timeout_s: float) -> EvaluationCompleted:
@@ -101,10 +121,10 @@ def _wait(state, settings, experiment_id: str, requests: list[TrainingRequested]
                   console=console) as progress:
         bar = progress.add_task("trained and evaluated", total=len(requests))
         while True:
-            mine = [e for e in pipeline.events(settings, settings.topics.evaluations, EvaluationCompleted)
-                    if e.variant is not None and e.variant.experiment_id == experiment_id]
-            progress.update(bar, completed=len({e.student_id + e.variant.name for e in mine}))
-            finished = [e for e in mine if e.attribution_path]
+            mine = experiment_evaluations(settings, experiment_id)
+            progress.update(bar, completed=len(mine))
+            finished = [e for e in pipeline.events(settings, settings.topics.evaluations, EvaluationCompleted)
+                        if e.variant is not None and e.variant.experiment_id == experiment_id and e.attribution_path]
             if finished:
                 return finished[-1]
             _stop_if_refused(settings, requests)

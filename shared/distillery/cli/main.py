@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from distillery import ids, stack
-from distillery.cli import attribute, pipeline, replay, review, samples, students
+from distillery.cli import attribute, experiment, pipeline, replay, review, samples, students
 from distillery.cli.output import RUN_DIR, console, err
 from distillery.cli.submit import parse_tasks
 from distillery.events import TrainingRequested, subject_order
@@ -31,6 +31,7 @@ app.add_typer(replay.app, name="replay")
 app.add_typer(samples.app, name="samples")
 app.add_typer(students.app, name="students")
 app.command("attribute")(attribute.attribute)
+app.command("experiment")(experiment.experiment)
 
 SPEC = typer.Option(Path("examples/spec.yaml"), "--spec", help="Capability spec (YAML).")
 
@@ -106,13 +107,11 @@ def status(run_dir: Path = RUN_DIR) -> None:
 
 
 @app.command()
-def train(student: str = typer.Option("tiny", help="Student name from the spec."), run_dir: Path = RUN_DIR,
-          wait: bool = typer.Option(False, help="Wait for StudentTrained.")) -> None:
+def train(student: str = typer.Option(None, help="Student name from the spec (default: the first declared)."),
+          run_dir: Path = RUN_DIR, wait: bool = typer.Option(False, help="Wait for StudentTrained.")) -> None:
     """Ask the trainer to snapshot the samples topic and train a student."""
     state = stack.StackState.load(run_dir)
-    spec = load_spec(state.spec_path)
-    if student not in spec.students:
-        raise ConfigError(f"unknown student '{student}' (spec has {', '.join(sorted(spec.students)) or 'none'})")
+    student = pipeline.resolve_student(load_spec(state.spec_path), student)
     request_id = _request_training(state, student)
     console.print(f"training of '{student}' requested")
     if wait:
@@ -228,8 +227,9 @@ def demo(
         workload.write_text("".join(json.dumps(line) + "\n" for line in lines))
         _submit(state, workload)
         _follow(state, len(lines))
-        request_id = _request_training(state, "tiny")
-        _wait_trained(state, "tiny", before=0, request_id=request_id)
+        student = pipeline.resolve_student(load_spec(state.spec_path), None)
+        request_id = _request_training(state, student)
+        _wait_trained(state, student, before=0, request_id=request_id)
         evaluation = _wait_evaluation(state)
         _print_report(evaluation)
         console.print(f"demo finished in {time.monotonic() - started:.0f}s")

@@ -12,8 +12,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from distillery.events import (CandidatesJudged, EvaluationCompleted, Event, EventDeadLettered, live_samples, parse_event,
                                parse_sample_record)
 from distillery.kafka import consumer_lag, read_snapshot, topic_counts
-from distillery.settings import ServiceSettings
+from distillery.settings import ConfigError, ServiceSettings
 from distillery.stack import StackState
+
+
+def resolve_student(spec, student: str | None) -> str:
+    """The named student, or the spec's main student (the first declared) when none is named."""
+    if student is None and spec.students:
+        return next(iter(spec.students))
+    if student not in spec.students:
+        raise ConfigError(f"unknown student '{student}' (spec has {', '.join(sorted(spec.students)) or 'none'})")
+    return student
 
 
 def settings_for(state: StackState) -> ServiceSettings:

