@@ -109,7 +109,7 @@ def recorded_steps(row: dict) -> list[dict]:
 def generation_row(gen: Generation) -> dict:
     """One generation as a compact JSON-able dict (the inverse of :func:`generation_from_row`)."""
     row = {"text": gen.text, "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-           "latency_s": round(gen.seconds, 4), "confidence": gen.mean_token_prob, "finish_reason": gen.finish_reason}
+           "latency_s": gen.seconds, "confidence": gen.mean_token_prob, "finish_reason": gen.finish_reason}
     if gen.error is not None:
         row["error"] = gen.error
     if gen.top_logprobs and gen.token_ids is not None and gen.tokenizer:

@@ -116,3 +116,34 @@ def test_the_spec_refuses_logit_distillation_it_cannot_do(spec_data) -> None:
         with pytest.raises(ConfigError, match=message) as err:
             parse_spec(data)
         assert "student 'tiny': field 'distill.teacher'" in str(err.value)
+
+
+def test_max_samples_per_unit_sizes_a_run_with_a_seeded_pick() -> None:
+    samples = [sample(i) for i in range(10)] + [sample(20 + i, unit="tool_call") for i in range(3)]
+    recipe = StudentSpec(units=["math_steps", "tool_call"], max_samples_per_unit=4)
+    run = build(samples, recipe, "s")
+    assert samples_per_unit(run) == {"math_steps": 4, "tool_call": 3}
+    assert run == build(samples, recipe, "s")  # a redelivered request trains on the same data
+    other_seed = build(samples, recipe.model_copy(update={"seed": 1}), "s")
+    assert {e.sample.sample_id for e in other_seed} != {e.sample.sample_id for e in run}
+
+
+def test_no_boundary_drops_refusal_and_contrastive_samples_and_trains_without_their_unit(spec_data) -> None:
+    """The ablation removes the boundary samples; the unit that has only those is left untaught
+    (the recipe allows it) instead of stopping the run."""
+    from distillery.cli.attribute import variants_for
+
+    data = copy.deepcopy(spec_data)
+    data["students"]["tiny"].update(units=["math_steps", "tool_boundary"], pools=["train", "refusal", "contrastive"])
+    spec = parse_spec(data)
+    (variant,) = variants_for(spec.students["tiny"], ["full", "no_boundary"], 1, None, "x")[1:]
+    assert variant.match and variant.overrides["pools"] == ["train"]
+    samples = [sample(i) for i in range(6)] + [sample(10 + i, pool="contrastive") for i in range(3)]
+    samples += [sample(20 + i, pool="refusal", unit="tool_boundary") for i in range(4)]
+    recipe = variant_recipe(spec.students["tiny"], variant)
+    full = samples_per_unit(build(samples, spec.students["tiny"], "tiny"))
+    run = build(samples, recipe, "tiny", full)
+    assert {e.sample.pool for e in run} == {"train"}
+    assert samples_per_unit(run) == {"math_steps": 6}
+    with pytest.raises(ValueError, match="no samples for unit"):  # the recipe as declared still insists
+        build(samples, spec.students["tiny"].model_copy(update={"pools": ["train"]}), "tiny")
