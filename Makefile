@@ -11,7 +11,7 @@ EVAL_TASKS ?= 6
 SERVICES := router teacher judge editor trainer evaluator
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench up down clean
+.PHONY: install demo test test-fast bench up down clean record experiment
 
 install: $(STAMP)
 
@@ -25,6 +25,19 @@ $(STAMP): shared/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.
 
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/distillery demo --tasks $(TASKS) --eval-tasks $(EVAL_TASKS)
+
+# The curated-vs-naive experiment (README): its folder holds the spec, the workload and the recording.
+EXPERIMENT ?= experiments/tool-calling
+EXPERIMENT_ARGS ?=
+
+# Record the real teachers once over the experiment's workload (resumable; about an hour on 2 cores).
+record: install
+	HF_HUB_OFFLINE=1 $(PY) -m distillery_teacher.record --spec $(EXPERIMENT)/spec.yaml \
+		--workload $(EXPERIMENT)/workload.jsonl --out $(EXPERIMENT)/recording.jsonl
+
+# Replay the recording through the six services, train every variant x seed, write results.json.
+experiment: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/distillery experiment $(EXPERIMENT) $(EXPERIMENT_ARGS)
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -246,18 +246,20 @@ def _interleave(groups: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def build_workload(
-    per_unit: int, eval_per_unit: int, seed: int = 0, units: Iterable[str] = UNITS
+    per_unit: int | dict[str, int], eval_per_unit: int, seed: int = 0, units: Iterable[str] = UNITS
 ) -> list[dict[str, Any]]:
-    """Task lines (dicts) for ``units``: ``per_unit`` train and ``eval_per_unit`` eval tasks each.
+    """Task lines (dicts) for ``units``: ``per_unit`` train (an int, or a count per unit) and
+    ``eval_per_unit`` eval tasks each.
 
     Lines: ``task_id``, ``unit``, ``prompt``, ``tools``, ``reference``, ``split``
     and ``metadata`` (``source``, ``difficulty``, ``scenario`` and a count). Train
     lines come first (units interleaved), then eval lines. Raises ValueError when
     a unit has too few items.
     """
-    if per_unit < 0 or eval_per_unit < 0:
-        raise ValueError("per_unit and eval_per_unit must be >= 0")
     units = list(units)
+    counts = per_unit if isinstance(per_unit, dict) else dict.fromkeys(units, per_unit)
+    if min(counts.values(), default=0) < 0 or eval_per_unit < 0:
+        raise ValueError("per_unit and eval_per_unit must be >= 0")
     unknown = [u for u in units if u not in _POOLS]
     if unknown:
         raise ValueError(f"unknown units {unknown}; known: {list(_POOLS)}")
@@ -277,8 +279,9 @@ def build_workload(
     for unit in units:
         picked: list[dict[str, Any]] = []
         seen: set[str] = set()
+        wanted = counts.get(unit, 0)
         for item in pools[unit][eval_per_unit:]:
-            if len(picked) == per_unit:
+            if len(picked) == wanted:
                 break
             if item["prompt"] in eval_prompts:
                 continue  # the same question (with other tools) in another unit or a duplicate
@@ -287,8 +290,8 @@ def build_workload(
                 continue
             seen.add(key)
             picked.append(item)
-        if len(picked) < per_unit:
-            raise ValueError(f"{unit}: asked for {per_unit} train tasks, only {len(picked)} available")
+        if len(picked) < wanted:
+            raise ValueError(f"{unit}: asked for {wanted} train tasks, only {len(picked)} available")
         trains[unit] = picked
 
     train_lines = _interleave([_line(item, "train") for item in trains[u]] for u in units)
@@ -296,9 +299,18 @@ def build_workload(
     return train_lines + eval_lines
 
 
+def _per_unit(text: str) -> int | dict[str, int]:
+    """``20`` or ``tool_call=150,tool_use=86`` (units left out get no training tasks)."""
+    if "=" not in text:
+        return int(text)
+    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+    return {unit.strip(): int(count) for unit, count in pairs}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per-unit", type=int, default=20, help="train tasks per unit (default 20)")
+    parser.add_argument("--per-unit", type=_per_unit, default=20,
+                        help="train tasks per unit: N, or unit=N pairs (tool_call=150,tool_use=86) (default 20)")
     parser.add_argument("--eval-per-unit", type=int, default=8, help="held-out eval tasks per unit (default 8)")
     parser.add_argument("--out", default="-", help="output JSON-lines file ('-' for stdout)")
     parser.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
+import yaml
 from typer.testing import CliRunner
 
 from distillery import stack
@@ -38,6 +38,11 @@ SECRETS = {"DISTILLERY_KAFKA_SASL_PASSWORD": "kafka-Pa55word-e2e-7f3a", "DISTILL
 @pytest.fixture
 def pipeline(tmp_path, kafka_bootstrap, topic_prefix):
     spec_path, workload = replay_spec(tmp_path, boundary_attempts=2)
+    # a second student that learns only the boundary: its `train` pool is empty (beta's boundary
+    # answers are refusals), so a judge-filtered run of it has nothing to train on
+    data = yaml.safe_load(spec_path.read_text())
+    data["students"]["boundary"] = {**data["students"]["tiny"], "units": ["tool_boundary"], "pools": ["train", "refusal"]}
+    spec_path.write_text(yaml.safe_dump(data, sort_keys=False))
     state = stack.start(spec_path, tmp_path / "run", topic_prefix, bootstrap=kafka_bootstrap,
                         extra_env={**SECRETS, "DISTILLERY_GRPC_PORT": str(free_port())})
     try:
@@ -136,13 +141,16 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
     assert Path(done[0].attribution_path).read_text().count("data:image/png;base64,") == 4
     assert pipeline_cli.latest_evaluation(settings).student_id == evaluation.student_id  # variants aside
 
-    # a variant the snapshot cannot train (beta's boundary answers are refusals, none in `train`)
-    # ends the experiment with the trainer's reason; the full run is found again, not retrained
-    result = CliRunner().invoke(app, ["attribute", "--variants", "full,judge_filtered", "--seeds", "1",
-                                      "--run-dir", state.run_dir, "--timeout-s", "300"])
-    assert_config_error(result, "refused variant 'judge_filtered'", "tool_boundary", "run again without it")
-    full_runs = [t for t in events(settings, settings.topics.students, StudentTrained) if t.variant and t.variant.name == "full"]
-    assert len({t.student_id for t in full_runs}) == 1 and len(full_runs) == 2
+    # a variant the snapshot cannot train (the boundary student's `train` pool is empty) ends the
+    # experiment with the trainer's reason; asked again, the full run is found, not retrained
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["attribute", "--student", "boundary", "--variants", "full,judge_filtered",
+                                          "--seeds", "1", "--run-dir", state.run_dir, "--timeout-s", "300"])
+        assert_config_error(result, "refused variant 'judge_filtered'", "tool_boundary", "run again without it")
+    full_runs = wait_for(lambda: [t for t in events(settings, settings.topics.students, StudentTrained)
+                                  if t.variant and t.variant.name == "full" and t.student == "boundary"],
+                         lambda runs: len(runs) == 2, timeout_s=120)  # the second request re-announces it
+    assert len({t.student_id for t in full_runs}) == 1
 
     # every metric the alert rules query is exported by a running service
     exported = exported_metric_names([p.port for p in state.processes])

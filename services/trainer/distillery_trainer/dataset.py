@@ -137,7 +137,7 @@ def build(samples: list[SampleCurated], recipe: StudentSpec, student: str,
     ``cap``: at most this many samples per unit (an attribution run matched to the full recipe)."""
     selected = select(samples, recipe)
     missing = missing_units(selected, recipe)
-    if missing and recipe.require_every_unit:
+    if missing and (recipe.require_every_unit or not selected):
         raise ValueError(f"student '{student}': the snapshot has no samples for unit(s) {missing} "
                          f"(pools {recipe.pools}, pathways {recipe.pathways})")
     mixed = mix_real(mix_pools(selected, recipe), recipe)

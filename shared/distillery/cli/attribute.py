@@ -94,6 +94,8 @@ def request_variants(state: stack.StackState, student: str | None, names: list[s
     snapshot = {t: {str(p): o for p, o in asyncio.run(end_offsets(settings, t)).items()} for t in topics}
     experiment_id = ids.content_id("experiment", student, names, seeds, max_steps, snapshot)
     runs = variants_for(spec.students[student], names, seeds, max_steps, experiment_id)
+    # seed by seed: after the first round of runs every variant has one result to look at
+    runs.sort(key=lambda v: v.overrides["seed"])
     requests = [TrainingRequested(request_id=ids.content_id("train", experiment_id, v.name, v.overrides["seed"]),
                                   student=student, reason="attribution", variant=v, snapshot=snapshot,
                                   produced_by="cli@attribute") for v in runs]

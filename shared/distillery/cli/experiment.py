@@ -182,6 +182,7 @@ def experiment(
     run_dir: Path = typer.Option(Path(".distillery/experiment"), "--run-dir",
                                  help="Logs, state and artifacts; keep it to resume."),
     timeout_s: float = typer.Option(6 * 3600, help="Give up waiting after this long."),
+    prefix: str = typer.Option("distill", help="Topic prefix (on a shared Kafka, one per experiment)."),
 ) -> None:
     """Replay the recorded teachers through all six services, train every variant, write results.json."""
     from distillery.cli.main import _follow, _start, _submit
@@ -199,7 +200,7 @@ def experiment(
     spec_path = replay_spec(directory / "spec.yaml", directory / "recording.jsonl", run_dir / "spec.yaml")
     workload = run_dir / "workload.jsonl"
     workload.write_text("".join(t.model_dump_json() + "\n" for t in tasks))
-    state = _start(spec_path, run_dir, "distill")
+    state = _start(spec_path, run_dir, prefix)
     try:
         _submit(state, workload)
         _follow(state, len(tasks))
