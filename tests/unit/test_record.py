@@ -16,9 +16,10 @@ import yaml
 from distillery.backends import ReplayBackend
 from distillery.spec import parse_spec
 from distillery.events import Task
+from distillery.recording import read_tasks
 from distillery.workload import build_workload
 from distillery_teacher.logic import answer
-from distillery_teacher.record import read_workload, record, request_for
+from distillery_teacher.record import record, request_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,4 +63,4 @@ def test_the_workload_reader_names_the_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "w.jsonl"
     path.write_text('{"task_id": "t", "unit": "tool_call", "prompt": "p"}\n{"unit": 3}\n')
     with pytest.raises(ConfigError, match=r"w.jsonl:2: not a task"):
-        read_workload(path)
+        read_tasks(path)

@@ -25,9 +25,10 @@ from pathlib import Path
 from distillery import ids
 from distillery.backends import Backend, generation_row, make_backend
 from distillery.events import CandidateGenerated, GenerationRequested, Task
+from distillery.recording import read_tasks, recorded_pairs, recorded_teachers
 from distillery.ml.generate import Generation
 from distillery.settings import ConfigError
-from distillery.spec import CapabilitySpec, UnitSpec, load_spec
+from distillery.spec import CapabilitySpec, load_spec
 from distillery_teacher.logic import answer
 
 PRODUCED_BY = "teacher@record"
@@ -55,42 +56,16 @@ class RecordingBackend:
         return out
 
 
-def routed_teachers(unit_name: str, unit: UnitSpec) -> list[str]:
-    """The teachers a unit's tasks are recorded from: the one a ``single`` unit routes to, else all."""
-    if unit.routing.strategy == "chain":
-        raise ConfigError(f"unit '{unit_name}': a chain's later steps depend on earlier outputs; record its "
-                          "teachers with a single or competition routing")
-    teachers = unit.routing.all_teachers()
-    return teachers[:1] if unit.routing.strategy == "single" else teachers
-
-
 def request_for(task: Task, teacher_id: str, spec: CapabilitySpec) -> GenerationRequested:
     """The first-attempt request the router would send (same deterministic ids)."""
     unit = spec.units[task.unit]
     return GenerationRequested(
         request_id=ids.request_id_for(task.task_id, teacher_id), task=task, teacher_id=teacher_id,
         strategy=unit.routing.strategy, route_reason=f"recording of unit '{task.unit}'",
-        expected_candidates=len(routed_teachers(task.unit, unit)),
+        expected_candidates=len(recorded_teachers(task.unit, unit)),
         max_new_tokens=unit.routing.max_new_tokens or spec.teachers[teacher_id].max_new_tokens,
         produced_by=PRODUCED_BY,
     )
-
-
-def read_workload(path: Path) -> list[Task]:
-    tasks = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                tasks.append(Task.model_validate_json(line))
-            except ValueError as exc:
-                raise ConfigError(f"{path}:{number}: not a task: {str(exc).splitlines()[0]}") from None
-    return tasks
-
-
-def recorded_pairs(path: Path) -> set[tuple[str, str]]:
-    if not path.is_file():
-        return set()
-    return {(r["task_id"], r["teacher_id"]) for r in map(json.loads, path.read_text().splitlines()) if r}
 
 
 def record_batch(requests: list[GenerationRequested], backend: Backend, spec: CapabilitySpec, teacher_id: str,
@@ -115,7 +90,7 @@ def record(spec: CapabilitySpec, tasks: list[Task], out: Path, teachers: list[st
     done = recorded_pairs(out)
     todo: dict[str, list[Task]] = {}
     for task in tasks:
-        for teacher_id in routed_teachers(task.unit, spec.units[task.unit]):
+        for teacher_id in recorded_teachers(task.unit, spec.units[task.unit]):
             if (teachers is None or teacher_id in teachers) and (task.task_id, teacher_id) not in done:
                 todo.setdefault(teacher_id, []).append(task)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         spec = load_spec(args.spec)
-        tasks = read_workload(args.workload)
+        tasks = read_tasks(args.workload)
         teachers = [t.strip() for t in args.teachers.split(",")] if args.teachers else None
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
             bars: dict[str, int] = {}

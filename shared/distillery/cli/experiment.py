@@ -38,24 +38,12 @@ from distillery import stack
 from distillery.cli import attribute, pipeline
 from distillery.cli.output import console
 from distillery.events import EvaluationCompleted, Task
+from distillery.recording import read_tasks, recorded_pairs, recorded_teachers
 from distillery.settings import ConfigError
 from distillery.spec import CapabilitySpec, load_spec
 
 DEFAULT_VARIANTS = "full,naive,judge_filtered,no_boundary"
 REFERENCE = "full"  # every difference is a variant's accuracy minus this one's
-
-
-def read_tasks(path: Path) -> list[Task]:
-    if not path.is_file():
-        raise ConfigError(f"no workload at {path} (an experiment folder holds spec.yaml, workload.jsonl, recording.jsonl)")
-    tasks = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                tasks.append(Task.model_validate_json(line))
-            except ValueError as exc:
-                raise ConfigError(f"{path}:{number}: not a task: {str(exc).splitlines()[0]}") from None
-    return tasks
 
 
 def select_tasks(tasks: list[Task], train_per_unit: int | None, eval_per_unit: int | None) -> list[Task]:
@@ -73,31 +61,15 @@ def select_tasks(tasks: list[Task], train_per_unit: int | None, eval_per_unit: i
     return chosen
 
 
-def routed_teachers(spec: CapabilitySpec, unit: str) -> list[str]:
-    """The teachers that answer each task of a unit: a ``single`` unit's first, else every one named."""
-    routing = spec.units[unit].routing
-    teachers = routing.all_teachers()
-    return teachers[:1] if routing.strategy == "single" else teachers
-
-
-def recorded_pairs(recording: Path) -> set[tuple[str, str]]:
-    if not recording.is_file():
-        raise ConfigError(f"no recording at {recording}: record the teachers first (make record)")
-    pairs = set()
-    for line in recording.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            pairs.add((row["task_id"], row["teacher_id"]))
-    return pairs
-
-
 def missing_answers(spec: CapabilitySpec, tasks: list[Task], recording: Path) -> list[str]:
     """``task_id/teacher`` for every routed teacher's answer the recording lacks."""
     unknown = sorted({t.unit for t in tasks} - set(spec.units))
     if unknown:
         raise ConfigError(f"the workload has unit(s) {unknown} that the experiment's spec does not declare")
+    if not recording.is_file():
+        raise ConfigError(f"no recording at {recording}: record the teachers first (make record)")
     have = recorded_pairs(recording)
-    return [f"{t.task_id}/{teacher}" for t in tasks for teacher in routed_teachers(spec, t.unit)
+    return [f"{t.task_id}/{teacher}" for t in tasks for teacher in recorded_teachers(t.unit, spec.units[t.unit])
             if (t.task_id, teacher) not in have]
 
 
