@@ -90,3 +90,14 @@ def test_results_have_the_documented_shape() -> None:
         {"unit": "tool_call", "variant": "naive", "against": "full", "diff": -0.375, "lo": -0.75, "hi": 0.0},
         {"unit": "all", "variant": "naive", "against": "full", "diff": -0.375, "lo": -0.75, "hi": 0.0}]
     assert res["wall_s"] == 12.3 and res["command"] == "distillery experiment"
+
+
+def test_learning_curve_points_are_variants_with_a_per_unit_cap() -> None:
+    from distillery.cli.attribute import variants_for
+
+    recipe = load_spec(EXPERIMENT / "spec.yaml").students["smollm2"]
+    full, point = variants_for(recipe, ["full", "samples_25"], 1, None, "x")
+    assert point.name == "samples_25" and point.bucket == "curated" and not point.match
+    assert point.overrides == {"max_samples_per_unit": 25, "seed": 0}
+    with pytest.raises(ConfigError, match="samples_<n>"):
+        variants_for(recipe, ["full", "samples_many"], 1, None, "x")

@@ -41,19 +41,30 @@ CATALOGUE = {
     "without_real": ("curated", lambda r: {"real_share": 0.0}, False),
 }
 DEFAULT_VARIANTS = "full,naive,single_teacher,judge_filtered,no_rationale,no_limits"
+# samples_<n>: the curated recipe with at most n samples per unit, a point of the learning curve
+CURVE_PREFIX = "samples_"
+
+
+def catalogue_entry(name: str):
+    """(bucket, overrides, match) of a variant name, learning-curve points included."""
+    if name.startswith(CURVE_PREFIX) and name.removeprefix(CURVE_PREFIX).isdigit():
+        n = int(name.removeprefix(CURVE_PREFIX))
+        return "curated", lambda r: {"max_samples_per_unit": n}, False
+    return CATALOGUE.get(name)
 
 
 def variants_for(recipe: StudentSpec, names: list[str], seeds: int, max_steps: int | None,
                  experiment_id: str) -> list[Variant]:
     """One Variant per (name, seed); an ablation that changes nothing for this recipe is an error."""
-    unknown = [n for n in names if n not in CATALOGUE]
+    unknown = [n for n in names if catalogue_entry(n) is None]
     if unknown:
-        raise ConfigError(f"unknown variant(s) {unknown}; choose from {', '.join(CATALOGUE)}")
+        raise ConfigError(f"unknown variant(s) {unknown}; choose from {', '.join(CATALOGUE)}, "
+                          f"or {CURVE_PREFIX}<n> (at most n samples per unit)")
     if "full" not in names:
         raise ConfigError("the variants must include 'full' (the reference of every difference)")
     out = []
     for name in names:
-        bucket, overrides, match = CATALOGUE[name]
+        bucket, overrides, match = catalogue_entry(name)
         changes = overrides(recipe)
         if bucket == "curated" and changes and all(getattr(recipe, k) == v for k, v in changes.items()):
             raise ConfigError(f"variant '{name}' changes nothing for this recipe ({changes})")
