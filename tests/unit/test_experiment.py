@@ -101,3 +101,11 @@ def test_learning_curve_points_are_variants_with_a_per_unit_cap() -> None:
     assert point.overrides == {"max_samples_per_unit": 25, "seed": 0}
     with pytest.raises(ConfigError, match="samples_<n>"):
         variants_for(recipe, ["full", "samples_many"], 1, None, "x")
+
+
+def test_the_report_says_why_a_subject_has_unanswered_tasks(capsys) -> None:
+    from distillery.cli import main
+
+    main._print_report(evaluation("full", 0, 0.5, before=0.0).model_copy(update={"variant": None}))
+    out = capsys.readouterr().out
+    assert "qwen-coder on tool_call: 1 of 4 unanswered (1 no answer recorded)" in out

@@ -193,6 +193,10 @@ def _print_report(evaluation) -> None:
         table.add_row(unit, *[f"{by[(unit, s)].accuracy:.2f} (n={by[(unit, s)].n})" if (unit, s) in by else "-"
                               for s in subjects])
     console.print(table)
+    for s in evaluation.scores:  # counted wrong in the table above; here is why
+        if s.unanswered:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(s.unanswered.items()))
+            console.print(f"{label[s.subject]} on {s.unit}: {sum(s.unanswered.values())} of {s.n} unanswered ({reasons})")
     costs = Table("subject", "latency s/request", "cost USD/request", "output tokens", title="latency and cost")
     for subject in subjects:
         rows = [s for s in evaluation.scores if s.subject == subject]
