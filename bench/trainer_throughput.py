@@ -79,7 +79,7 @@ from distillery.ml.models import (  # noqa: E402
     smollm2_tokenizer,
 )
 from distillery.ml.recipes import student_prompt  # noqa: E402
-from distillery.ml.sft import IGNORE_INDEX, Example, LoraOptions, tokenize_examples, train_sft  # noqa: E402
+from distillery.ml.sft import IGNORE_INDEX, Example, LoraOptions, lora_layers, tokenize_examples, train_sft  # noqa: E402
 from distillery.spec import load_spec  # noqa: E402
 from distillery.workload import build_workload  # noqa: E402
 
@@ -286,7 +286,7 @@ def with_adapters(model, seed: int):
     gives it."""
     torch.manual_seed(seed)
     config = LoraConfig(task_type="CAUSAL_LM", r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=LORA.dropout,
-                        target_modules=list(LORA.target_modules))
+                        target_modules=list(LORA.target_modules), layers_to_transform=lora_layers(model, LORA.top_layers))
     return get_peft_model(model, config)
 
 
@@ -345,6 +345,8 @@ def main() -> None:
     parser.add_argument("--model", choices=["tiny", "smollm2-135m"], default="tiny")
     parser.add_argument("--method", choices=["full", "lora"], default="full",
                         help="full fine-tuning, or LoRA r16 on q/k/v/o in every loop")
+    parser.add_argument("--top-layers", type=int, default=None,
+                        help="with --method lora: adapters in the top N decoder layers only (every loop)")
     parser.add_argument("--lr", type=float, default=None, help="default: the recipe's, 1e-4 for smollm2-135m")
     parser.add_argument("--sequential", action="store_true",
                         help="run the loops one after the other instead of taking turns step by step")
@@ -353,6 +355,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
         parser.error("--warmup, --steps and --repeats must be >= 1")
+    global LORA  # every loop reads the one adapter setting
+    LORA = LoraOptions(r=LORA.r, alpha=LORA.alpha, top_layers=args.top_layers)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -405,7 +409,8 @@ def main() -> None:
     model_name = (f"tiny student (hidden {recipe.hidden_size}, {recipe.layers} layers)" if args.model == "tiny"
                   else "SmolLM2-135M-Instruct")
     modules = "/".join(LORA.target_modules)
-    method = "full" if args.method == "full" else f"LoRA r{LORA.r} alpha {LORA.alpha} on {modules}"
+    method = "full" if args.method == "full" else (f"LoRA r{LORA.r} alpha {LORA.alpha} on {modules}"
+                                                   + (f", top {LORA.top_layers} layers" if LORA.top_layers else ""))
     print(f"trainer throughput: {model_name}, {method}, {len(tasks)} workload tasks -> {len(rows)} examples "
           f"({len(dropped)} over max_seq_len {recipe.max_seq_len}), lengths min {min(lengths)} median "
           f"{statistics.median(lengths):.0f} max {max(lengths)}, target tokens {target_share:.1%}; "

@@ -337,6 +337,9 @@ class LoraSpec(SpecModel):
     alpha: int = Field(default=16, ge=1)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+    # adapters in the top N decoder layers only (None: every layer): backpropagation stops below
+    # them, so a step costs about (1 + 2N/L) forward passes instead of 3
+    top_layers: int | None = Field(default=None, ge=1)
 
 
 class LogitDistill(SpecModel):

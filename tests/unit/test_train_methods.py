@@ -382,3 +382,25 @@ def test_lora_trains_only_the_adapters_and_leaves_every_other_weight_bit_identic
         name for name in others if not torch.equal(before[name], after[name])
     ]
     assert all(any(kind in name for name in others) for kind in ("embed_tokens", ".mlp.", "norm"))
+
+
+def test_lora_on_the_top_layers_leaves_the_layers_below_untouched():
+    """With ``top_layers``, only the top decoder layers get adapters: the merge changes their
+    attention weights and nothing else; nothing below them needs a gradient."""
+    model, tokenizer = build_tiny_student(hidden_size=64, layers=4, seed=0)
+    before = _snapshot(model)
+    options = LoraOptions(r=8, alpha=16, top_layers=1)
+    grads_below: list[bool] = []
+
+    def progress(step: int, total: int, loss: float) -> None:
+        grads_below.append(any(p.grad is not None for name, p in model.named_parameters() if ".layers.3." not in name))
+
+    train_sft(model, tokenizer, _facts(), max_seq_len=64, epochs=1, learning_rate=1e-2, batch_size=8, seed=0,
+              method="lora", lora=options, progress=progress)
+    after = model.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed == {f"model.layers.3.self_attn.{m}.weight" for m in options.target_modules}
+    assert grads_below and not any(grads_below)
+    with pytest.raises(ValueError, match="between 1 and the model's 4 layers"):
+        train_sft(model, tokenizer, _facts(), max_seq_len=64, epochs=1, learning_rate=1e-2, batch_size=8, seed=0,
+                  method="lora", lora=LoraOptions(top_layers=5))

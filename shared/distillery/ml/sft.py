@@ -53,6 +53,19 @@ class LoraOptions:
     alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # adapters only in the top N decoder layers (None: all). Nothing below them needs a gradient,
+    # so backpropagation stops there: the step costs the forward pass plus a backward pass of N layers.
+    top_layers: int | None = None
+
+
+def lora_layers(model: PreTrainedModel, top_layers: int | None) -> list[int] | None:
+    """The decoder layer indices that get adapters: the top ``top_layers`` of the model's (None: all)."""
+    if top_layers is None:
+        return None
+    total = model.config.num_hidden_layers
+    if not 1 <= top_layers <= total:
+        raise ValueError(f"lora top_layers must be between 1 and the model's {total} layers, got {top_layers}")
+    return list(range(total - top_layers, total))
 
 
 @dataclass
@@ -329,6 +342,7 @@ def _trainable(model: PreTrainedModel, method: Method, lora: LoraOptions | None)
         lora_alpha=options.alpha,
         lora_dropout=options.dropout,
         target_modules=list(options.target_modules),
+        layers_to_transform=lora_layers(model, options.top_layers),
     )
     wrapped = get_peft_model(model, config)
     try:
