@@ -69,11 +69,13 @@ def call_json(step: TrajectoryStep) -> str:
 
 
 def turn_messages(unit: UnitSpec, task: Task, steps: Sequence[TrajectoryStep], chain: Chain | None = None,
-                  feedback: str | None = None) -> tuple[str, str]:
+                  feedback: str | None = None, compact: bool = False) -> tuple[str, str]:
     """(system, user) of the turn after ``steps``: the unit's instruction, the tool protocol and
-    the transcript of the steps so far."""
+    the transcript of the steps so far. ``compact`` (students) lists the tools as bare signatures,
+    as the student's single-answer prompt does: a small model learns the tools from its examples,
+    and every turn's prompt is prefilled again."""
     system, user = teacher_messages(unit, task, chain, feedback)
-    tools = "\n".join(signature(REGISTRY[name].spec) for name in unit.tools)
+    tools = "\n".join(signature(REGISTRY[name].spec, with_docs=not compact) for name in unit.tools)
     system = f"{system}\n\n{PROTOCOL}\n\nTools:\n{tools}".strip()
     for step in steps:
         result = f"Error: {step.error}" if step.error else f"Result: {step.observation}"
@@ -83,25 +85,27 @@ def turn_messages(unit: UnitSpec, task: Task, steps: Sequence[TrajectoryStep], c
     return system, user
 
 
-def messages(run: Run, spec: CapabilitySpec) -> tuple[str, str]:
+def messages(run: Run, spec: CapabilitySpec, compact: bool = False) -> tuple[str, str]:
     """(system, user) of a run's next turn."""
     item = run.item
-    return turn_messages(spec.units[item.task.unit], item.task, run.steps, item.chain, item.feedback)
+    return turn_messages(spec.units[item.task.unit], item.task, run.steps, item.chain, item.feedback, compact)
 
 
 def turn_key(key: str, turn: int) -> str:
     return key if turn == 0 else f"{key}#{turn}"
 
 
-def run_loops(items: list[LoopItem], backend: Backend, spec: CapabilitySpec, max_new_tokens: int) -> list[Run]:
-    """Run every item's loop to its closure (or error), one batched backend call per turn."""
+def run_loops(items: list[LoopItem], backend: Backend, spec: CapabilitySpec, max_new_tokens: int,
+              compact: bool = False) -> list[Run]:
+    """Run every item's loop to its closure (or error), one batched backend call per turn
+    (``compact``: the student's prompts, see :func:`turn_messages`)."""
     runs = [Run(item) for item in items]
     max_steps = max((spec.units[item.task.unit].max_tool_steps for item in items), default=0)
     for turn in range(max_steps + 1):
         active = [run for run in runs if run.closure is None and run.error is None]
         if not active:
             break
-        requests = [(turn_key(run.item.key, turn), *messages(run, spec)) for run in active]
+        requests = [(turn_key(run.item.key, turn), *messages(run, spec, compact)) for run in active]
         try:
             gens = backend.generate(requests, max_new_tokens)
         except Exception as exc:  # noqa: BLE001 - the whole turn failed: every active loop fails with it
@@ -155,9 +159,9 @@ def closure_line(final: str) -> str:
     return f"{CLOSURE} {text.removeprefix('####').strip()}"
 
 
-def training_turns(unit: UnitSpec, task: Task, steps: Sequence[TrajectoryStep],
-                   closure: str) -> list[tuple[str, str, str]]:
+def training_turns(unit: UnitSpec, task: Task, steps: Sequence[TrajectoryStep], closure: str,
+                   compact: bool = False) -> list[tuple[str, str, str]]:
     """(system, user, target) for each turn of a recorded trajectory: the prompt the loop sends at
     that turn, and what the model wrote there (the step's call, then the closure)."""
     targets = [call_json(step) for step in steps] + [closure]
-    return [(*turn_messages(unit, task, steps[:turn]), target) for turn, target in enumerate(targets)]
+    return [(*turn_messages(unit, task, steps[:turn], compact=compact), target) for turn, target in enumerate(targets)]

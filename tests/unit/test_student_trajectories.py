@@ -57,15 +57,17 @@ def two_step_script() -> list[str]:
     return [json.dumps(CONVERT), json.dumps(MULTIPLY), CLOSURE]
 
 
-def test_training_turns_are_exactly_the_prompts_the_loop_sends(spec) -> None:
+@pytest.mark.parametrize("compact", [False, True])  # the teachers' prompts, and the students'
+def test_training_turns_are_exactly_the_prompts_the_loop_sends(spec, compact) -> None:
     backend = ScriptedBackend({"t1": two_step_script()})
-    (run,) = run_loops([LoopItem(key="t1", task=tool_task())], backend, spec, max_new_tokens=48)
+    (run,) = run_loops([LoopItem(key="t1", task=tool_task())], backend, spec, max_new_tokens=48, compact=compact)
     assert [key for key, _, _ in backend.requests] == ["t1", "t1#1", "t1#2"]  # the replay backend's keys
     assert run.closure == CLOSURE and [s.tool for s in run.steps] == ["convert_units", "calculator"]
-    turns = training_turns(spec.units["tool_use"], tool_task(), run.steps, run.closure)
+    turns = training_turns(spec.units["tool_use"], tool_task(), run.steps, run.closure, compact=compact)
     assert [(system, user) for system, user, _ in turns] == [(system, user) for _, system, user in backend.requests]
     assert [target for _, _, target in turns] == two_step_script()
     assert "Tools:\ncalculator(" in turns[0][0] and "Result: 3000" in turns[1][1]
+    assert (" - " in turns[0][0].split("Tools:")[1]) is not compact  # compact: bare signatures
 
 
 def test_a_recorded_step_and_the_closure_line_read_the_editors_sample_form() -> None:
@@ -104,11 +106,10 @@ def test_the_trainer_teaches_a_trajectory_one_example_per_turn(spec) -> None:
     assert answer_example.target == "#### 6000" and "Tools:" not in answer_example.prompt  # other pathways unchanged
     assert [e.target for e in turns] == two_step_script()
     steps = [recorded_step(s) for s in traj.tool_steps]
-    expected = training_turns(spec.units["tool_use"], tool_task(), steps, CLOSURE)
+    expected = training_turns(spec.units["tool_use"], tool_task(), steps, CLOSURE, compact=True)
     assert [e.prompt for e in turns] == [render_chat(tokenizer, system, user) for system, user, _ in expected]
     assert all(e.weight == 2.0 and e.teacher is None for e in turns)
-    if hasattr(examples[0], "unit"):
-        assert {e.unit for e in examples} == {"tool_use"}
+    assert {e.unit for e in examples} == {"tool_use"}
     assert [json.loads(line)["target"] for line in p["lines"]][1:] == two_step_script()
 
 

@@ -158,7 +158,8 @@ def loop_answers(backend: Any, subject: str, recipe: StudentSpec, spec: Capabili
     """Each task answered in the act-observe loop; see :func:`loop_output`."""
     if not tasks:
         return []
-    runs = run_loops([LoopItem(key=t.task_id, task=t) for t in tasks], backend, spec, recipe.max_new_tokens)
+    runs = run_loops([LoopItem(key=t.task_id, task=t) for t in tasks], backend, spec, recipe.max_new_tokens,
+                     compact=True)  # the prompts the student was trained on (training.student_turns)
     return [loop_output(run, subject, recipe) for run in runs]
 
 

@@ -115,7 +115,7 @@ def student_turns(tokenizer: Any, unit: UnitSpec, sample: SampleCurated, fields:
         return [(student_prompt(tokenizer, unit, task), render_target(sample, fields))]
     steps = [recorded_step(entry) for entry in sample.tool_steps]
     return [(render_chat(tokenizer, system, user), target)
-            for system, user, target in training_turns(unit, task, steps, closure_line(sample.final))]
+            for system, user, target in training_turns(unit, task, steps, closure_line(sample.final), compact=True)]
 
 
 def examples_of(p: dict[str, Any], recipe: StudentSpec, inputs: Inputs, tokenizer: Any) -> list:
