@@ -390,12 +390,19 @@ class StudentSpec(SpecModel):
     distill: LogitDistill | None = None
     # share of the dataset from imported real samples (origin real); None: they count like any sample
     real_share: float | None = Field(default=None, ge=0, lt=1)
-    # at most this many samples per unit (a seeded, deterministic pick): a run sized to the student
-    # and the machine, and the x axis of a learning curve (variant overrides of this field)
-    max_samples_per_unit: int | None = Field(default=None, ge=1)
+    # at most this many samples per unit (a seeded, deterministic pick), one number for every unit or
+    # one per unit: a run sized to the student and the machine, and the x axis of a learning curve
+    max_samples_per_unit: int | dict[str, int] | None = None
     # a unit of the recipe with no sample in the snapshot stops the run (an ablation that removes a
     # unit's only pools, e.g. no_boundary, sets this false: the student then never sees that unit)
     require_every_unit: bool = True
+
+    def sample_caps(self) -> dict[str, int] | None:
+        """``max_samples_per_unit`` per unit (a unit a per-unit cap leaves out is not capped)."""
+        cap = self.max_samples_per_unit
+        if cap is None:
+            return None
+        return dict.fromkeys(self.units, cap) if isinstance(cap, int) else {u: cap.get(u, 10**9) for u in self.units}
 
     @model_validator(mode="after")
     def _mix_is_a_distribution(self) -> StudentSpec:
@@ -407,6 +414,12 @@ class StudentSpec(SpecModel):
                 raise ValueError(f"pool_mix shares must be positive and sum to 1 (got {dict(self.pool_mix)})")
         if any(w < 0 for w in self.tier_weights.values()):
             raise ValueError("tier_weights must not be negative")
+        caps = self.max_samples_per_unit
+        if isinstance(caps, dict) and sorted(set(caps) - set(self.units)):
+            raise ValueError(f"max_samples_per_unit names unit(s) {sorted(set(caps) - set(self.units))} "
+                             f"that are not in units {self.units}")
+        if caps is not None and min([caps] if isinstance(caps, int) else caps.values(), default=1) < 1:
+            raise ValueError("max_samples_per_unit must be at least 1")
         return self
 
 

@@ -147,3 +147,13 @@ def test_no_boundary_drops_refusal_and_contrastive_samples_and_trains_without_th
     assert samples_per_unit(run) == {"math_steps": 6}
     with pytest.raises(ValueError, match="no samples for unit"):  # the recipe as declared still insists
         build(samples, spec.students["tiny"].model_copy(update={"pools": ["train"]}), "tiny")
+
+
+def test_max_samples_per_unit_may_be_one_cap_per_unit() -> None:
+    samples = [sample(i) for i in range(10)] + [sample(20 + i, unit="tool_call") for i in range(6)]
+    recipe = StudentSpec(units=["math_steps", "tool_call"], max_samples_per_unit={"math_steps": 2})
+    assert samples_per_unit(build(samples, recipe, "s")) == {"math_steps": 2, "tool_call": 6}
+    with pytest.raises(ValueError, match="not in units"):
+        StudentSpec(units=["math_steps"], max_samples_per_unit={"tool_use": 2})
+    with pytest.raises(ValueError, match="at least 1"):
+        StudentSpec(units=["math_steps"], max_samples_per_unit=0)

@@ -142,7 +142,7 @@ def build(samples: list[SampleCurated], recipe: StudentSpec, student: str,
                          f"(pools {recipe.pools}, pathways {recipe.pathways})")
     mixed = mix_real(mix_pools(selected, recipe), recipe)
     if recipe.max_samples_per_unit is not None:
-        mixed = cap_per_unit(mixed, dict.fromkeys(recipe.units, recipe.max_samples_per_unit), recipe.seed)
+        mixed = cap_per_unit(mixed, recipe.sample_caps(), recipe.seed)
     if cap is not None:
         mixed = cap_per_unit(mixed, cap, recipe.seed)
     return entries(mixed, recipe)
