@@ -45,7 +45,8 @@ def test_the_experiment_replays_the_recording_and_writes_the_results(tmp_path, k
     # both variants read the same snapshot of the samples topic
     lineages = [json.loads(p.read_text()) for p in (run_dir / "artifacts" / "tiny").glob("*/lineage.json")]
     assert len(lineages) == 2
-    snapshots = {json.dumps(lin["manifest"]["snapshot"], sort_keys=True) for lin in lineages}
+    samples_topic = f"{topic_prefix}.samples.v1"
+    snapshots = {json.dumps(lin["manifest"]["snapshot"][samples_topic], sort_keys=True) for lin in lineages}
     assert len(snapshots) == 1
 
     # run again: every run is found by its id, nothing is retrained
