@@ -63,6 +63,10 @@ def service_env(bootstrap: str, prefix: str, spec_path: Path, run_dir: Path, ext
     # The user's DISTILLERY_* settings (device, model cache, batch sizes...) reach every service;
     # the per-process ones are set per process below and by start_process.
     env = {k: v for k, v in os.environ.items() if k not in PER_PROCESS}
+    # Model services share the cores (teacher, trainer and evaluator may all compute at once): an
+    # OpenMP thread waiting for work must sleep, not spin, or it steals the core another process
+    # computes on (on 2 cores, a student evaluated while the next one trains ran several times slower).
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         DISTILLERY_TOPIC_PREFIX=prefix,

@@ -109,3 +109,13 @@ def test_the_report_says_why_a_subject_has_unanswered_tasks(capsys) -> None:
     main._print_report(evaluation("full", 0, 0.5, before=0.0).model_copy(update={"variant": None}))
     out = capsys.readouterr().out
     assert "qwen-coder on tool_call: 1 of 4 unanswered (1 no answer recorded)" in out
+
+
+def test_the_results_plot_is_a_png(tmp_path: Path) -> None:
+    from distillery.cli.experiment import plot_results
+
+    members = [evaluation("full", 0, 0.5, before=0.0), evaluation("full", 1, 0.75, before=0.0),
+               evaluation("naive", 0, 0.25)]
+    res = results(members, [], "distillery experiment", 1.0)
+    path = plot_results(res, tmp_path / "results.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

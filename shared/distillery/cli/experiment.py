@@ -141,6 +141,40 @@ def print_results(res: dict) -> None:
     console.print(table)
 
 
+def plot_results(res: dict, path: Path) -> Path:
+    """Bars per unit: the student before, each variant (mean over seeds, the seeds as dots) and each
+    teacher, so the whole experiment reads at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in res["scores"]:
+        by[(row["unit"], row["subject"])].append(row["accuracy"])
+    units = sorted({u for u, _ in by})
+    subjects = sorted({s for _, s in by}, key=lambda s: (not s.startswith("student"), not s.startswith("variant"), s))
+    width = 0.8 / len(subjects)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(units) * len(subjects) / 3, 3.6))
+    for i, subject in enumerate(subjects):
+        xs = [u + (i - (len(subjects) - 1) / 2) * width for u in range(len(units))]
+        means = [mean(by.get((unit, subject), [0.0])) for unit in units]
+        ax.bar(xs, means, width, label=subject.replace("variant:", "").replace("student:", "student "))
+        for x, unit in zip(xs, units):
+            seeds = by.get((unit, subject), [])
+            if len(seeds) > 1:
+                ax.plot([x] * len(seeds), seeds, "k.", markersize=3)
+    ax.set_xticks(range(len(units)), units)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("held-out accuracy")
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    ax.set_title(f"experiment of {res['date']}: mean over seeds (dots: each seed)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def experiment(
     directory: Path = typer.Argument(Path("experiments/tool-calling"),
                                      help="Folder with spec.yaml, workload.jsonl and recording.jsonl."),
@@ -188,8 +222,9 @@ def experiment(
     res = results(members, rows, command, time.monotonic() - started)
     target = out or directory / "results.json"
     target.write_text(json.dumps(res, indent=2) + "\n")
+    plot = plot_results(res, target.with_suffix(".png"))
     print_results(res)
-    console.print(f"results: {target}; report: {done.attribution_path}")
+    console.print(f"results: {target} (plot {plot}); report: {done.attribution_path}")
     console.print(f"experiment finished in {res['wall_s']:.0f} s")
 
 
