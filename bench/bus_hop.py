@@ -4,7 +4,7 @@
 
 Three consumers read the same pre-filled input topic and write an output topic:
   raw    aiokafka getmany -> send without awaiting -> gather acks -> commit (the ceiling)
-  hop    distillery.bus: batch subscriber, pydantic validation, transform, publish, commit
+  hop    distillery.runtime.bus: batch subscriber, pydantic validation, transform, publish, commit
   naive  a per-message FastStream handler that awaits each publish (the common baseline)
 The last line reads: ``hop: <N> events/s, raw: <M> events/s, ratio: <R>``.
 """
@@ -18,12 +18,12 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from distillery.broker import EmbeddedBroker, external_bootstrap
-from distillery.bus import In, Out
-from distillery.events import GenerationRequested, TaskSubmitted, Trace, new_task
-from distillery.kafka import ensure_topics, topic_counts
-from distillery.service import make_bus
-from distillery.settings import ServiceSettings
+from distillery_cli.broker import EmbeddedBroker, external_bootstrap
+from distillery.runtime.bus import In, Out
+from distillery.contracts.events import GenerationRequested, TaskSubmitted, Trace, new_task
+from distillery.runtime.kafka import ensure_topics, topic_counts
+from distillery.runtime.service import make_bus
+from distillery.contracts.settings import ServiceSettings
 
 
 def task_events(n: int, size: int) -> list[tuple[str, bytes]]:

@@ -7,7 +7,7 @@ steps, tool-call transcripts and policy answers, with random names, numbers, ite
 a share (--planted) are planted near-duplicates of an earlier sample (a filler word, a synonym,
 two sentences swapped, case and punctuation changed; one or two edits). Dedup rows, each over
 all samples in order, samples per second and the ratio against the exact row of the same run:
-  exact normalised hash   distillery.ids.normalized_hash + a set (the editor's exact dedup; baseline)
+  exact normalised hash   distillery.contracts.ids.normalized_hash + a set (the editor's exact dedup; baseline)
   MinHash signature only  distillery_editor.dedup.signature (word 3-shingles, 128 permutations)
   NearDuplicates find+add the editor path: find() each sample, add() it when no near-duplicate
   NearDuplicates rebuild  add() every sample then commit(), as a restart does
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distillery.ids import normalized_hash  # noqa: E402
+from distillery.contracts.ids import normalized_hash  # noqa: E402
 from distillery_editor.clusters import Clusters  # noqa: E402
 from distillery_editor.dedup import NearDuplicates, shingles, signature  # noqa: E402
 
@@ -204,7 +204,7 @@ def quality(row: Row, data: Corpus, reachable: set[int], estimated: set[int], th
 
 
 def clustering(texts: list[str], batch: int, similarity: float) -> list[tuple[str, float, str]]:
-    from distillery.ml.embeddings import Embedder
+    from distillery.domain.embeddings import Embedder
 
     embedder = Embedder()
     embedder.embed(texts[:batch])  # load and warm up

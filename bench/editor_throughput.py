@@ -27,11 +27,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import yaml  # noqa: E402
 
-from distillery import ids  # noqa: E402
-from distillery.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, Trace  # noqa: E402
-from distillery.ml.embeddings import EmbeddingCache, Embedder  # noqa: E402
-from distillery.spec import parse_spec  # noqa: E402
-from distillery.workload import build_workload  # noqa: E402
+from distillery.contracts import ids  # noqa: E402
+from distillery.contracts.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, Trace  # noqa: E402
+from distillery.domain.embeddings import EmbeddingCache, Embedder  # noqa: E402
+from distillery.contracts.spec import parse_spec  # noqa: E402
+from distillery_cli.workload import build_workload  # noqa: E402
 from distillery_editor.compress import count_tokens  # noqa: E402
 from distillery_editor.governance import on_verdict  # noqa: E402
 from distillery_editor.state import EditorState  # noqa: E402

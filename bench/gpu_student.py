@@ -34,7 +34,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jin
 def pack(dataset: Path, out: Path, model_dir: Path | None = None) -> Path:
     """Copy the student's config and tokenizer and the run's dataset lines into ``out``."""
     if model_dir is None:
-        from distillery.ml.models import SMOLLM2, ensure_converted
+        from distillery.domain.models import SMOLLM2, ensure_converted
 
         model_dir = ensure_converted(SMOLLM2)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ def pack(dataset: Path, out: Path, model_dir: Path | None = None) -> Path:
 
 
 def load_examples(bundle: Path, scale: int) -> list:
-    from distillery.ml.sft import Example
+    from distillery_trainer.sft import Example
 
     rows = [json.loads(line) for line in (bundle / "dataset.jsonl").read_text().splitlines() if line.strip()]
     return [Example(r["prompt"], r["target"], r.get("weight", 1.0), r.get("stage", 0), unit=r.get("unit", ""))
@@ -72,7 +72,7 @@ def run_arm(bundle: Path, examples: list, device: str, method: str, epochs: int,
             max_seq_len: int, bucket: bool) -> dict:
     import torch
 
-    from distillery.ml.sft import train_sft
+    from distillery_trainer.sft import train_sft
 
     model, tokenizer = build_model(bundle, device)
     if device.startswith("cuda"):

@@ -30,10 +30,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import yaml  # noqa: E402
 
-from distillery import ids  # noqa: E402
-from distillery.events import CandidateGenerated, Task, Trace  # noqa: E402
-from distillery.spec import parse_spec  # noqa: E402
-from distillery.workload import build_workload  # noqa: E402
+from distillery.contracts import ids  # noqa: E402
+from distillery.contracts.events import CandidateGenerated, Task, Trace  # noqa: E402
+from distillery.contracts.spec import parse_spec  # noqa: E402
+from distillery_cli.workload import build_workload  # noqa: E402
 from distillery_judge.logic import TaskInput, judge_batch, judge_version  # noqa: E402
 from distillery_judge.scorers import PairRequest, build_scorers, reference_text  # noqa: E402
 from distillery_judge.selfcheck import perturb  # noqa: E402

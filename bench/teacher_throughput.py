@@ -30,14 +30,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distillery.broker import free_port  # noqa: E402
-from distillery.events import Task  # noqa: E402
-from distillery.ml.models import SMOLLM2  # noqa: E402
-from distillery.prompts import system_prompt  # noqa: E402
-from distillery.spec import TeacherSpec, load_spec  # noqa: E402
-from distillery.workload import build_workload  # noqa: E402
-from distillery.backends import ReplayBackend, TransformersBackend  # noqa: E402
-from distillery.openai_backend import OpenAIBackend  # noqa: E402
+from distillery.runtime.service import free_port  # noqa: E402
+from distillery.contracts.events import Task  # noqa: E402
+from distillery.domain.models import SMOLLM2  # noqa: E402
+from distillery.domain.prompts import system_prompt  # noqa: E402
+from distillery.contracts.spec import TeacherSpec, load_spec  # noqa: E402
+from distillery_cli.workload import build_workload  # noqa: E402
+from distillery.domain.backends import ReplayBackend, TransformersBackend  # noqa: E402
+from distillery.domain.openai_backend import OpenAIBackend  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

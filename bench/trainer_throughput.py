@@ -70,18 +70,18 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 from rich.table import Table  # noqa: E402
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
-from distillery.events import Task  # noqa: E402
-from distillery.ml.models import (  # noqa: E402
+from distillery.contracts.events import Task  # noqa: E402
+from distillery.domain.models import (  # noqa: E402
     SMOLLM2,
     build_tiny_student,
     ensure_pad_token,
     load_model,
     smollm2_tokenizer,
 )
-from distillery.ml.recipes import student_prompt  # noqa: E402
-from distillery.ml.sft import IGNORE_INDEX, Example, LoraOptions, lora_layers, tokenize_examples, train_sft  # noqa: E402
-from distillery.spec import load_spec  # noqa: E402
-from distillery.workload import build_workload  # noqa: E402
+from distillery.domain.students import student_prompt  # noqa: E402
+from distillery_trainer.sft import IGNORE_INDEX, Example, LoraOptions, lora_layers, tokenize_examples, train_sft  # noqa: E402
+from distillery.contracts.spec import load_spec  # noqa: E402
+from distillery_cli.workload import build_workload  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "tiny"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from distillery import ids
-from distillery.events import CandidateGenerated, Task, Trace
-from distillery.workload import build_workload
+from distillery.contracts import ids
+from distillery.contracts.events import CandidateGenerated, Task, Trace
+from distillery_cli.workload import build_workload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def replay_spec(tmp_path: Path, per_unit: int = 4, eval_per_unit: int = 2, timeo
 
 def assert_config_error(result, *needles: str) -> None:
     """What ``distillery`` turns into one 'error:' line and exit code 2 (see main.run)."""
-    from distillery.settings import ConfigError
+    from distillery.contracts.settings import ConfigError
 
     assert isinstance(result.exception, ConfigError), result.output
     message = str(result.exception)

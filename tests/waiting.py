@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from distillery.events import Event, parse_event
-from distillery.kafka import read_snapshot
-from distillery.settings import ServiceSettings
+from distillery.contracts.events import Event, parse_event
+from distillery.runtime.kafka import read_snapshot
+from distillery.contracts.settings import ServiceSettings
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from distillery.cli.main import app
+from distillery_cli.main import app
 from tests.support import assert_config_error
 
 ROOT = Path(__file__).resolve().parents[2]

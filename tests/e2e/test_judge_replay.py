@@ -19,10 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
-from distillery import stack
-from distillery.cli import replay, review
-from distillery.cli.submit import parse_tasks
-from distillery.events import (
+from distillery_cli import stack
+from distillery_cli import replay, review
+from distillery.contracts.submission import parse_tasks
+from distillery.contracts.events import (
     CandidatesJudged,
     ReviewDecided,
     SampleCurated,
@@ -33,9 +33,9 @@ from distillery.events import (
     parse_event,
     parse_sample_record,
 )
-from distillery.kafka import consumer_lag, produce_all, read_snapshot
-from distillery.settings import ServiceSettings
-from distillery.spec import load_spec
+from distillery.runtime.kafka import consumer_lag, produce_all, read_snapshot
+from distillery.contracts.settings import ServiceSettings
+from distillery.contracts.spec import load_spec
 
 from tests.support import replay_spec
 from tests.waiting import events, wait_for

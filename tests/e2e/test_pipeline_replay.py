@@ -17,15 +17,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from distillery import stack
-from distillery.broker import free_port
-from distillery.cli import pipeline as pipeline_cli
-from distillery.cli.main import app
-from distillery.cli.submit import parse_tasks
-from distillery.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, EventDeadLettered,
+from distillery_cli import stack
+from distillery.runtime.service import free_port
+from distillery_cli import pipeline as pipeline_cli
+from distillery_cli.main import app
+from distillery.contracts.submission import parse_tasks
+from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, EventDeadLettered,
                                GenerationRequested, SampleCurated, StudentTrained, TrainingRequested)
-from distillery.kafka import produce_all, read_snapshot
-from distillery.spec import load_spec
+from distillery.runtime.kafka import produce_all, read_snapshot
+from distillery.contracts.spec import load_spec
 from tests.support import assert_config_error, exported_metric_names, metrics_used_by_deploy, replay_spec
 from tests.waiting import events, wait_for
 

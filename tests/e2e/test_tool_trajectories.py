@@ -9,12 +9,12 @@ import re
 
 import yaml
 
-from distillery import stack
-from distillery.cli.submit import parse_tasks
-from distillery.events import CandidateGenerated, CandidatesJudged, SampleCurated
-from distillery.kafka import produce_all
-from distillery.spec import load_spec
-from distillery.workload import build_workload
+from distillery_cli import stack
+from distillery.contracts.submission import parse_tasks
+from distillery.contracts.events import CandidateGenerated, CandidatesJudged, SampleCurated
+from distillery.runtime.kafka import produce_all
+from distillery.contracts.spec import load_spec
+from distillery_cli.workload import build_workload
 from tests.support import ROOT
 from tests.waiting import events, wait_for
 

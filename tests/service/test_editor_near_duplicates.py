@@ -7,8 +7,8 @@ import asyncio
 
 import yaml
 
-from distillery.events import SampleCurated
-from distillery.kafka import ensure_topics
+from distillery.contracts.events import SampleCurated
+from distillery.runtime.kafka import ensure_topics
 from tests.service.test_editor_retraction import metric, publish, sample_history
 from tests.service.test_services_alone import SPEC, run_service, stop
 from tests.unit.test_editor_distribution import EGGS, EGGS_REWORDED, KINDS, TRAIN, math_task, verdict_for

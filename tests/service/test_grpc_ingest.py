@@ -18,14 +18,14 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from distillery import stack
-from distillery.broker import free_port
-from distillery.cli.submit import parse_tasks
-from distillery.events import GenerationRequested, Task, TaskSubmitted
-from distillery.grpc_gen.distill.v1 import ingest_pb2, ingest_pb2_grpc
-from distillery.settings import ConfigError, ServiceSettings
-from distillery.spec import load_spec
-from distillery.workload import build_workload
+from distillery_cli import stack
+from distillery.runtime.service import free_port
+from distillery.contracts.submission import parse_tasks
+from distillery.contracts.events import GenerationRequested, Task, TaskSubmitted
+from distillery.contracts.grpc_gen.distill.v1 import ingest_pb2, ingest_pb2_grpc
+from distillery.contracts.settings import ConfigError, ServiceSettings
+from distillery.contracts.spec import load_spec
+from distillery_cli.workload import build_workload
 from distillery_router.ingest import (IngestServer, RouterSettings, TaskIndex, check_ingest_settings, ingest_server,
                                       task_line)
 from tests.support import ROOT

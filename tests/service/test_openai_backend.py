@@ -19,14 +19,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distillery import ids, stack
-from distillery.broker import free_port
-from distillery.events import CandidateGenerated, GenerationRequested, Trace, new_task
-from distillery.kafka import produce_all
-from distillery.ml.models import SMOLLM2
-from distillery.spec import TeacherSpec, load_spec
+from distillery.contracts import ids
+from distillery_cli import stack
+from distillery.runtime.service import free_port
+from distillery.contracts.events import CandidateGenerated, GenerationRequested, Trace, new_task
+from distillery.runtime.kafka import produce_all
+from distillery.domain.models import SMOLLM2
+from distillery.contracts.spec import TeacherSpec, load_spec
 from distillery_teacher.logic import answer
-from distillery.openai_backend import OpenAIBackend
+from distillery.domain.openai_backend import OpenAIBackend
 from tests.support import ROOT
 from tests.waiting import events, wait_for
 

@@ -7,10 +7,10 @@ import urllib.request
 
 import yaml
 
-from distillery import stack
-from distillery.events import (CandidateGenerated, CandidatesJudged, GenerationRequested, JudgedCandidate,
+from distillery_cli import stack
+from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, GenerationRequested, JudgedCandidate,
                                TaskSubmitted, Trace, new_task)
-from distillery.kafka import ensure_topics, produce_all
+from distillery.runtime.kafka import ensure_topics, produce_all
 from tests.service.test_services_alone import stop
 from tests.support import ROOT
 from tests.waiting import events, wait_for

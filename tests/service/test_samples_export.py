@@ -11,10 +11,10 @@ import asyncio
 import json
 
 import pyarrow.parquet as pq
-from distillery.cli import main
-from distillery.cli import samples as sm
-from distillery.events import live_samples
-from distillery.kafka import ensure_topics, produce_all
+from distillery_cli import main
+from distillery_cli import samples as sm
+from distillery.contracts.events import live_samples
+from distillery.runtime.kafka import ensure_topics, produce_all
 from typer.testing import CliRunner
 
 from tests.support import ROOT

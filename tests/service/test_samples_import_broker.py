@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 
-from distillery.cli import main
-from distillery.cli import samples as sm
-from distillery.events import SampleCurated, live_samples, parse_sample_record
-from distillery.kafka import ensure_topics, read_snapshot
-from distillery.spec import load_spec
+from distillery_cli import main
+from distillery_cli import samples as sm
+from distillery.contracts.events import SampleCurated, live_samples, parse_sample_record
+from distillery.runtime.kafka import ensure_topics, read_snapshot
+from distillery.contracts.spec import load_spec
 from typer.testing import CliRunner
 
 from tests.support import ROOT

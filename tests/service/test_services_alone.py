@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from distillery import stack
-from distillery.events import (CandidatesJudged, EventDeadLettered, GenerationRequested, JudgedCandidate,
+from distillery_cli import stack
+from distillery.contracts.events import (CandidatesJudged, EventDeadLettered, GenerationRequested, JudgedCandidate,
                                SampleCurated, TaskSubmitted, Trace, new_task)
-from distillery.kafka import ensure_topics, produce_all
-from distillery.spec import load_spec
+from distillery.runtime.kafka import ensure_topics, produce_all
+from distillery.contracts.spec import load_spec
 from tests.support import ROOT
 from tests.waiting import events, wait_for
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distillery.events import Task
-from distillery.spec import load_spec
-from distillery.workload import build_workload
+from distillery.contracts.events import Task
+from distillery.contracts.spec import load_spec
+from distillery_cli.workload import build_workload
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "examples" / "spec.yaml"
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 
-from distillery import ids
-from distillery.events import CandidateGenerated, SourceOffset, Task, Trace
+from distillery.contracts import ids
+from distillery.contracts.events import CandidateGenerated, SourceOffset, Task, Trace
 from distillery_judge.aggregate import Aggregator
 
 TOPIC = "distill.candidates.v1"

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import jsonschema
 
-from distillery import asyncapi, events
-from distillery.topics import PARTITIONS
+from distillery.contracts import events
+from distillery_gen import asyncapi
+from distillery.contracts.channels import PARTITIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_committed_document_is_what_the_code_generates() -> None:
     assert (ROOT / "docs" / "asyncapi.json").read_text() == asyncapi.render(), \
-        "run: python -m distillery.asyncapi"
+        "run: python -m distillery_gen.asyncapi"
 
 
 def test_it_is_valid_asyncapi_3() -> None:

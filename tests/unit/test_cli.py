@@ -1,4 +1,4 @@
-"""The CLI: task-line validation (distillery.cli.submit) and the command as a user runs it.
+"""The CLI: task-line validation (distillery.contracts.submission) and the command as a user runs it.
 
 The subprocess tests only exercise paths that fail before any broker is contacted.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from distillery import ids
-from distillery.cli.submit import parse_tasks
-from distillery.workload import build_workload
+from distillery.contracts import ids
+from distillery.contracts.submission import parse_tasks
+from distillery_cli.workload import build_workload
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "examples" / "spec.yaml"
@@ -126,7 +126,7 @@ def cli(*args: str, cwd: Path, columns: int = 80) -> subprocess.CompletedProcess
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("DISTILLERY_") and k not in ("KAFKA_BOOTSTRAP_SERVERS", "FORCE_COLOR")}
     env.update(COLUMNS=str(columns), NO_COLOR="1", TERM="dumb")
-    return subprocess.run([sys.executable, "-m", "distillery.cli.main", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "distillery_cli.main", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -190,10 +190,10 @@ def test_help_lists_every_command(tmp_path) -> None:
 
 def test_waiting_for_training_stops_with_the_reason_the_trainer_refused(tmp_path, monkeypatch) -> None:
     """`train --wait` and the demo must not wait half an hour for a request the trainer dead-lettered."""
-    from distillery import stack
-    from distillery.cli import main, pipeline
-    from distillery.events import EventDeadLettered
-    from distillery.settings import ConfigError
+    from distillery_cli import stack
+    from distillery_cli import main, pipeline
+    from distillery.contracts.events import EventDeadLettered
+    from distillery.contracts.settings import ConfigError
 
     fake_state(tmp_path / "run")
     state = stack.StackState.load(tmp_path / "run")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from distillery import __version__
-from distillery.cli import main, replay, review
-from distillery.events import (
+from distillery_cli import main, replay, review
+from distillery.contracts.events import (
     CandidatesJudged,
     JudgedCandidate,
     ReviewDecided,
@@ -24,7 +24,7 @@ from distillery.events import (
     Trace,
     decision_id_for,
 )
-from distillery.settings import ConfigError
+from distillery.contracts.settings import ConfigError
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -381,7 +381,7 @@ def test_replay_diff_errors_are_one_line(run_dir, old, new, needles) -> None:
 def test_a_decision_error_is_one_stderr_line_and_exit_code_2(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
     env.update(COLUMNS="80", NO_COLOR="1", TERM="dumb")
-    result = subprocess.run([sys.executable, "-m", "distillery.cli.main", "review", "decide", "cand_x", "--accept",
+    result = subprocess.run([sys.executable, "-m", "distillery_cli.main", "review", "decide", "cand_x", "--accept",
                              "--reject"], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["error: choose one: --reject, or --accept / --pool POOL"]

@@ -17,11 +17,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from distillery import ids
-from distillery.cli import main
-from distillery.cli import samples as sm
-from distillery.events import Provenance, SampleCurated, SampleRetracted, SourceOffset, ToolSpec, Trace
-from distillery.settings import ConfigError
+from distillery.contracts import ids
+from distillery_cli import main
+from distillery_cli import samples as sm
+from distillery.contracts.events import Provenance, SampleCurated, SampleRetracted, SourceOffset, ToolSpec, Trace
+from distillery.contracts.settings import ConfigError
 from tests.support import assert_config_error
 from typer.testing import CliRunner
 
@@ -355,7 +355,7 @@ def test_samples_shows_dedup_rates_of_a_running_editor(tmp_path, monkeypatch, hi
 
 
 def test_an_editor_that_does_not_answer_gives_no_metrics(tmp_path) -> None:
-    from distillery import stack
+    from distillery_cli import stack
 
     state = stack.StackState.load(fake_state(tmp_path / "run", with_editor=True))
     assert sm.editor_metrics(state) == {}  # its pid is gone
@@ -411,7 +411,7 @@ def test_samples_without_a_pipeline_is_an_error(tmp_path) -> None:
 def test_an_export_error_is_one_stderr_line_and_exit_code_2(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
     env.update(COLUMNS="80", NO_COLOR="1", TERM="dumb")
-    result = subprocess.run([sys.executable, "-m", "distillery.cli.main", "samples", "export", "out", "--format", "xml"],
+    result = subprocess.run([sys.executable, "-m", "distillery_cli.main", "samples", "export", "out", "--format", "xml"],
                             check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["error: --format must be one of jsonl, parquet, both (got 'xml')"]

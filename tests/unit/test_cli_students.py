@@ -15,9 +15,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from distillery.cli import main, students
-from distillery.events import EvaluationCompleted, StudentTrained, SubjectScore
-from distillery.settings import ConfigError
+from distillery_cli import main, students
+from distillery.contracts.events import EvaluationCompleted, StudentTrained, SubjectScore
+from distillery.contracts.settings import ConfigError
 from typer.testing import CliRunner
 
 from tests.support import assert_config_error
@@ -299,7 +299,7 @@ def test_students_without_a_pipeline_is_an_error(tmp_path) -> None:
 def test_a_students_error_is_one_stderr_line_and_exit_code_2(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
     env.update(COLUMNS="80", NO_COLOR="1", TERM="dumb")
-    result = subprocess.run([sys.executable, "-m", "distillery.cli.main", "students", "show", "x", "--run-dir",
+    result = subprocess.run([sys.executable, "-m", "distillery_cli.main", "students", "show", "x", "--run-dir",
                              str(tmp_path / "nowhere")], check=False, cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2

@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 from pydantic import AliasChoices
 
-from distillery.settings import ServiceSettings
-from distillery.spec import load_spec
-from distillery.topics import Topics
+from distillery.contracts.settings import ServiceSettings
+from distillery.contracts.spec import load_spec
+from distillery.contracts.channels import Topics
 from tests.unit.test_prometheus_rules import needs_promtool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def settings_class(module: str) -> type[ServiceSettings]:
     return max(classes, key=lambda c: len(c.__mro__))  # the service's own subclass, else the base
 
 
-# read by the model library itself (distillery.ml.models.model_cache_dir), in every model service
+# read by the model library itself (distillery.domain.models.model_cache_dir), in every model service
 LIBRARY_ENV = {"DISTILLERY_MODEL_CACHE", "HF_HUB_OFFLINE"}
 
 

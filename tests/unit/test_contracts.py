@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from distillery import events, ids
-from distillery.events import (
+from distillery.contracts import events, ids
+from distillery.contracts.events import (
     Event,
     Reference,
     Task,

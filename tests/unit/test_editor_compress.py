@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from distillery.text import facts
+from distillery.domain.text import facts
 from distillery_editor.compress import compress, count_tokens
 
 TEACHER_TEXT = """Sure! Let's solve this step by step.

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from distillery.workload import build_workload
+from distillery_cli.workload import build_workload
 from distillery_editor.dedup import NearDuplicates, shingles, signature, words
 
 THRESHOLD = 0.7  # a unit's near_duplicate_threshold in these tests

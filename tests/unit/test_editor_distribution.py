@@ -7,10 +7,10 @@ import copy
 
 import pytest
 
-from distillery import ids
-from distillery.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, Trace, live_samples
-from distillery.ml.embeddings import Embedder
-from distillery.spec import parse_spec
+from distillery.contracts import ids
+from distillery.contracts.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, Trace, live_samples
+from distillery.domain.embeddings import Embedder
+from distillery.contracts.spec import parse_spec
 from distillery_editor.governance import on_verdict
 from distillery_editor.state import EditorState
 
@@ -94,7 +94,7 @@ def test_a_restarted_editor_admits_no_near_duplicate(spec_data) -> None:
 
 
 def test_a_retracted_sample_no_longer_blocks_its_near_duplicates(spec_data) -> None:
-    from distillery.events import SampleRetracted
+    from distillery.contracts.events import SampleRetracted
 
     editor = Editor(spec_with(spec_data, near_duplicate_threshold=0.7))
     (sample,) = editor.feed(EGGS, "9").samples

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from distillery import ids
-from distillery.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, ToolCall, Trace
-from distillery.workload import build_workload
+from distillery.contracts import ids
+from distillery.contracts.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, ToolCall, Trace
+from distillery_cli.workload import build_workload
 from distillery_editor.logic import REFUSAL, curate
 from distillery_editor.state import EditorState
 
@@ -222,7 +222,7 @@ def test_same_content_from_another_teacher_is_a_content_duplicate(spec, tasks) -
 
 
 def test_the_same_question_under_other_tools_is_not_a_content_duplicate(spec) -> None:
-    from distillery.events import ToolSpec, new_task
+    from distillery.contracts.events import ToolSpec, new_task
 
     prompt = "What's the mass of an electron?"
     samples = []

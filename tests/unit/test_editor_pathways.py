@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from distillery.events import Task, TrajectoryStep, ToolCall
-from distillery.spec import judge_version, parse_spec
-from distillery.text import facts
-from distillery.tools import call_tool
-from distillery.workload import build_workload
+from distillery.contracts.events import Task, TrajectoryStep, ToolCall
+from distillery.contracts.spec import judge_version, parse_spec
+from distillery.domain.text import facts
+from distillery.domain.tools import call_tool
+from distillery_cli.workload import build_workload
 from distillery_editor.logic import REFUSAL, curate
 from distillery_judge.logic import judge_task
 from distillery_judge.scorers import reference_text
@@ -40,7 +40,7 @@ def judged_and_curated(spec, rows: list[dict]):
     cands = [(candidate(task, r["text"], r["teacher_id"], expected=len(rows), confidence=r["confidence"],
                         finish_reason=r["finish_reason"]), None) for r in rows]
     verdict = judge_task(task, cands, len(rows), spec, judge_version(spec), "judge@test")
-    from distillery.events import SourceOffset
+    from distillery.contracts.events import SourceOffset
 
     source = SourceOffset(topic="distill.verdicts.v1", partition=0, offset=7)
     return task, verdict, curate(verdict, source, spec, "editor@test")
@@ -181,7 +181,7 @@ def test_a_sample_over_the_token_budget_goes_to_review_untruncated(spec_data, ta
 
 
 def test_an_accepted_answer_that_does_not_parse_in_the_units_form_goes_to_review(spec, tasks) -> None:
-    from distillery.events import CandidatesJudged, JudgedCandidate, Trace
+    from distillery.contracts.events import CandidatesJudged, JudgedCandidate, Trace
 
     task = tasks["tool_call"]
     jc = JudgedCandidate(candidate_id="c1", teacher_id="qwen-coder", text="call get_news for Bitcoin", pool="train",
@@ -194,7 +194,7 @@ def test_an_accepted_answer_that_does_not_parse_in_the_units_form_goes_to_review
 
 
 def test_a_contrastive_candidate_without_a_correction_goes_to_review(spec, tasks) -> None:
-    from distillery.events import CandidatesJudged, JudgedCandidate, Trace
+    from distillery.contracts.events import CandidatesJudged, JudgedCandidate, Trace
 
     task = tasks["math_steps"]
     jc = JudgedCandidate(candidate_id="c1", teacher_id="smollm2", text="#### 3", pool="contrastive", rank=1,

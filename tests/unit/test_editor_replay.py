@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from distillery import ids
-from distillery.events import (CandidatesJudged, JudgedCandidate, ReviewDecided, SampleRetracted, SourceOffset, Task,
+from distillery.contracts import ids
+from distillery.contracts.events import (CandidatesJudged, JudgedCandidate, ReviewDecided, SampleRetracted, SourceOffset, Task,
                                Trace, decision_id_for, live_samples)
 from distillery_editor.governance import Outcome, on_decision, on_verdict
 from distillery_editor.state import EditorState, VerdictMark

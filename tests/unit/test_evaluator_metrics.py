@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distillery.events import EvaluationCompleted, Reference, SubjectScore, Task, Variant
+from distillery.contracts.events import EvaluationCompleted, Reference, SubjectScore, Task, Variant
 from distillery_evaluator import attribution
 from distillery_evaluator.logic import Output, agreement, best_teachers, breakdown, roi, score, unit_metrics
 

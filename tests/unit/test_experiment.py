@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distillery.cli.experiment import missing_answers, replay_spec, results, select_tasks
-from distillery.events import EvaluationCompleted, SubjectScore, Task, Variant
-from distillery.settings import ConfigError
-from distillery.spec import load_spec
+from distillery_cli.experiment import missing_answers, replay_spec, results, select_tasks
+from distillery.contracts.events import EvaluationCompleted, SubjectScore, Task, Variant
+from distillery.contracts.settings import ConfigError
+from distillery.contracts.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = ROOT / "experiments" / "tool-calling"
@@ -93,7 +93,7 @@ def test_results_have_the_documented_shape() -> None:
 
 
 def test_learning_curve_points_are_variants_with_a_per_unit_cap() -> None:
-    from distillery.cli.attribute import variants_for
+    from distillery_cli.attribute import variants_for
 
     recipe = load_spec(EXPERIMENT / "spec.yaml").students["smollm2"]
     full, point = variants_for(recipe, ["full", "samples_25"], 1, None, "x")
@@ -104,7 +104,7 @@ def test_learning_curve_points_are_variants_with_a_per_unit_cap() -> None:
 
 
 def test_the_report_says_why_a_subject_has_unanswered_tasks(capsys) -> None:
-    from distillery.cli import main
+    from distillery_cli import main
 
     main._print_report(evaluation("full", 0, 0.5, before=0.0).model_copy(update={"variant": None}))
     out = capsys.readouterr().out
@@ -112,7 +112,7 @@ def test_the_report_says_why_a_subject_has_unanswered_tasks(capsys) -> None:
 
 
 def test_the_results_plot_is_a_png(tmp_path: Path) -> None:
-    from distillery.cli.experiment import plot_results
+    from distillery_cli.experiment import plot_results
 
     members = [evaluation("full", 0, 0.5, before=0.0), evaluation("full", 1, 0.75, before=0.0),
                evaluation("naive", 0, 0.25)]

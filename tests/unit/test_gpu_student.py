@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_the_gpu_script_packs_a_bundle_and_times_both_arms_on_cpu(tmp_path: Path) -> None:
-    from distillery.ml.models import SMOLLM2, build_tiny_student, ensure_converted
+    from distillery.domain.models import SMOLLM2, build_tiny_student, ensure_converted
 
     model_dir = tmp_path / "tiny"
     tiny, _ = build_tiny_student(hidden_size=32, layers=1)

@@ -3,7 +3,6 @@ only well-formed PromQL over metric names (the live check is in tests/e2e/test_p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,16 +12,15 @@ GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("grafana_build", GRAFANA / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from distillery_gen import grafana
+
+    return grafana
 
 
 def test_committed_dashboards_are_what_the_generator_writes() -> None:
     rendered = generator().rendered()
     committed = {p.name: p.read_text() for p in (GRAFANA / "dashboards").glob("*.json")}
-    assert committed == rendered, "run: python deploy/grafana/build.py"
+    assert committed == rendered, "run: python -m distillery_gen.grafana"
 
 
 def test_the_five_dashboards_and_their_panels() -> None:

@@ -1,11 +1,11 @@
-"""The committed gRPC/protobuf modules (shared/distillery/grpc_gen) are current: regenerating
+"""The committed gRPC/protobuf modules (shared/distillery/contracts/grpc_gen) are current: regenerating
 them from proto/distill/v1 (what ``make proto`` runs) gives the same bytes."""
 
 from __future__ import annotations
 
 import pytest
 
-from distillery.grpc_gen import generate
+from distillery_gen import grpc as generate
 
 
 def test_committed_modules_are_byte_identical_to_a_fresh_generation(tmp_path):
@@ -20,7 +20,7 @@ def test_committed_modules_are_byte_identical_to_a_fresh_generation(tmp_path):
 
 
 def test_generated_modules_import_as_a_package():
-    from distillery.grpc_gen.distill.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
+    from distillery.contracts.grpc_gen.distill.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
 
     assert ingest_pb2.DESCRIPTOR.package == events_pb2.DESCRIPTOR.package == "distill.v1"
     assert set(ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].methods_by_name) == {"SubmitTasks", "GetTaskStatus"}

@@ -12,17 +12,17 @@ import json
 
 import pytest
 
-from distillery.events import CandidateGenerated
-from distillery.settings import ConfigError
-from distillery.spec import parse_spec
+from distillery.contracts.events import CandidateGenerated
+from distillery.contracts.settings import ConfigError
+from distillery.contracts.spec import parse_spec
 from tests.support import candidate
 from distillery_judge.logic import TaskInput, judge_batch, judge_task, judge_version, rule_floor
 from distillery_judge.relation import relate
 from distillery_judge.scorers import (ModelJudge, Scorers, ScoreRequest, build_scorers, parse_preference,
                                       parse_scores, score_prompt, strip_judge_directives)
 from distillery_judge.selfcheck import SelfCheckMonitor, perturb, sampled
-from distillery.backends import ReplayBackend
-from distillery.spec import Rules
+from distillery.domain.backends import ReplayBackend
+from distillery.contracts.spec import Rules
 
 
 def cand(task, text, teacher="smollm2", **fields) -> CandidateGenerated:
@@ -142,7 +142,7 @@ def test_directives_to_the_grader_are_taken_out() -> None:
 
 def test_the_candidate_cannot_close_its_block_or_change_the_prompt(tasks) -> None:
     task = tasks["math_steps"]
-    from distillery.spec import Dimension
+    from distillery.contracts.spec import Dimension
 
     dims = [Dimension(name="correctness", scorer="llm")]
     plain = score_prompt(task, "#### 5", dims)[1]
@@ -155,7 +155,7 @@ def test_the_candidate_cannot_close_its_block_or_change_the_prompt(tasks) -> Non
 
     class Recorder:
         def generate(self, batch, max_new_tokens):
-            from distillery.ml.generate import Generation
+            from distillery.domain.generate import Generation
 
             seen.extend(batch)
             return [Generation('{"correctness": 1}', 0, 0, "stop", None, 0.0) for _ in batch]

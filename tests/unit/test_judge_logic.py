@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from distillery import ids
-from distillery.events import JudgedCandidate, SourceOffset, Task, Usage
-from distillery.spec import Rules, load_spec, parse_spec
+from distillery.contracts import ids
+from distillery.contracts.events import JudgedCandidate, SourceOffset, Task, Usage
+from distillery.contracts.spec import Rules, load_spec, parse_spec
 from distillery_judge.scorers import reference_text
 from tests.support import candidate
 from distillery_judge.logic import judge_candidate, judge_task, judge_version, rank, rule_floor

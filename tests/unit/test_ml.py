@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from distillery.ml import models
-from distillery.ml.generate import Generator, render_chat
-from distillery.ml.models import build_tiny_student, ensure_converted, load_model
-from distillery.ml.sft import IGNORE_INDEX, Example, save_student, tokenize_examples, train_sft
+from distillery.domain import models
+from distillery.domain.generate import Generator, render_chat
+from distillery.domain.models import build_tiny_student, ensure_converted, load_model
+from distillery_trainer.sft import IGNORE_INDEX, Example, save_student, tokenize_examples, train_sft
 
 FACTS = [
     ("What colour is the sky?", "Blue."),

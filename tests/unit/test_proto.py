@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distillery import events
+from distillery.contracts import events
 
 PROTO = Path(__file__).resolve().parents[2] / "proto" / "distill" / "v1" / "events.proto"
 MESSAGE = re.compile(r"message (\w+) \{(.*?)\n\}", re.DOTALL)

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distillery.backends import ReplayBackend
-from distillery.spec import parse_spec
-from distillery.events import Task
-from distillery.recording import read_tasks
-from distillery.workload import build_workload
+from distillery.domain.backends import ReplayBackend
+from distillery.contracts.spec import parse_spec
+from distillery.contracts.events import Task
+from distillery.domain.recording import read_tasks
+from distillery_cli.workload import build_workload
 from distillery_teacher.logic import answer
 from distillery_teacher.record import record, request_for
 
@@ -58,7 +58,7 @@ def test_replaying_a_recording_yields_the_recorded_candidates(tmp_path: Path) ->
 
 
 def test_the_workload_reader_names_the_bad_line(tmp_path: Path) -> None:
-    from distillery.settings import ConfigError
+    from distillery.contracts.settings import ConfigError
 
     path = tmp_path / "w.jsonl"
     path.write_text('{"task_id": "t", "unit": "tool_call", "prompt": "p"}\n{"unit": 3}\n')

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distillery.events import SubjectScore
+from distillery.contracts.events import SubjectScore
 from distillery_evaluator.report import SECTIONS, ReportData, render, write_report
 from distillery_evaluator.signals import Round, StopConfig, stop_signals
 

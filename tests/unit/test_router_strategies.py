@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from distillery.bus import Rejected
-from distillery.events import (CandidateGenerated, CandidatesJudged, JudgedCandidate, TaskSubmitted, Trace,
+from distillery.runtime.bus import Rejected
+from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, JudgedCandidate, TaskSubmitted, Trace,
                                new_task)
-from distillery.spec import parse_spec
+from distillery.contracts.spec import parse_spec
 from distillery_router.feedback import ValueTable
 from distillery_router.logic import next_chain_step, route
 
@@ -109,7 +109,7 @@ def test_value_table_counts_a_verdict_once():
 
 
 def test_high_risk_units_never_reach_train_on_one_signal(spec_data, tasks):
-    from distillery.events import CandidateGenerated
+    from distillery.contracts.events import CandidateGenerated
     from distillery_judge.logic import judge_task
 
     data = copy.deepcopy(spec_data)
@@ -136,7 +136,7 @@ def test_high_risk_units_never_reach_train_on_one_signal(spec_data, tasks):
 
 
 def test_regeneration_is_bounded_and_carries_the_feedback(spec_data, tasks):
-    from distillery.events import CandidatesJudged, JudgedCandidate
+    from distillery.contracts.events import CandidatesJudged, JudgedCandidate
     from distillery_judge.logic import regeneration_for
     from distillery_router.logic import regenerate
 

@@ -11,11 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
-from distillery import __version__, ids
-from distillery.cli import main
-from distillery.cli import samples as sm
-from distillery.cli.submit import LineError
-from distillery.events import (CandidatesJudged, JudgedCandidate, SampleCurated, SourceOffset, Task, ToolCall, Trace,
+from distillery import __version__
+from distillery.contracts import ids
+from distillery_cli import main
+from distillery_cli import samples as sm
+from distillery.contracts.submission import LineError
+from distillery.contracts.events import (CandidatesJudged, JudgedCandidate, SampleCurated, SourceOffset, Task, ToolCall, Trace,
                                TrajectoryStep, new_task, parse_sample_record)
 from distillery_editor.logic import build_sample
 from typer.testing import CliRunner

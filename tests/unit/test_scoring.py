@@ -1,4 +1,4 @@
-"""Unit tests for distillery.scoring against the real BFCL and GSM8K data shipped in the venv."""
+"""Unit tests for distillery.domain.scoring against the real BFCL and GSM8K data shipped in the venv."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from distillery.events import Reference, ToolCall, ToolSpec, new_task
-from distillery.scoring import (
+from distillery.contracts.events import Reference, ToolCall, ToolSpec, new_task
+from distillery.domain.scoring import (
     ReferenceResult,
     answers_equal,
     check_reference,

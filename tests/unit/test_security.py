@@ -11,11 +11,11 @@ import pytest
 from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 
-from distillery.events import ToolCall
-from distillery.kafka import client_kwargs
-from distillery.service import broker_security
-from distillery.settings import ConfigError, ServiceSettings, load_settings
-from distillery.tools import REGISTRY, call_tool
+from distillery.contracts.events import ToolCall
+from distillery.runtime.kafka import client_kwargs
+from distillery.runtime.service import broker_security
+from distillery.contracts.settings import ConfigError, ServiceSettings, load_settings
+from distillery.domain.tools import REGISTRY, call_tool
 
 SECRET = "s3cr3t-Passw0rd-never-logged"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distillery.settings import ConfigError, ServiceSettings, load_settings
-from distillery.spec import load_spec, parse_spec
+from distillery.contracts.settings import ConfigError, ServiceSettings, load_settings
+from distillery.contracts.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "examples" / "spec.yaml"
@@ -215,8 +215,8 @@ def test_prefixed_kafka_bootstrap_servers_is_read_too(clean_env) -> None:
 
 
 def test_a_student_base_that_is_not_installed_stops_the_service_naming_the_package(monkeypatch, tmp_path) -> None:
-    from distillery.ml import models
-    from distillery.ml.recipes import check_student_bases
+    from distillery.domain import models
+    from distillery.domain.students import check_student_bases
 
     monkeypatch.setenv("DISTILLERY_MODEL_CACHE", str(tmp_path))  # nothing converted yet
     source = models.GgufSource(filename="x.gguf", package="no_such_model_wheel", pip=("no-such-model-wheel==1.0",))

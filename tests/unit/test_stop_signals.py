@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from distillery.events import Reference, Task, ToolSpec
-from distillery.scoring import check_reference
+from distillery.contracts.events import Reference, Task, ToolSpec
+from distillery.domain.scoring import check_reference
 from distillery_evaluator.signals import Round, StopConfig, classify_error, stop_signals
 
 CONFIG = StopConfig()

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from distillery.ml.generate import Generator, render_chat
-from distillery.ml.kd import TeacherTokens, kd_token_loss, kl_to_teacher, match_teacher, restricted_kl
-from distillery.ml.models import (
+from distillery.domain.generate import Generator, render_chat
+from distillery_trainer.kd import TeacherTokens, kd_token_loss, kl_to_teacher, match_teacher, restricted_kl
+from distillery.domain.models import (
     QWEN_CODER,
     SMOLLM2,
     build_tiny_student,
@@ -29,7 +29,7 @@ from distillery.ml.models import (
     model_cache_dir,
     tokenizer_fingerprint,
 )
-from distillery.ml.sft import (
+from distillery_trainer.sft import (
     Example,
     LoraOptions,
     TrainResult,

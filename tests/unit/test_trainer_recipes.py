@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 import torch
 
-from distillery.events import Provenance, SampleCurated, Trace
-from distillery.ml.sft import _batches
-from distillery.settings import ConfigError
-from distillery.spec import StudentSpec, parse_spec
+from distillery.contracts.events import Provenance, SampleCurated, Trace
+from distillery_trainer.sft import _batches
+from distillery.contracts.settings import ConfigError
+from distillery.contracts.spec import StudentSpec, parse_spec
 from distillery_trainer.dataset import build, entries, mix_pools, select
 
 

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from distillery.events import CandidateGenerated, Task, TokenLogprobs, TopTokens, Variant
-from distillery.settings import ConfigError
-from distillery.spec import StudentSpec, parse_spec
+from distillery.contracts.events import CandidateGenerated, Task, TokenLogprobs, TopTokens, Variant
+from distillery.contracts.settings import ConfigError
+from distillery.contracts.spec import StudentSpec, parse_spec
 from distillery_trainer.dataset import build, cap_per_unit, mix_real, raw_samples, samples_per_unit
 from distillery_trainer.training import Inputs, plan, teacher_tokens, variant_recipe
 from tests.unit.test_trainer_recipes import sample
@@ -71,7 +71,7 @@ def test_variant_recipes_apply_overrides_and_bucket_pools() -> None:
 
 
 def test_a_naive_variant_matches_the_full_recipes_count_on_the_same_snapshot(spec) -> None:
-    from distillery.ml.models import smollm2_tokenizer
+    from distillery.domain.models import smollm2_tokenizer
 
     curated = [sample(i) for i in range(4)]
     cands = [candidate(i, t) for i in range(6) for t in spec.units["math_steps"].routing.all_teachers()]
@@ -131,7 +131,7 @@ def test_max_samples_per_unit_sizes_a_run_with_a_seeded_pick() -> None:
 def test_no_boundary_drops_refusal_and_contrastive_samples_and_trains_without_their_unit(spec_data) -> None:
     """The ablation removes the boundary samples; the unit that has only those is left untaught
     (the recipe allows it) instead of stopping the run."""
-    from distillery.cli.attribute import variants_for
+    from distillery_cli.attribute import variants_for
 
     data = copy.deepcopy(spec_data)
     data["students"]["tiny"].update(units=["math_steps", "tool_boundary"], pools=["train", "refusal", "contrastive"])

@@ -1,4 +1,4 @@
-"""Unit tests for distillery.workload (real BFCL and GSM8K data from the installed wheels)."""
+"""Unit tests for distillery_cli.workload (real BFCL and GSM8K data from the installed wheels)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from distillery.events import Task, new_task
-from distillery.scoring import check_reference
+from distillery.contracts.events import Task, new_task
+from distillery.domain.scoring import check_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "workload.py"
 
 
-from distillery import workload  # noqa: E402
+from distillery_cli import workload  # noqa: E402
 UNITS = ("tool_call", "tool_boundary", "math_steps")
 
 

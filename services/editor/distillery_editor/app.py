@@ -10,14 +10,14 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 
-from distillery.bus import In, Out, Rejected
-from distillery.events import (CandidatesJudged, Event, ReviewDecided, SourceOffset, parse_event,
+from distillery.runtime.bus import In, Out, Rejected
+from distillery.contracts.events import (CandidatesJudged, Event, ReviewDecided, SourceOffset, parse_event,
                                parse_sample_record)
-from distillery.kafka import read_snapshot
-from distillery.service import make_app, make_bus
-from distillery.settings import ServiceSettings, load_settings
-from distillery.ml.embeddings import EmbeddingCache, Embedder
-from distillery.spec import load_spec
+from distillery.runtime.kafka import read_snapshot
+from distillery.runtime.service import make_app, make_bus
+from distillery.contracts.settings import ServiceSettings, load_settings
+from distillery.domain.embeddings import EmbeddingCache, Embedder
+from distillery.contracts.spec import load_spec
 from distillery_editor import __version__
 from distillery_editor.governance import HUMAN, Outcome, on_decision, on_verdict
 from distillery_editor.state import EditorState

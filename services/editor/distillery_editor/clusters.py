@@ -94,7 +94,7 @@ class _Leaders:
 class Clusters:
     """Leader clusters of every unit, with per-cluster admission counts (quota) and pending changes.
 
-    ``embed(texts)`` returns one unit-length row per text (:meth:`distillery.ml.embeddings.Embedder.embed`).
+    ``embed(texts)`` returns one unit-length row per text (:meth:`distillery.domain.embeddings.Embedder.embed`).
     """
 
     def __init__(self, embed: Embed) -> None:
@@ -267,4 +267,4 @@ class Clusters:
 
 
 # representative sampling lives in the shared library: the trainer's pool mix uses it too
-from distillery.sampling import representative, upsampled  # noqa: E402, F401
+from distillery.domain.sampling import representative, upsampled  # noqa: E402, F401

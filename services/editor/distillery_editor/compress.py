@@ -12,7 +12,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from distillery.text import FILLER_LINE, FILLER_PHRASE, constraints, facts
+from distillery.domain.text import FILLER_LINE, FILLER_PHRASE, constraints, facts
 
 _ARITHMETIC = re.compile(r"\d|=")  # an opener followed by a computation is a step, not filler
 _MARKUP = re.compile(r"^[\s>*#-]*(?:\d+[.)]\s+)?|\*\*|__")
@@ -85,7 +85,7 @@ def _restore_facts(text: str, final: str, stated: list[str], kept: list[str], st
 
 @functools.lru_cache(maxsize=1)
 def _tokenizer():
-    from distillery.ml.models import smollm2_tokenizer
+    from distillery.domain.models import smollm2_tokenizer
 
     return smollm2_tokenizer()
 

@@ -16,12 +16,12 @@ import json
 import re
 from collections.abc import Callable
 
-from distillery import ids
-from distillery.events import (SAMPLE_POOLS, CandidatesJudged, JudgedCandidate, Provenance, SampleCurated,
+from distillery.contracts import ids
+from distillery.contracts.events import (SAMPLE_POOLS, CandidatesJudged, JudgedCandidate, Provenance, SampleCurated,
                                SourceOffset, Task, Trace)
-from distillery.spec import CapabilitySpec, StyleSpec, UnitSpec
-from distillery.text import FILLER_PHRASE, sentences
-from distillery.tools import REGISTRY
+from distillery.contracts.spec import CapabilitySpec, StyleSpec, UnitSpec
+from distillery.domain.text import FILLER_PHRASE, sentences
+from distillery.domain.tools import REGISTRY
 from distillery_editor.compress import compress, count_tokens
 
 # Pools that become training material.

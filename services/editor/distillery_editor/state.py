@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from distillery.events import ReviewDecided, SampleCurated, SampleEvent, SampleRetracted, SourceOffset
-from distillery.spec import CapabilitySpec, EditorSpec
+from distillery.contracts.events import ReviewDecided, SampleCurated, SampleEvent, SampleRetracted, SourceOffset
+from distillery.contracts.spec import CapabilitySpec, EditorSpec
 from distillery_editor.clusters import Clusters, Embed, cluster_id_for
 from distillery_editor.dedup import NearDuplicates
 

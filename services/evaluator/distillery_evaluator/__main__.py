@@ -1,4 +1,4 @@
-from distillery.service import serve
+from distillery.runtime.service import serve
 from distillery_evaluator.app import build
 
 serve("evaluator", build)

@@ -9,15 +9,15 @@ from pathlib import Path
 
 from prometheus_client import Gauge
 
-from distillery import ids
-from distillery.bus import In, Out
-from distillery.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, ReviewDecided, StudentTrained, TaskSubmitted,
+from distillery.contracts import ids
+from distillery.runtime.bus import In, Out
+from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, ReviewDecided, StudentTrained, TaskSubmitted,
                                Trace, parse_event)
-from distillery.kafka import read_snapshot
-from distillery.service import make_app, make_bus
-from distillery.settings import ServiceSettings, load_settings
-from distillery.ml.recipes import check_student_bases
-from distillery.spec import load_spec
+from distillery.runtime.kafka import read_snapshot
+from distillery.runtime.service import make_app, make_bus
+from distillery.contracts.settings import ServiceSettings, load_settings
+from distillery.domain.students import check_student_bases
+from distillery.contracts.spec import load_spec
 from distillery_evaluator import __version__, attribution
 from distillery_evaluator.logic import (agreement, best_teachers, breakdown, error_classes, is_correct, roi, score,
                                         teacher_outputs, unit_metrics, write_outputs)

@@ -13,7 +13,7 @@ import random
 from collections import defaultdict
 from statistics import mean
 
-from distillery.events import EvaluationCompleted
+from distillery.contracts.events import EvaluationCompleted
 
 REFERENCE = "full"
 

@@ -6,9 +6,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from statistics import mean
 
-from distillery.events import CandidateGenerated, SubjectScore, Task
-from distillery.scoring import answers_equal, check_reference, extract_final_answer, is_decline, parse_tool_calls
-from distillery.spec import CapabilitySpec, UnitSpec
+from distillery.contracts.events import CandidateGenerated, SubjectScore, Task
+from distillery.domain.scoring import answers_equal, check_reference, extract_final_answer, is_decline, parse_tool_calls
+from distillery.contracts.spec import CapabilitySpec, UnitSpec
 from distillery_evaluator.signals import classify_error
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any, Callable
 
-from distillery.events import SubjectScore, subject_order
+from distillery.contracts.events import SubjectScore, subject_order
 from distillery_evaluator.signals import Round, Signal
 
 __all__ = ["ReportData", "SECTIONS", "make_plots", "render", "write_report"]

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import Any, Iterable, Sequence
 
-from distillery.events import Task
-from distillery.scoring import normalize_answer, parse_tool_calls
+from distillery.contracts.events import Task
+from distillery.domain.scoring import normalize_answer, parse_tool_calls
 
 __all__ = [
     "ERROR_CLASSES",

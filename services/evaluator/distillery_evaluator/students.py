@@ -1,7 +1,7 @@
 """Running a student on held-out tasks, before and after training.
 
 A task of a unit with tools is answered in the act-observe loop the teachers answered it in
-(:mod:`distillery.trajectory`): the student calls tools, sees their results and closes with
+(:mod:`distillery.domain.trajectory`): the student calls tools, sees their results and closes with
 ``FINAL: <answer>``, as it was trained to turn by turn. Other tasks get one generation.
 
 Outputs are cached next to the model they came from, so an interrupted experiment resumes
@@ -18,11 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distillery import ids
-from distillery.events import StudentTrained, Task
-from distillery.ml.generate import Generation
-from distillery.spec import CapabilitySpec, StudentSpec
-from distillery.trajectory import PROTOCOL, LoopItem, Run, run_loops
+from distillery.contracts import ids
+from distillery.contracts.events import StudentTrained, Task
+from distillery.domain.generate import Generation
+from distillery.contracts.spec import CapabilitySpec, StudentSpec
+from distillery.domain.trajectory import PROTOCOL, LoopItem, Run, run_loops
 from distillery_evaluator.logic import Output
 
 AFTER, BEFORE = "student:after", "student:before"
@@ -33,8 +33,8 @@ _CACHED_FIELDS = ("text", "latency_s", "cost_usd", "output_tokens", "missing", "
 def student_outputs(trained: StudentTrained, recipe: StudentSpec, spec: CapabilitySpec, tasks: list[Task],
                     device: str = "cpu", include_before: bool = True) -> list[Output]:
     """The trained student's answers, and (``include_before``) the untrained base's on the same prompts."""
-    from distillery.ml.models import load_model
-    from distillery.ml.recipes import load_base
+    from distillery.domain.models import load_model
+    from distillery.domain.students import load_base
 
     artifact = Path(trained.artifact_dir)
     outputs = cached_answers(artifact / "evaluation" / "outputs.after.json", AFTER, recipe, spec, tasks, device,
@@ -117,7 +117,7 @@ class StudentBackend:
         self.batch_size = batch_size
 
     def generate(self, requests: list[tuple[str, str, str]], max_new_tokens: int) -> list[Generation]:
-        from distillery.ml.generate import render_chat
+        from distillery.domain.generate import render_chat
 
         prompts = [render_chat(self.generator.tokenizer, system, user) for _, system, user in requests]
         return self.generator.generate(prompts, max_new_tokens=max_new_tokens, batch_size=self.batch_size)
@@ -126,7 +126,7 @@ class StudentBackend:
 def answer(model_and_tokenizer: tuple[Any, Any], subject: str, recipe: StudentSpec, spec: CapabilitySpec,
            tasks: list[Task], device: str) -> list[Output]:
     """One output per task, in order: tool units through the loop, the others in one generation."""
-    from distillery.ml.generate import Generator
+    from distillery.domain.generate import Generator
 
     model, tokenizer = model_and_tokenizer
     model.eval()
@@ -142,7 +142,7 @@ def answer(model_and_tokenizer: tuple[Any, Any], subject: str, recipe: StudentSp
 def single_answers(generator: Any, subject: str, recipe: StudentSpec, spec: CapabilitySpec,
                    tasks: list[Task]) -> list[Output]:
     """One generation per task, on the prompt the student was trained on for it."""
-    from distillery.ml.recipes import student_prompt
+    from distillery.domain.students import student_prompt
 
     if not tasks:
         return []

@@ -1,4 +1,4 @@
-from distillery.service import serve
+from distillery.runtime.service import serve
 from distillery_judge.app import build
 
 serve("judge", build)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from distillery.events import CandidateGenerated, SourceOffset, Task
-from distillery.ids import round_key
+from distillery.contracts.events import CandidateGenerated, SourceOffset, Task
+from distillery.contracts.ids import round_key
 
 
 @dataclass

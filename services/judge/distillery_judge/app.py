@@ -10,12 +10,12 @@ from aiokafka import ConsumerRebalanceListener
 from prometheus_client import Counter, Gauge, Info
 from pydantic import Field
 
-from distillery.bus import In, Out
-from distillery.events import CandidateGenerated, CandidatesJudged, parse_event
-from distillery.kafka import read_snapshot
-from distillery.service import make_app, make_bus
-from distillery.settings import ServiceSettings, load_settings
-from distillery.spec import load_spec
+from distillery.runtime.bus import In, Out
+from distillery.contracts.events import CandidateGenerated, CandidatesJudged, parse_event
+from distillery.runtime.kafka import read_snapshot
+from distillery.runtime.service import make_app, make_bus
+from distillery.contracts.settings import ServiceSettings, load_settings
+from distillery.contracts.spec import load_spec
 from distillery_judge import __version__
 from distillery_judge.aggregate import Aggregator, OpenTask
 from distillery_judge.logic import TaskInput, judge_batch, judge_version, regeneration_for, with_label

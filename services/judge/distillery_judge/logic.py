@@ -13,11 +13,11 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from distillery import ids
-from distillery.events import (CandidateGenerated, CandidatesJudged, JudgedCandidate, RegenerationRequested,
+from distillery.contracts import ids
+from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, JudgedCandidate, RegenerationRequested,
                                SourceOffset, Task, Trace)
-from distillery.scoring import ReferenceResult, check_reference, parse_tool_calls
-from distillery.spec import CapabilitySpec, Dimension, Rules, UnitSpec, judge_version, with_label  # noqa: F401 (re-exported)
+from distillery.domain.scoring import ReferenceResult, check_reference, parse_tool_calls
+from distillery.contracts.spec import CapabilitySpec, Dimension, Rules, UnitSpec, judge_version, with_label  # noqa: F401 (re-exported)
 from distillery_judge.relation import relate
 from distillery_judge.scorers import (Embedder, ModelJudge, PairRequest, Scorers, ScoreRequest, reference_text,
                                       strip_judge_directives)

@@ -11,10 +11,10 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from distillery.events import JudgedCandidate, Task
-from distillery.scoring import DECLINE_CUE, normalize_answer
-from distillery.spec import UnitSpec
-from distillery.text import constraints
+from distillery.contracts.events import JudgedCandidate, Task
+from distillery.domain.scoring import DECLINE_CUE, normalize_answer
+from distillery.contracts.spec import UnitSpec
+from distillery.domain.text import constraints
 
 _WORDS = re.compile(r"[a-z0-9]+")
 SAME_CONSTRAINT = 0.5  # word overlap (Jaccard) above which two constraint sentences say the same thing

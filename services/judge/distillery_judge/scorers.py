@@ -1,4 +1,4 @@
-"""The judge's model scorers: MiniLM embedding similarity (distillery.ml.embeddings) and an LLM judge on a rubric.
+"""The judge's model scorers: MiniLM embedding similarity (distillery.domain.embeddings) and an LLM judge on a rubric.
 
 The LLM judge asks any backend (transformers, replay, OpenAI-compatible) for 0-10
 scores per dimension. The candidate's text is isolated: it sits between markers that
@@ -15,10 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from distillery.backends import Backend, make_backend
-from distillery.ml.embeddings import Embedder
-from distillery.events import Task
-from distillery.spec import CapabilitySpec, Dimension
+from distillery.domain.backends import Backend, make_backend
+from distillery.domain.embeddings import Embedder
+from distillery.contracts.events import Task
+from distillery.contracts.spec import CapabilitySpec, Dimension
 
 
 # Sentences aimed at whoever grades the answer. They never help the task, so they are

@@ -10,12 +10,12 @@ import contextlib
 
 from prometheus_client import Counter, Gauge
 
-from distillery.bus import In, Out
-from distillery.events import CandidateGenerated, CandidatesJudged, RegenerationRequested, TaskSubmitted, parse_event
-from distillery.kafka import read_snapshot
-from distillery.service import make_app, make_bus
-from distillery.settings import load_settings
-from distillery.spec import load_spec
+from distillery.runtime.bus import In, Out
+from distillery.contracts.events import CandidateGenerated, CandidatesJudged, RegenerationRequested, TaskSubmitted, parse_event
+from distillery.runtime.kafka import read_snapshot
+from distillery.runtime.service import make_app, make_bus
+from distillery.contracts.settings import load_settings
+from distillery.contracts.spec import load_spec
 from distillery_router import __version__
 from distillery_router.ingest import RouterSettings, TaskIndex, ingest_server
 from distillery_router.feedback import ValueTable

@@ -12,7 +12,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
-from distillery.events import CandidatesJudged
+from distillery.contracts.events import CandidatesJudged
 
 ACCEPTED_POOLS = ("train", "refusal", "hard_case")
 

@@ -1,8 +1,8 @@
 """gRPC ingest (proto/distill/v1/ingest.proto), served by the router next to its subscriber.
 
 ``SubmitTasks`` validates each streamed task with the rules of ``distillery submit``
-(:func:`distillery.cli.submit.validate_task`), publishes the accepted ones on the tasks topic
-through the router's :class:`~distillery.bus.Bus`, and answers only once the broker has
+(:func:`distillery.contracts.submission.validate_task`), publishes the accepted ones on the tasks topic
+through the router's :class:`~distillery.runtime.bus.Bus`, and answers only once the broker has
 acknowledged all of them: a task reported accepted is durable. ``GetTaskStatus`` reads a small
 in-memory :class:`TaskIndex` (accepted here, or routed by this process). Every call needs the
 metadata ``authorization: Bearer <DISTILLERY_INGEST_TOKEN>``.
@@ -23,12 +23,12 @@ import grpc
 from prometheus_client import Counter
 from pydantic import Field, model_validator
 
-from distillery.bus import Bus, Out
-from distillery.cli.submit import validate_task
-from distillery.events import Task
-from distillery.grpc_gen.distill.v1 import ingest_pb2, ingest_pb2_grpc
-from distillery.settings import ConfigError, ServiceSettings, require_files
-from distillery.spec import CapabilitySpec
+from distillery.runtime.bus import Bus, Out
+from distillery.contracts.submission import validate_task
+from distillery.contracts.events import Task
+from distillery.contracts.grpc_gen.distill.v1 import ingest_pb2, ingest_pb2_grpc
+from distillery.contracts.settings import ConfigError, ServiceSettings, require_files
+from distillery.contracts.spec import CapabilitySpec
 
 log = logging.getLogger("distillery.router.ingest")
 

@@ -9,11 +9,11 @@ import random
 import re
 from dataclasses import dataclass
 
-from distillery import ids
-from distillery.bus import Rejected
-from distillery.events import (CandidateGenerated, Chain, ChainStep, GenerationRequested, RegenerationRequested, Task,
+from distillery.contracts import ids
+from distillery.runtime.bus import Rejected
+from distillery.contracts.events import (CandidateGenerated, Chain, ChainStep, GenerationRequested, RegenerationRequested, Task,
                                TaskSubmitted, Trace)
-from distillery.spec import CapabilitySpec, ExpertRule, UnitSpec
+from distillery.contracts.spec import CapabilitySpec, ExpertRule, UnitSpec
 from distillery_router.feedback import ValueTable
 
 # The request a teacher answers for a pure price estimate: ~300 prompt, ~100 completion tokens.

@@ -1,4 +1,4 @@
-from distillery.service import serve
+from distillery.runtime.service import serve
 from distillery_teacher.app import build
 
 serve("teacher", build)

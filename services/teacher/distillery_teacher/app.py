@@ -7,13 +7,13 @@ import asyncio
 from prometheus_client import Counter, Histogram
 from pydantic import Field
 
-from distillery.bus import In, Out
-from distillery.events import GenerationRequested
-from distillery.service import make_app, make_bus
-from distillery.settings import ConfigError, ServiceSettings, load_settings
-from distillery.spec import load_spec
+from distillery.runtime.bus import In, Out
+from distillery.contracts.events import GenerationRequested
+from distillery.runtime.service import make_app, make_bus
+from distillery.contracts.settings import ConfigError, ServiceSettings, load_settings
+from distillery.contracts.spec import load_spec
 from distillery_teacher import __version__
-from distillery.backends import TransformersBackend, make_backend
+from distillery.domain.backends import TransformersBackend, make_backend
 from distillery_teacher.logic import answer
 
 TOKENS = Counter("distillery_teacher_tokens_total", "Tokens processed", ["teacher", "kind"])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from distillery import ids
-from distillery.events import CandidateGenerated, GenerationRequested, TokenLogprobs, TopTokens, Trace, Usage
-from distillery.ml.generate import Generation
-from distillery.prompts import teacher_messages
+from distillery.contracts import ids
+from distillery.contracts.events import CandidateGenerated, GenerationRequested, TokenLogprobs, TopTokens, Trace, Usage
+from distillery.domain.generate import Generation
+from distillery.domain.prompts import teacher_messages
 from distillery_teacher.trajectory import run_trajectories
-from distillery.spec import CapabilitySpec, TeacherSpec
-from distillery.backends import Backend
+from distillery.contracts.spec import CapabilitySpec, TeacherSpec
+from distillery.domain.backends import Backend
 
 log = logging.getLogger("distillery.teacher")
 

@@ -3,7 +3,7 @@
     python -m distillery_teacher.openai_server --model smollm2-135m-instruct --port 8000
 
 serves ``GET /v1/models`` and ``POST /v1/chat/completions`` (non-streaming) with real generation
-through :class:`distillery.ml.generate.Generator`: chat messages rendered with the tokenizer's
+through :class:`distillery.domain.generate.Generator`: chat messages rendered with the tokenizer's
 chat template, ``max_tokens`` / ``max_completion_tokens``, ``temperature`` (0 is greedy; the API
 default is 1), ``stop``, ``logprobs`` (the chosen token's log probability, before temperature
 scaling, in ``choices[0].logprobs.content[i].logprob``), ``usage`` and ``finish_reason``.
@@ -56,7 +56,7 @@ def _scored_generator_class():
     """
     import torch
 
-    from distillery.ml.generate import Generation, Generator
+    from distillery.domain.generate import Generation, Generator
 
     @dataclass
     class ScoredGeneration(Generation):
@@ -346,7 +346,7 @@ class OpenAIServer:
 
 def build_server(model: str, served_model: str | None = None, device: str = "cpu", **kwargs) -> OpenAIServer:
     """Load ``model`` (a registry name or a saved-model folder) and wrap it in the ASGI app."""
-    from distillery.ml.models import load_model
+    from distillery.domain.models import load_model
 
     lm, tokenizer = load_model(model, device=device)
     generator = _scored_generator_class()(lm, tokenizer)

@@ -8,7 +8,7 @@ all of them), through the teacher service's own :func:`~distillery_teacher.logic
 trajectories run their act-observe loop exactly as in the pipeline. Every model turn is written as
 one step of the row for (task, teacher): text, usage, latency, confidence, finish reason and, for a
 teacher with ``logprobs: k``, its top-k token logprobs. The replay backend serves those rows back
-(:class:`distillery.backends.ReplayBackend`), and replaying yields the same candidates.
+(:class:`distillery.domain.backends.ReplayBackend`), and replaying yields the same candidates.
 
 Resumable: rows already in ``--out`` are kept and their (task, teacher) pairs skipped, so an
 interrupted recording goes on where it stopped. Any backend works: local transformers, or an
@@ -22,13 +22,13 @@ import json
 import sys
 from pathlib import Path
 
-from distillery import ids
-from distillery.backends import Backend, generation_row, make_backend
-from distillery.events import CandidateGenerated, GenerationRequested, Task
-from distillery.recording import read_tasks, recorded_pairs, recorded_teachers
-from distillery.ml.generate import Generation
-from distillery.settings import ConfigError
-from distillery.spec import CapabilitySpec, load_spec
+from distillery.contracts import ids
+from distillery.domain.backends import Backend, generation_row, make_backend
+from distillery.contracts.events import CandidateGenerated, GenerationRequested, Task
+from distillery.domain.recording import read_tasks, recorded_pairs, recorded_teachers
+from distillery.domain.generate import Generation
+from distillery.contracts.settings import ConfigError
+from distillery.contracts.spec import CapabilitySpec, load_spec
 from distillery_teacher.logic import answer
 
 PRODUCED_BY = "teacher@record"

@@ -1,4 +1,4 @@
-"""Tool trajectories for teacher requests: the shared act-observe loop (:mod:`distillery.trajectory`)
+"""Tool trajectories for teacher requests: the shared act-observe loop (:mod:`distillery.domain.trajectory`)
 run over requests, each run turned into a candidate that carries every step: the call, its
 arguments, the observation or the error, and the closure.
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from distillery.backends import Backend
-from distillery.events import CandidateGenerated, GenerationRequested, Usage
-from distillery.ml.generate import Generation
-from distillery.spec import CapabilitySpec, TeacherSpec
-from distillery.trajectory import LoopItem, Run, run_loops
+from distillery.domain.backends import Backend
+from distillery.contracts.events import CandidateGenerated, GenerationRequested, Usage
+from distillery.domain.generate import Generation
+from distillery.contracts.spec import CapabilitySpec, TeacherSpec
+from distillery.domain.trajectory import LoopItem, Run, run_loops
 
 
 def loop_item(request: GenerationRequested) -> LoopItem:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge
 
-from distillery.bus import In, Out, Rejected
-from distillery.events import (CandidateGenerated, StudentTrained, Trace, TrainingRequested, parse_event,
+from distillery.runtime.bus import In, Out, Rejected
+from distillery.contracts.events import (CandidateGenerated, StudentTrained, Trace, TrainingRequested, parse_event,
                                parse_sample_record)
-from distillery.kafka import read_snapshot
-from distillery.service import make_app, make_bus
-from distillery.settings import ServiceSettings, load_settings
-from distillery.ml.recipes import check_student_bases
-from distillery.spec import load_spec
+from distillery.runtime.kafka import read_snapshot
+from distillery.runtime.service import make_app, make_bus
+from distillery.contracts.settings import ServiceSettings, load_settings
+from distillery.domain.students import check_student_bases
+from distillery.contracts.spec import load_spec
 from distillery_trainer import __version__
 from distillery_trainer.dataset import repository
 from distillery_trainer.training import Inputs, run

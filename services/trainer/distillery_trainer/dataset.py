@@ -9,10 +9,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from distillery import ids
-from distillery.events import CandidateGenerated, Provenance, SampleCurated, SampleEvent, SampleRetracted, Task, live_samples
-from distillery.sampling import representative, upsampled
-from distillery.spec import StudentSpec
+from distillery.contracts import ids
+from distillery.contracts.events import CandidateGenerated, Provenance, SampleCurated, SampleEvent, SampleRetracted, Task, live_samples
+from distillery.domain.sampling import representative, upsampled
+from distillery.contracts.spec import StudentSpec
 
 # Curriculum order: the plain answer first, then the steps, the style, the tool trajectories.
 PATHWAY_ORDER = ("answer", "process", "style", "tool_trajectory")

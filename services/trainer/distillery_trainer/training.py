@@ -16,11 +16,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from distillery import ids
-from distillery.events import CandidateGenerated, SampleCurated, TokenLogprobs, Variant
-from distillery.ml.recipes import load_base, student_prompt
-from distillery.spec import CapabilitySpec, StudentSpec, UnitSpec
-from distillery.trajectory import closure_line, recorded_step, training_turns
+from distillery.contracts import ids
+from distillery.contracts.events import CandidateGenerated, SampleCurated, TokenLogprobs, Variant
+from distillery.domain.students import load_base, student_prompt
+from distillery.contracts.spec import CapabilitySpec, StudentSpec, UnitSpec
+from distillery.domain.trajectory import closure_line, recorded_step, training_turns
 from distillery_trainer.dataset import (build, dataset_line, manifest, raw_samples, render_target, samples_per_unit,
                                         task_of)
 
@@ -108,7 +108,7 @@ def is_trajectory(sample: SampleCurated) -> bool:
 def student_turns(tokenizer: Any, unit: UnitSpec, sample: SampleCurated, fields: list[str]) -> list[tuple[str, str]]:
     """(prompt, target) pairs a sample teaches: one per turn of a tool trajectory, prompted exactly
     as the loop prompts that turn (the student acts in the teacher's loop), else the one answer."""
-    from distillery.ml.generate import render_chat
+    from distillery.domain.generate import render_chat
 
     task = task_of(sample)
     if not is_trajectory(sample):
@@ -121,9 +121,9 @@ def student_turns(tokenizer: Any, unit: UnitSpec, sample: SampleCurated, fields:
 def examples_of(p: dict[str, Any], recipe: StudentSpec, inputs: Inputs, tokenizer: Any) -> list:
     """Training examples, one per row of the plan; with logit distillation, the distill teacher's
     samples carry its tokens (not a trajectory's turns: its cached tokens are of no single turn)."""
-    from distillery.ml.kd import TeacherTokens
-    from distillery.ml.models import tokenizer_fingerprint
-    from distillery.ml.sft import Example
+    from distillery_trainer.kd import TeacherTokens
+    from distillery.domain.models import tokenizer_fingerprint
+    from distillery_trainer.sft import Example
 
     cached = teacher_tokens(recipe, inputs.candidates, tokenizer_fingerprint(tokenizer))
     examples = []
@@ -137,7 +137,7 @@ def examples_of(p: dict[str, Any], recipe: StudentSpec, inputs: Inputs, tokenize
 def run(name: str, spec: CapabilitySpec, inputs: Inputs, topic: str, artifact_root: Path, device: str = "cpu",
         progress: Progress | None = None, variant: Variant | None = None) -> dict[str, Any]:
     """Train (or find) the student; returns the lineage record that StudentTrained carries."""
-    from distillery.ml.sft import LoraOptions, save_student, train_sft
+    from distillery_trainer.sft import LoraOptions, save_student, train_sft
 
     model, tokenizer = load_base(variant_recipe(spec.students[name], variant), device)  # a seed variant: its own init
     p = plan(name, spec, inputs, topic, tokenizer, variant)

@@ -1,0 +1,128 @@
+"""What the CLI asks of a running pipeline: counts, pools, lag, metrics, events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.request
+from collections import Counter
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from distillery.contracts.events import (CandidatesJudged, EvaluationCompleted, Event, EventDeadLettered, live_samples, parse_event,
+                               parse_sample_record)
+from distillery.runtime.kafka import consumer_lag, read_snapshot, topic_counts
+from distillery.contracts.settings import ConfigError, ServiceSettings
+from distillery_cli.stack import StackState
+
+
+def resolve_student(spec, student: str | None) -> str:
+    """The named student, or the spec's main student (the first declared) when none is named."""
+    if student is None and spec.students:
+        return next(iter(spec.students))
+    if student not in spec.students:
+        raise ConfigError(f"unknown student '{student}' (spec has {', '.join(sorted(spec.students)) or 'none'})")
+    return student
+
+
+def settings_for(state: StackState) -> ServiceSettings:
+    return ServiceSettings.model_validate(
+        {"KAFKA_BOOTSTRAP_SERVERS": state.bootstrap, "topic_prefix": state.topic_prefix}
+    )
+
+
+def events(settings: ServiceSettings, topic: str, model: type[Event]) -> list[Event]:
+    snapshot = asyncio.run(read_snapshot(settings, topic))
+    out = []
+    for record in snapshot.records:
+        with contextlib.suppress(Exception):
+            out.append(parse_event(model, record.value))
+    return out
+
+
+def counts(settings: ServiceSettings, teacher_ids: list[str]) -> dict[str, int]:
+    return asyncio.run(topic_counts(settings, list(settings.topics.all_topics(teacher_ids))))
+
+
+def pools(settings: ServiceSettings) -> Counter:
+    """Candidates per pool, one verdict per task (the latest judge version wins nothing here: all shown)."""
+    seen: dict[str, CandidatesJudged] = {}
+    for verdict in events(settings, settings.topics.verdicts, CandidatesJudged):
+        seen[verdict.verdict_id] = verdict
+    return Counter(jc.pool for v in seen.values() for jc in v.candidates)
+
+
+def sample_counts(settings: ServiceSettings) -> Counter:
+    """Live samples (retracted ones no longer count) per unit, pool and pathway."""
+    snapshot = asyncio.run(read_snapshot(settings, settings.topics.samples))
+    history = []
+    for record in snapshot.records:
+        with contextlib.suppress(Exception):
+            history.append(parse_sample_record(record.value))
+    return Counter((s.unit, s.pool, s.pathway) for s in live_samples(history))
+
+
+def group_topics(state: StackState) -> dict[str, tuple[str, str]]:
+    """Service name -> (consumer group, input topic)."""
+    topics = settings_for(state).topics
+    groups = {
+        "router": ("distillery-router", topics.tasks),
+        "editor": ("distillery-editor", topics.verdicts),
+        "editor-reviews": ("distillery-editor-reviews", topics.reviews),
+        "trainer": ("distillery-trainer", topics.training_requests),
+        "evaluator": ("distillery-evaluator", topics.students),
+    }
+    for proc in state.processes:
+        if proc.name.startswith("teacher-"):
+            teacher = proc.name.removeprefix("teacher-")
+            groups[proc.name] = (f"distillery-teacher-{teacher}", topics.generation_requests(teacher))
+    for proc in state.processes:  # the judge, and any replay judge (its group names its version)
+        if proc.name == "judge" or proc.name.startswith("judge-replay-"):
+            judge_group = metric_value(state, proc.name, "distillery_judge_group_info", label="group")
+            if judge_group:
+                groups[proc.name] = (judge_group, topics.candidates)
+    return groups
+
+
+def lags(state: StackState) -> dict[str, int]:
+    settings = settings_for(state)
+    out = {}
+    for name, (group, topic) in group_topics(state).items():
+        out[name] = asyncio.run(consumer_lag(settings, group, [topic]))[topic]
+    return out
+
+
+def metrics(state: StackState, service: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """A service's /metrics as {sample name: [(labels, value)]}; empty if it does not answer."""
+    port = state.process(service).port
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def metric_value(state: StackState, service: str, name: str, label: str | None = None):
+    samples = metrics(state, service).get(name, [])
+    if not samples:
+        return None
+    labels, value = samples[0]
+    return labels.get(label) if label else value
+
+
+def refusals(settings: ServiceSettings, request_ids: list[str]) -> dict[str, str]:
+    """Why the trainer dead-lettered each of these training requests, for those it did."""
+    wanted = set(request_ids)
+    return {d.record_key: d.error for d in events(settings, settings.topics.dlq, EventDeadLettered)
+            if d.source_topic == settings.topics.training_requests and d.record_key in wanted}
+
+
+def latest_evaluation(settings: ServiceSettings) -> EvaluationCompleted | None:
+    """The latest evaluation of a student trained on its recipe (attribution variants aside)."""
+    evals = [e for e in events(settings, settings.topics.evaluations, EvaluationCompleted) if e.variant is None]
+    return max(evals, key=lambda e: e.produced_at) if evals else None

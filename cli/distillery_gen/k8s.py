@@ -1,0 +1,153 @@
+"""Write the Kustomize base (deploy/k8s/base) from the table below and the code's own facts
+(topic partition counts, consumer groups, versions, the example spec, the alert rules).
+
+Run ``python -m distillery_gen.k8s`` after editing; a test fails when the committed manifests are
+not what this writes, and validates ``kubectl kustomize`` output of every overlay.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "deploy" / "k8s" / "base"
+
+from distillery.contracts.spec import load_spec  # noqa: E402
+from distillery.contracts.channels import PARTITIONS  # noqa: E402
+
+VERSION = "0.1.0"
+PART_OF = {"app.kubernetes.io/part-of": "distillery"}
+# deployment -> (image, consumer group KEDA scales on, topic stem, extra env, resources (cpu, memory))
+SERVICES = {
+    "router": ("router", "distillery-router", "tasks", {}, ("250m", "256Mi")),
+    "judge": ("judge", "distillery-judge-rules-v1", "candidates",
+              # a fixed group per judge version: deploy a new version as a new Deployment and group
+              {"DISTILLERY_CONSUMER_GROUP": "distillery-judge-rules-v1"}, ("1", "2Gi")),
+    "editor": ("editor", "distillery-editor", "verdicts", {}, ("1", "2Gi")),
+    "trainer": ("trainer", "distillery-trainer", "training.requests",
+                {"DISTILLERY_ARTIFACT_DIR": "/artifacts"}, ("2", "8Gi")),
+    "evaluator": ("evaluator", "distillery-evaluator", "students", {}, ("2", "4Gi")),
+}
+SHARED_ARTIFACTS = {"trainer", "evaluator"}
+
+
+def teachers() -> dict[str, tuple]:
+    spec = load_spec(ROOT / "examples" / "spec.yaml")
+    return {f"teacher-{t}": ("teacher", f"distillery-teacher-{t}", f"generation.requests.{t}",
+                             {"DISTILLERY_TEACHER_ID": t}, ("2", "4Gi")) for t in spec.routed_teachers()}
+
+
+def partitions(stem: str) -> int:
+    return PARTITIONS["generation.requests" if stem.startswith("generation.requests") else stem]
+
+
+def deployment(name: str, image: str, env: dict[str, str], cpu: str, memory: str) -> dict:
+    labels = {"app.kubernetes.io/name": name, **PART_OF}
+    mounts = [{"name": "spec", "mountPath": "/config", "readOnly": True}, {"name": "home", "mountPath": "/home/distillery"},
+              {"name": "tmp", "mountPath": "/tmp"}]
+    volumes = [{"name": "spec", "configMap": {"name": "distillery-spec"}}, {"name": "home", "emptyDir": {}},
+               {"name": "tmp", "emptyDir": {}}]
+    if name in SHARED_ARTIFACTS:
+        mounts.append({"name": "artifacts", "mountPath": "/artifacts"})
+        volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": "distillery-artifacts"}})
+    probe = {"httpGet": {"path": "/health/live", "port": "http"}, "periodSeconds": 15, "timeoutSeconds": 3}
+    container = {
+        "name": name, "image": f"distillery-{image}:{VERSION}", "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "envFrom": [{"configMapRef": {"name": "distillery-kafka"}}],
+        "env": [{"name": k, "value": v} for k, v in {"DISTILLERY_HTTP_HOST": "0.0.0.0", "DISTILLERY_HTTP_PORT": "8080",
+                                                      "DISTILLERY_SPEC_PATH": "/config/spec.yaml", **env}.items()],
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+        "startupProbe": {**probe, "failureThreshold": 40},
+        "livenessProbe": probe,
+        "readinessProbe": {"httpGet": {"path": "/health/ready", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 3},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": mounts,
+    }
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                             "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+                         "containers": [container], "volumes": volumes},
+            },
+        },
+    }
+
+
+def scaled_object(name: str, group: str, stem: str) -> dict:
+    """Scale on the consumer group's lag; more replicas than partitions would sit idle."""
+    return {
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": name, "labels": dict(PART_OF)},
+        "spec": {
+            "scaleTargetRef": {"name": name}, "minReplicaCount": 1, "maxReplicaCount": partitions(stem),
+            "triggers": [{"type": "kafka", "metadata": {
+                "bootstrapServersFromEnv": "KAFKA_BOOTSTRAP_SERVERS", "consumerGroup": group, "topic": f"distill.{stem}.v1",
+                "lagThreshold": "50", "offsetResetPolicy": "earliest"}}],
+        },
+    }
+
+
+def pod_monitor() -> dict:
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": {"name": "distillery", "labels": dict(PART_OF)},
+            "spec": {"selector": {"matchLabels": dict(PART_OF)},
+                     "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}]}}
+
+
+def prometheus_rule() -> dict:
+    groups = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"]
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+            "metadata": {"name": "distillery", "labels": dict(PART_OF)}, "spec": {"groups": groups}}
+
+
+def documents() -> dict[str, list[dict]]:
+    table = {**SERVICES, **teachers()}
+    return {
+        "deployments.yaml": [deployment(n, img, env, *res) for n, (img, _, _, env, res) in table.items()],
+        "scaledobjects.yaml": [scaled_object(n, group, stem) for n, (_, group, stem, _, _) in table.items()],
+        "monitoring.yaml": [pod_monitor(), prometheus_rule()],
+        "storage.yaml": [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                          "metadata": {"name": "distillery-artifacts", "labels": dict(PART_OF)},
+                          "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "20Gi"}}}},
+                         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "router", "labels": dict(PART_OF)},
+                          "spec": {"selector": {"app.kubernetes.io/name": "router"},
+                                   "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}}],
+    }
+
+
+def kustomization() -> dict:
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": sorted(documents()),
+        "configMapGenerator": [
+            {"name": "distillery-spec", "files": ["spec.yaml"]},
+            {"name": "distillery-kafka", "literals": ["KAFKA_BOOTSTRAP_SERVERS=kafka:9092", "DISTILLERY_TOPIC_PREFIX=distill"]},
+        ],
+    }
+
+
+def rendered() -> dict[str, str]:
+    header = "# Generated by cli/distillery_gen/k8s.py; edit the script, not this file.\n"
+    out = {name: header + yaml.safe_dump_all(docs, sort_keys=False) for name, docs in documents().items()}
+    out["kustomization.yaml"] = header + yaml.safe_dump(kustomization(), sort_keys=False)
+    out["spec.yaml"] = (ROOT / "examples" / "spec.yaml").read_text()  # the ConfigMap's source, kept in step
+    return out
+
+
+def main() -> int:
+    BASE.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered().items():
+        (BASE / name).write_text(text)
+    print(f"wrote {len(rendered())} files to {BASE}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,504 @@
+"""The event contracts (ARCHITECTURE §2): frozen pydantic models with an envelope.
+
+Events are past-tense facts. Every event carries ``event_id`` (a deterministic
+content hash of its cause, see :mod:`distillery.contracts.ids`), ``schema_version``,
+``produced_by`` (``service@version``), ``produced_at`` and a ``trace``.
+Readers upcast older schema versions through :data:`UPCASTERS`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distillery.contracts import ids
+
+POOLS = ("train", "hard_case", "contrastive", "refusal", "failure", "review", "discard")
+Pool = Literal["train", "hard_case", "contrastive", "refusal", "failure", "review", "discard"]
+# Pools the editor turns into samples (the others are kept on the verdicts topic for audit and review).
+SAMPLE_POOLS = ("train", "hard_case", "refusal", "contrastive")
+Pathway = Literal["answer", "process", "style", "tool_trajectory"]
+Split = Literal["train", "eval"]
+Tier = Literal["high", "medium", "low"]
+
+
+class Model(BaseModel):
+    """Internal models forbid unknown fields and never change after creation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- payload parts -----------------------------------------------------------
+
+
+class ToolSpec(Model):
+    """A function the model may call, declared as in OpenAI/BFCL function calling."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(Model):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Reference(Model):
+    """Ground truth for the judge's reference checks and the evaluator's metrics.
+
+    ``answer``: the final answer (math). ``tool_calls``: BFCL possible answers,
+    one ``{function: {argument: [allowed values]}}`` per expected call.
+    ``no_call``: the right behaviour is to call no tool.
+    """
+
+    answer: str | None = None
+    tool_calls: list[dict[str, dict[str, list[Any]]]] | None = None
+    no_call: bool = False
+
+
+class Task(Model):
+    task_id: str
+    unit: str
+    prompt: str
+    tools: list[ToolSpec] = Field(default_factory=list)
+    reference: Reference | None = None
+    split: Split = "train"
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Usage(Model):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class TrajectoryStep(Model):
+    """One act-observe step of a tool trajectory: the call, and what came back (or went wrong)."""
+
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    observation: str = ""
+    error: str | None = None
+
+
+class ChainStep(Model):
+    """One finished step of a role chain: who answered in which role, and what."""
+
+    role: str
+    teacher_id: str
+    candidate_id: str
+    text: str
+    cost_usd: float = 0.0
+
+
+class Chain(Model):
+    """Where a request or candidate stands in a role chain (retrieval -> reasoning -> rewriting)."""
+
+    roles: list[str]
+    teachers: list[str]
+    step: int
+    prior: list[ChainStep] = Field(default_factory=list)
+
+    @property
+    def role(self) -> str:
+        return self.roles[self.step]
+
+    @property
+    def is_final(self) -> bool:
+        return self.step == len(self.teachers) - 1
+
+
+class Trace(Model):
+    task_id: str | None = None
+    causation_id: str | None = None
+
+
+class SourceOffset(Model):
+    topic: str
+    partition: int
+    offset: int
+
+
+# --- envelope ------------------------------------------------------------------
+
+
+class Event(Model):
+    """Envelope shared by every event. Subclasses name their id field."""
+
+    id_field: ClassVar[str]
+    schema_version: int = 1
+    event_id: str = ""
+    produced_by: str
+    produced_at: datetime = Field(default_factory=utcnow)
+    trace: Trace = Field(default_factory=Trace)
+
+    def model_post_init(self, __context: Any) -> None:
+        # event_id is derived from the entity id, so a redelivery has the same one.
+        if not self.event_id:
+            object.__setattr__(self, "event_id", getattr(self, self.id_field))
+
+    @property
+    def key(self) -> str:
+        """Partition key: the task for task-scoped events, else the entity id."""
+        return self.trace.task_id or getattr(self, self.id_field)
+
+
+class TaskSubmitted(Event):
+    id_field: ClassVar[str] = "task_id"
+    task_id: str
+    task: Task
+
+
+class GenerationRequested(Event):
+    id_field: ClassVar[str] = "request_id"
+    request_id: str
+    task: Task
+    teacher_id: str
+    strategy: str
+    route_reason: str
+    expected_candidates: int
+    attempt: int = 1
+    max_new_tokens: int
+    route_rule: str | None = None
+    route_score: float | None = None
+    chain: Chain | None = None
+    feedback: str | None = None  # why the previous attempt was rejected (regeneration)
+
+
+class TopTokens(Model):
+    """The teacher's k most likely next tokens at one position, most likely first."""
+
+    ids: list[int]
+    logprobs: list[float]
+
+
+class TokenLogprobs(Model):
+    """A teacher's cached token distribution (teachers.<id>.logprobs), for logit distillation.
+
+    ``tokenizer`` is the fingerprint of the teacher's tokenizer (ml.models.tokenizer_fingerprint):
+    a student can learn these ids only if its own tokenizer has the same fingerprint."""
+
+    tokenizer: str
+    token_ids: list[int]
+    top: list[TopTokens]
+
+
+class CandidateGenerated(Event):
+    id_field: ClassVar[str] = "candidate_id"
+    candidate_id: str
+    request_id: str
+    task: Task
+    teacher_id: str
+    strategy: str
+    route_reason: str
+    expected_candidates: int
+    text: str
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    finish_reason: str = "stop"
+    confidence: float | None = None
+    error: str | None = None
+    chain: Chain | None = None
+    attempt: int = 1
+    trajectory: list[TrajectoryStep] = Field(default_factory=list)
+    logprobs: TokenLogprobs | None = None
+
+
+class JudgedCandidate(Model):
+    candidate_id: str
+    teacher_id: str
+    text: str
+    pool: Pool
+    rank: int
+    score: float
+    reasons: list[str] = Field(default_factory=list)
+    checks: dict[str, bool] = Field(default_factory=dict)
+    final: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    source: SourceOffset | None = None
+    chain_steps: list[ChainStep] = Field(default_factory=list)
+    trajectory: list[TrajectoryStep] = Field(default_factory=list)
+    # per-dimension scores in [0, 1], and which scorer produced each (e.g. "llm:qwen-coder")
+    dimensions: dict[str, float] = Field(default_factory=dict)
+    scorers: dict[str, str] = Field(default_factory=dict)
+    confidence: float | None = None  # the teacher's, carried for hard-case decisions downstream
+    correction: str | None = None  # contrastive: the right answer this wrong one is kept against
+    evidence: list[str] = Field(default_factory=list)  # complementary points other teachers raised
+    judge_raw: str | None = None  # the judge model's unparseable output, kept when it failed
+
+
+class CandidatesJudged(Event):
+    id_field: ClassVar[str] = "verdict_id"
+    verdict_id: str
+    task: Task
+    judge_version: str
+    candidates: list[JudgedCandidate]
+    missing_candidates: int = 0
+    attempt: int = 1
+    # multi-teacher relation of the task's candidates: agree, complement, conflict (None: one candidate)
+    relation: Literal["agree", "complement", "conflict"] | None = None
+    relation_reasons: list[str] = Field(default_factory=list)
+    # the judge's own checks on this task: position_swap_agree, perturbation_caught, two_judge_agree
+    self_checks: dict[str, bool] = Field(default_factory=dict)
+
+
+class RegenerationRequested(Event):
+    """The judge asks the router for another, bounded attempt, with the reasons as feedback."""
+
+    id_field: ClassVar[str] = "regeneration_id"
+    regeneration_id: str
+    task: Task
+    attempt: int
+    teachers: list[str]
+    feedback: str
+    verdict_id: str
+
+
+class Provenance(Model):
+    task_id: str
+    candidate_id: str
+    teacher_id: str
+    judge_version: str
+    verdict_id: str
+    source: SourceOffset | None = None
+
+
+class SampleCurated(Event):
+    """A training sample (schema v2). v1 kept the judge score in ``metadata["score"]``; the
+    upcaster moves it to ``score``. Fields added in v2 have defaults, so a replay back-fills them."""
+
+    id_field: ClassVar[str] = "sample_id"
+    schema_version: int = 2
+    sample_id: str
+    unit: str
+    pathway: Pathway
+    pool: Pool
+    prompt: str
+    final: str
+    rationale: str = ""
+    limits: str = ""
+    evidence: list[str] = Field(default_factory=list)
+    tool_steps: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[ToolSpec] = Field(default_factory=list)
+    weight: float = 1.0
+    content_hash: str
+    provenance: Provenance
+    metadata: dict[str, str] = Field(default_factory=dict)
+    # --- v2 ---
+    score: float | None = None  # the judge's weighted score of the candidate
+    confidence: float | None = None  # the teacher's (mean token probability), where it had one
+    tier: Tier = "high"
+    cluster: str | None = None  # semantic cluster (MiniLM), where the unit clusters
+    tokens_before: int = 0  # the teacher's text as written (students' tokenizer)
+    tokens_after: int = 0  # what the student learns to write: final, rationale, limits (+ steps for trajectories)
+    style_constraints: list[str] = Field(default_factory=list)  # style pathway: what the final was checked against
+    contrast: str = ""  # contrastive samples: the wrong answer, kept beside the correction in `final`
+    origin: Literal["teacher", "real"] = "teacher"  # real: imported human or production data
+
+
+def _sample_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    metadata = dict(data.get("metadata") or {})
+    score = metadata.pop("score", None)
+    return {**data, "metadata": metadata, "score": float(score) if score is not None else None, "schema_version": 2}
+
+
+class SampleRetracted(Event):
+    """A sample leaves the repository: a newer judge version or a human rejected its candidate.
+
+    ``judge_version`` is the version (or ``human``) that decided; ``source`` the verdict or
+    decision record that caused it, so a restarted editor knows which verdict governs a task.
+    """
+
+    id_field: ClassVar[str] = "retraction_id"
+    sample_id: str
+    judge_version: str
+    reason: str
+    task_id: str | None = None
+    candidate_id: str | None = None
+    source: SourceOffset | None = None
+    retraction_id: str = ""  # derived: h(sample_id, judge_version)
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.retraction_id:  # one retraction per sample and decider: a redelivery repeats the id
+            object.__setattr__(self, "retraction_id", ids.content_id("retract", self.sample_id, self.judge_version))
+        super().model_post_init(__context)
+
+
+Decision = Literal["accept", "reject"]
+
+
+class ReviewDecided(Event):
+    """A human decision on a candidate of the review pool; it outranks the model judge, replays included."""
+
+    id_field: ClassVar[str] = "decision_id"
+    decision_id: str
+    task: Task
+    candidate: JudgedCandidate
+    judge_version: str  # of the verdict that sent the candidate to review
+    verdict_id: str
+    decision: Decision
+    pool: Pool | None = None  # accept: the pool the human put it in
+    note: str = ""
+    reviewer: str = ""
+
+
+def decision_id_for(candidate_id: str, decision: str, pool: str | None, note: str, reviewer: str) -> str:
+    return ids.content_id("review", candidate_id, decision, pool or "", note, reviewer)
+
+
+class Variant(Model):
+    """A variant run of a student's recipe, for attribution (distillery attribute).
+
+    ``bucket`` says which samples: ``curated`` (the editor's samples, the recipe's pools),
+    ``judge_filtered`` (curated, ``train`` pool only), ``multi_teacher`` (every teacher's raw
+    output, unfiltered and unstructured: naive distillation), ``single_teacher`` (the same, one
+    teacher). ``overrides`` change recipe fields (fields, pathways, seed, real_share); ``match``
+    caps each unit's sample count at the full recipe's count on the same snapshot."""
+
+    name: str
+    bucket: Literal["curated", "judge_filtered", "multi_teacher", "single_teacher"] = "curated"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    match: bool = False
+    experiment_id: str = ""
+    members: int = 1  # runs in the experiment, so the evaluator knows when the table is complete
+
+
+class TrainingRequested(Event):
+    id_field: ClassVar[str] = "request_id"
+    request_id: str
+    student: str
+    reason: str = "command"
+    variant: Variant | None = None
+    # topic -> partition -> end offset: train on exactly this snapshot (attribution runs share one)
+    snapshot: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+
+class StudentTrained(Event):
+    id_field: ClassVar[str] = "student_id"
+    student_id: str
+    student: str
+    version: str
+    artifact_dir: str
+    base_model: str
+    recipe: dict[str, Any]
+    manifest: dict[str, Any]
+    loss_curve: list[float] = Field(default_factory=list)
+    train_seconds: float = 0.0
+    train_cost_usd: float = 0.0
+    variant: Variant | None = None
+
+
+class SubjectScore(Model):
+    """One subject (teacher, student before, student after) on one unit."""
+
+    unit: str
+    subject: str
+    n: int
+    accuracy: float
+    mean_latency_s: float
+    cost_per_request_usd: float
+    mean_output_tokens: float
+    # tasks the subject gave no answer to, by reason (counted wrong, never dropped from n)
+    unanswered: dict[str, int] = Field(default_factory=dict)
+
+
+def subject_order(subject: str) -> tuple[int, str]:
+    """How reports list subjects: teachers first, then the student before and after training."""
+    return ({"student:before": 1, "student:after": 2}.get(subject, 0), subject)
+
+
+class EvaluationCompleted(Event):
+    id_field: ClassVar[str] = "evaluation_id"
+    evaluation_id: str
+    student_id: str
+    scores: list[SubjectScore]
+    roi: dict[str, float]
+    report_path: str
+    student: str = ""
+    samples: int = 0  # in the student's dataset: the x axis of marginal gain
+    variant: Variant | None = None
+    # the trained student's correctness per held-out task id (attribution pairs runs by task)
+    correct: dict[str, bool] = Field(default_factory=dict)
+    agreement: dict[str, float] = Field(default_factory=dict)  # unit -> student agrees with best teacher
+    error_classes: dict[str, int] = Field(default_factory=dict)
+    signals: dict[str, str] = Field(default_factory=dict)  # fired stop signal -> reason
+    attribution_path: str | None = None  # set on the evaluation that completed an experiment
+
+
+class EventDeadLettered(Event):
+    id_field: ClassVar[str] = "dead_letter_id"
+    dead_letter_id: str
+    service: str
+    source_topic: str
+    partition: int
+    offset: int
+    record_key: str | None
+    payload: str
+    error: str
+
+
+SampleEvent = SampleCurated | SampleRetracted
+
+
+def parse_sample_record(payload: bytes | str) -> SampleEvent:
+    """The samples topic carries both curated samples and their retractions."""
+    try:
+        return parse_event(SampleCurated, payload)
+    except ValueError:
+        return parse_event(SampleRetracted, payload)
+
+
+def live_samples(events: list[SampleEvent]) -> list[SampleCurated]:
+    """What the repository holds after these events, in topic order: the last word on each sample id wins."""
+    live: dict[str, SampleCurated] = {}
+    for event in events:
+        if isinstance(event, SampleRetracted):
+            live.pop(event.sample_id, None)
+        else:
+            live[event.sample_id] = event
+    return list(live.values())
+
+
+def task_key(task: Task) -> Trace:
+    return Trace(task_id=task.task_id)
+
+
+def new_task(unit: str, prompt: str, **fields: Any) -> Task:
+    """A task with its deterministic id (used by ``submit`` when a line has none)."""
+    tools = fields.get("tools") or []
+    tool_dump = [t if isinstance(t, dict) else t.model_dump() for t in tools]
+    return Task(task_id=ids.task_id_for(unit, prompt, tool_dump), unit=unit, prompt=prompt, **fields)
+
+
+# Readers upcast older schema versions: {(event class name, from_version): fn(dict) -> dict}.
+# Version 1 is the first wire format; golden files in tests/golden pin it.
+UPCASTERS: dict[tuple[str, int], Any] = {("SampleCurated", 1): _sample_v1_to_v2}
+
+
+def parse_event(model: type[Event], payload: bytes | str | dict[str, Any]) -> Event:
+    """Validate a wire payload into ``model``, upcasting older schema versions first."""
+    if isinstance(payload, dict):
+        return model.model_validate(_upcast(model, payload))
+    if not any(name == model.__name__ for name, _ in UPCASTERS):
+        return model.model_validate_json(payload)  # the fast path: nothing to upcast for this model
+    import json
+
+    return model.model_validate(_upcast(model, json.loads(payload)))
+
+
+def _upcast(model: type[Event], data: dict[str, Any]) -> dict[str, Any]:
+    version = int(data.get("schema_version", 1))
+    while (model.__name__, version) in UPCASTERS:
+        data = UPCASTERS[(model.__name__, version)](data)
+        version = int(data["schema_version"])
+    return data

@@ -1,0 +1,85 @@
+"""Validating a JSONL file of tasks: every bad line is reported with its number and reason."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from distillery.contracts import ids
+from distillery.contracts.events import Task, TaskSubmitted, ToolSpec, Trace
+from distillery.contracts.spec import CapabilitySpec
+
+
+@dataclass
+class LineError:
+    line: int
+    reason: str
+
+
+def parse_tasks(text: str, spec: CapabilitySpec | None, max_bytes: int, produced_by: str) -> tuple[list[TaskSubmitted], list[LineError]]:
+    """Valid lines become TaskSubmitted events; the others are reported, not fatal."""
+    events: list[TaskSubmitted] = []
+    errors: list[LineError] = []
+    # split on \n only: U+2028 and friends are valid inside JSON strings
+    for number, line in enumerate((raw.rstrip("\r") for raw in text.split("\n")), start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(_parse_line(line, spec, max_bytes, produced_by))
+        except ValueError as exc:
+            errors.append(LineError(number, str(exc)))
+    return events, errors
+
+
+def _task_id(data: dict) -> str:
+    """The deterministic id of a task given without one (same hash as ``events.new_task``)."""
+    try:
+        tools = [ToolSpec.model_validate(t).model_dump() for t in data.get("tools") or []]
+    except (ValidationError, TypeError):
+        tools = data.get("tools") or []
+    return ids.task_id_for(str(data.get("unit", "")), str(data.get("prompt", "")), tools)
+
+
+def _parse_line(line: str, spec: CapabilitySpec | None, max_bytes: int, produced_by: str) -> TaskSubmitted:
+    size = len(line.encode())
+    check_size(size, max_bytes)
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    return validate_task(data, spec, max_bytes, produced_by, size=size)
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise ValueError(f"task is {size} bytes, over the {max_bytes}-byte limit")
+
+
+def json_size(data: object) -> int:
+    """Bytes of ``data`` as one compact JSONL line: the size of a task that did not arrive as a line."""
+    return len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+
+
+def validate_task(data: object, spec: CapabilitySpec | None, max_bytes: int, produced_by: str,
+                  size: int | None = None) -> TaskSubmitted:
+    """The rules every task obeys however it arrives (a JSONL line, the router's gRPC ingest):
+    a bounded size, a JSON object that validates as a Task (its id computed when absent), a unit
+    of the spec. Raises ValueError with the reason. ``size``: bytes as received (a line's
+    length); None measures ``data`` as a compact JSON line."""
+    if not isinstance(data, dict):
+        raise ValueError("a task line must be a JSON object")
+    check_size(json_size(data) if size is None else size, max_bytes)
+    if "task_id" not in data:
+        data = {**data, "task_id": _task_id(data)}
+    try:
+        task = Task.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = next((e for e in errors if e["loc"][:1] != ("task_id",)), errors[0])
+        field = ".".join(str(p) for p in first["loc"]) or "(line)"
+        raise ValueError(f"field '{field}': {first['msg']}") from None
+    if spec is not None and task.unit not in spec.units:
+        raise ValueError(f"unknown capability unit '{task.unit}' (spec has {', '.join(sorted(spec.units))})")
+    return TaskSubmitted(task_id=task.task_id, task=task, produced_by=produced_by, trace=Trace(task_id=task.task_id))

@@ -1,0 +1,270 @@
+"""The at-least-once batch runtime every service uses (ARCHITECTURE §3, §9).
+
+One hop: consume a batch, validate each record into its event model (invalid
+ones become dead letters with the reason), run the service's logic, publish every
+output without awaiting each acknowledgement individually, wait for the whole
+batch to be acknowledged, and only then commit the consumed offsets.
+A crash anywhere before the commit means the batch is read again; deterministic
+ids make the second pass produce the same events, which consumers drop by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
+
+from distillery.contracts import ids
+from distillery.contracts.events import Event, EventDeadLettered, Trace, parse_event
+from distillery.runtime.kafka import client_kwargs
+from distillery.contracts.settings import ServiceSettings
+
+log = logging.getLogger("distillery.runtime.bus")
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True)
+class Out:
+    """One event to publish: the topic and partition key travel with it."""
+
+    topic: str
+    event: Event
+    key: str | None = None
+
+    @property
+    def partition_key(self) -> str:
+        return self.key or self.event.key
+
+
+@dataclass(frozen=True)
+class In(Generic[E]):
+    """One valid inbound event and the record it came from."""
+
+    event: E
+    record: ConsumerRecord
+
+
+class Rejected(Exception):
+    """Raised by service logic for an event it cannot accept; it is dead-lettered with ``reason``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+BatchHandler = Callable[[list[In[E]]], Awaitable[list[Out]]]
+CommitLimit = Callable[[TopicPartition], int | None]
+
+
+class Bus:
+    """Publishing, dead-lettering and batch subscription for one service."""
+
+    def __init__(self, broker: KafkaBroker, settings: ServiceSettings, service: str, version: str) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.service = service
+        self.produced_by = f"{service}@{version}"
+        self.topics = settings.topics
+        self.consumers: dict[str, AIOKafkaConsumer] = {}  # last consumer seen per group
+        self.producer: AIOKafkaProducer | None = None
+        prefix = f"distillery_{service}"
+        self.consumed = Counter(f"{prefix}_events_consumed_total", "Valid events consumed", ["topic"])
+        self.published = Counter(f"{prefix}_events_published_total", "Events published", ["topic"])
+        self.dead_letters = Counter(f"{prefix}_dead_letters_total", "Events sent to the DLQ", ["topic", "reason"])
+        self.batch_seconds = Histogram(f"{prefix}_batch_seconds", "Seconds per consumed batch, publish included")
+        self.lag = Gauge(f"{prefix}_consumer_lag", "Records behind the partition's end after the last committed batch",
+                         ["topic", "partition"])
+
+    # -- outputs -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Outputs go through one plain aiokafka producer: a batch is sent without awaiting
+        each acknowledgement, then awaited together. FastStream's per-message publish path
+        cost as much as the rest of a hop (docs/benchmarks.md); its middleware still
+        measures consumption."""
+        self.producer = AIOKafkaProducer(acks="all", linger_ms=5, **client_kwargs(self.settings))
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def publish(self, outs: Iterable[Out]) -> None:
+        """Send every event, then wait until the broker acknowledged all of them."""
+        if self.producer is None:
+            await self.start()
+        futures = []
+        for out in outs:
+            payload = out.event.model_dump_json().encode()
+            futures.append(await self.producer.send(out.topic, payload, key=out.partition_key.encode()))
+            self.published.labels(out.topic).inc()
+        if futures:
+            await asyncio.gather(*futures)
+
+    def dead_letter(self, record: ConsumerRecord, error: str, reason: str = "invalid") -> Out:
+        """A dead-letter event for ``record`` (deterministic id: one per source offset)."""
+        self.dead_letters.labels(record.topic, reason).inc()
+        payload = record.value.decode("utf-8", errors="replace") if record.value else ""
+        event = EventDeadLettered(
+            dead_letter_id=ids.content_id("dlq", self.service, record.topic, record.partition, record.offset),
+            produced_by=self.produced_by,
+            service=self.service,
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            record_key=record.key.decode("utf-8", errors="replace") if record.key else None,
+            payload=payload,
+            error=f"{reason}: {error}",
+            trace=Trace(causation_id=f"{record.topic}/{record.partition}/{record.offset}"),
+        )
+        return Out(self.topics.dlq, event, key=event.dead_letter_id)
+
+    # -- inputs ------------------------------------------------------------------
+
+    def decode(
+        self, records: Iterable[ConsumerRecord], model: type[E], max_bytes: int | None = None
+    ) -> tuple[list[In[E]], list[Out]]:
+        """Validate each record; invalid or oversized ones become dead letters, the rest go on."""
+        valid: list[In[E]] = []
+        dead: list[Out] = []
+        for record in records:
+            size = len(record.value or b"")
+            if max_bytes is not None and size > max_bytes:
+                dead.append(self.dead_letter(record, f"{size} bytes > limit {max_bytes}", "oversized"))
+                continue
+            try:
+                valid.append(In(parse_event(model, record.value or b""), record))  # type: ignore[arg-type]
+            except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+                dead.append(self.dead_letter(record, _short_error(exc), "invalid"))
+        for item in valid:
+            self.consumed.labels(item.record.topic).inc()
+        return valid, dead
+
+    def per_event(self, fn: Callable[[In[E]], list[Out]]) -> BatchHandler[E]:
+        """Turn a per-event function into a batch handler; an event whose logic raises
+        is dead-lettered as poison with the error, and the batch goes on."""
+
+        async def handle(items: list[In[E]]) -> list[Out]:
+            outs: list[Out] = []
+            for item in items:
+                try:
+                    outs.extend(fn(item))
+                except Rejected as exc:
+                    outs.append(self.dead_letter(item.record, str(exc), exc.reason))
+                except Exception as exc:  # noqa: BLE001 - poison events must not stop the service
+                    log.warning("poison event at %s: %s", item.record.offset, traceback.format_exc(limit=3))
+                    outs.append(self.dead_letter(item.record, _short_error(exc), "poison"))
+            return outs
+
+        return handle
+
+    def subscribe(
+        self,
+        topics: str | list[str],
+        model: type[E],
+        handler: BatchHandler[E],
+        *,
+        group_id: str,
+        commit_limit: CommitLimit | None = None,
+        lock: asyncio.Lock | None = None,
+        on_published: Callable[[], None] | None = None,
+        on_failed: Callable[[], None] | None = None,
+        max_records: int | None = None,
+        max_bytes: int | None = None,
+        **subscriber_options: Any,
+    ) -> Any:
+        """Register a batch subscriber with publish-then-commit semantics.
+
+        ``commit_limit`` lets a stateful consumer (the judge) hold a partition's
+        committed offset below work it has read but not finished; ``lock``
+        serialises batches with that consumer's own background flushes.
+        ``on_published`` / ``on_failed`` let in-memory state (the editor's dedup
+        index) change only once the batch's outputs are durable. ``max_bytes``
+        dead-letters larger records as ``oversized`` (the router bounds tasks).
+        """
+        topic_list = [topics] if isinstance(topics, str) else topics
+
+        @self.broker.subscriber(
+            *topic_list,
+            group_id=group_id,
+            batch=True,
+            max_records=max_records or self.settings.batch_max_records,
+            batch_timeout_ms=self.settings.batch_timeout_ms,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            decoder=_raw_records,  # records are validated below, one by one, so one bad record can't sink a batch
+            **subscriber_options,
+        )
+        async def consume(msg: KafkaMessage) -> None:
+            records: tuple[ConsumerRecord, ...] = msg.raw_message  # type: ignore[assignment]
+            self.consumers[group_id] = msg.consumer
+            async with lock or contextlib.nullcontext():
+                with self.batch_seconds.time():
+                    items, dead = self.decode(records, model, max_bytes)
+                    try:
+                        outs = await handler(items) if items else []
+                        await self.publish([*outs, *dead])
+                    except Exception:
+                        if on_failed:
+                            on_failed()
+                        await msg.nack()  # rewind: the whole batch is read again
+                        raise
+                    if on_published:
+                        on_published()
+                    await commit(msg.consumer, records, commit_limit)
+                    self.record_lag(msg.consumer, records)
+
+        return consume
+
+    def record_lag(self, consumer: AIOKafkaConsumer, records: Iterable[ConsumerRecord]) -> None:
+        """Lag per partition of the batch: the end offset the last fetch saw minus what was read.
+        (Scaling on lag is KEDA's job, from the broker; this is what dashboards and alerts see.)"""
+        read: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            read[tp] = max(read.get(tp, 0), record.offset + 1)
+        for tp, offset in read.items():
+            end = consumer.highwater(tp)
+            if end is not None:
+                self.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - offset))
+
+
+async def _raw_records(msg: Any) -> Any:
+    return msg.raw_message
+
+
+async def commit(
+    consumer: AIOKafkaConsumer, records: Iterable[ConsumerRecord], limit: CommitLimit | None = None
+) -> None:
+    """Commit the next offset of each partition in the batch, capped by ``limit``."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    if limit:
+        for tp in list(offsets):
+            cap = limit(tp)
+            if cap is not None:
+                offsets[tp] = min(offsets[tp], cap)
+    if offsets:
+        await consumer.commit(offsets)
+
+
+def _short_error(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(event)"
+        return f"{exc.error_count()} validation error(s); first at '{loc}': {first['msg']}"
+    return f"{type(exc).__name__}: {exc}"[:500]

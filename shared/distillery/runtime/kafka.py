@@ -1,0 +1,177 @@
+"""Plain aiokafka helpers: client config, topic creation, snapshot reads, lag.
+
+End offsets come from the high watermark of a fetch, not ListOffsets, because the
+embedded Tansu broker answers ListOffsets(latest) wrongly; the fetch watermark is
+right on Tansu and on Apache Kafka alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from distillery.contracts.settings import ServiceSettings
+
+
+def client_kwargs(settings: ServiceSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        # aiokafka takes the same username/password arguments for PLAIN and SCRAM
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        kwargs.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password,
+        )
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        def path(p):
+            return str(p) if p is not None else None
+
+        kwargs["ssl_context"] = create_ssl_context(cafile=path(settings.kafka_ssl_cafile),
+                                                   certfile=path(settings.kafka_ssl_certfile),
+                                                   keyfile=path(settings.kafka_ssl_keyfile))
+    return kwargs
+
+
+async def ensure_topics(settings: ServiceSettings, topics: dict[str, int]) -> None:
+    """Create topics with explicit partition counts; existing ones are left alone."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, num_partitions=p, replication_factor=1) for n, p in topics.items() if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created them first
+    finally:
+        await admin.close()
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    # aiokafka's metadata covers only subscribed topics; add_topic makes it fetch this one too.
+    await consumer._client.add_topic(topic)  # noqa: SLF001 - no public API for an unsubscribed topic
+    for _ in range(50):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        await consumer._client.force_metadata_update()  # noqa: SLF001
+        await asyncio.sleep(0.1)
+    return []
+
+
+async def high_watermarks(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """End offset per partition, read from fetch responses (see module docstring)."""
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, 0)
+    marks: dict[TopicPartition, int] = {}
+    for _ in range(20):
+        await consumer.getmany(*tps, timeout_ms=200, max_records=1)
+        for tp in tps:
+            mark = consumer.highwater(tp)
+            if mark is not None:
+                marks[tp] = mark
+        if len(marks) == len(tps):
+            break
+    return marks
+
+
+@dataclass
+class Snapshot:
+    """Records of a topic read from the beginning up to fixed end offsets."""
+
+    records: list[ConsumerRecord]
+    end_offsets: dict[int, int]
+
+
+async def read_snapshot(settings: ServiceSettings, topic: str, upto: dict[int, int] | None = None) -> Snapshot:
+    """Read ``topic`` from the start to its current end offsets (fixed at call time), or to the
+    offsets ``upto`` (partition -> end offset) of an earlier snapshot, so runs can share one."""
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
+    await consumer.start()
+    try:
+        tps = await partitions_of(consumer, topic)
+        ends = await high_watermarks(consumer, tps)
+        if upto is not None:
+            ends = {tp: min(end, upto.get(tp.partition, 0)) for tp, end in ends.items()}
+        records: list[ConsumerRecord] = []
+        pending = {tp for tp in tps if ends.get(tp, 0) > 0}
+        for tp in tps:
+            consumer.seek(tp, 0)
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=500, max_records=5000)
+            if not batch:
+                continue
+            for tp, recs in batch.items():
+                for rec in recs:
+                    if rec.offset < ends[tp]:
+                        records.append(rec)
+                if recs and recs[-1].offset + 1 >= ends[tp]:
+                    pending.discard(tp)
+        return Snapshot(records, {tp.partition: ends.get(tp, 0) for tp in tps})
+    finally:
+        await consumer.stop()
+
+
+async def consumer_lag(settings: ServiceSettings, group_id: str, topics: list[str]) -> dict[str, int]:
+    """Messages not yet committed by ``group_id``, per topic."""
+    consumer = AIOKafkaConsumer(group_id=group_id, enable_auto_commit=False, **client_kwargs(settings))
+    await consumer.start()
+    try:
+        lag: dict[str, int] = {}
+        for topic in topics:
+            tps = await partitions_of(consumer, topic)
+            committed = {tp: (await consumer.committed(tp)) or 0 for tp in tps}
+            ends = await high_watermarks(consumer, tps)
+            lag[topic] = sum(max(0, ends.get(tp, 0) - committed[tp]) for tp in tps)
+        return lag
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(settings: ServiceSettings, topic: str) -> dict[int, int]:
+    """Partition -> end offset of ``topic`` now: names a snapshot that later reads can stop at."""
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
+    await consumer.start()
+    try:
+        tps = await partitions_of(consumer, topic)
+        return {tp.partition: end for tp, end in (await high_watermarks(consumer, tps)).items()} if tps else {}
+    finally:
+        await consumer.stop()
+
+
+async def topic_counts(settings: ServiceSettings, topics: list[str]) -> dict[str, int]:
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
+    await consumer.start()
+    try:
+        counts = {}
+        for topic in topics:
+            tps = await partitions_of(consumer, topic)
+            ends = await high_watermarks(consumer, tps) if tps else {}
+            counts[topic] = sum(ends.values())
+        return counts
+    finally:
+        await consumer.stop()
+
+
+async def produce_all(settings: ServiceSettings, items: list[tuple[str, str, bytes]]) -> None:
+    """Publish (topic, key, value) items and wait for every acknowledgement."""
+    producer = AIOKafkaProducer(acks="all", **client_kwargs(settings))
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key.encode()) for topic, key, value in items]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

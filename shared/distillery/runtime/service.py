@@ -1,0 +1,132 @@
+"""Service wiring: FastStream broker with Prometheus middleware, health and metrics endpoints.
+
+A service's ``app.py`` calls :func:`make_bus`, registers its subscribers and hands
+the result to :func:`serve`. ``/metrics``, ``/health/live`` and ``/health/ready``
+are served by uvicorn on ``DISTILLERY_HTTP_PORT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from prometheus_client import REGISTRY, make_asgi_app
+
+from distillery.runtime.bus import Bus
+from distillery.runtime.kafka import client_kwargs, ensure_topics
+from distillery.contracts.settings import ConfigError, ServiceSettings
+from distillery.contracts.spec import CapabilitySpec
+
+
+def make_bus(settings: ServiceSettings, service: str, version: str) -> Bus:
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        security=broker_security(settings),
+        middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=service)],
+        acks="all",
+        linger_ms=5,
+        logger=logging.getLogger(f"distillery.{service}"),
+    )
+    return Bus(broker, settings, service, version)
+
+
+def broker_security(settings: ServiceSettings) -> BaseSecurity | None:
+    """The same SASL/TLS settings the plain aiokafka clients get (kafka.client_kwargs), in
+    FastStream's form, so every client of a service connects the same way."""
+    kwargs = client_kwargs(settings)
+    ssl_context = kwargs.get("ssl_context")
+    mechanism = kwargs.get("sasl_mechanism")
+    if mechanism is None:
+        return BaseSecurity(ssl_context=ssl_context) if ssl_context is not None else None
+    kind = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[mechanism]
+    return kind(username=kwargs["sasl_plain_username"], password=kwargs["sasl_plain_password"],
+                ssl_context=ssl_context, use_ssl=settings.kafka_security_protocol == "SASL_SSL")
+
+
+def free_port() -> int:
+    """A free loopback port (a service started with DISTILLERY_HTTP_PORT=0 listens on one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@get
+async def live(scope: Any) -> AsgiResponse:  # noqa: ARG001
+    return AsgiResponse(b"ok", 200)
+
+
+def make_app(
+    bus: Bus,
+    spec: CapabilitySpec | None = None,
+    on_startup: list[Callable[[], Awaitable[None]]] | None = None,
+    on_shutdown: list[Callable[[], Awaitable[None]]] | None = None,
+    teacher_ids: list[str] | None = None,
+    ready_check: Callable[[], Awaitable[bool]] | None = None,
+) -> AsgiFastStream:
+    """The ASGI app: the broker's subscribers plus /metrics and the health endpoints.
+
+    ``/health/ready`` answers 204 while the broker answers a ping and, if given, ``ready_check``
+    returns True (a teacher's model server, say); 503 otherwise, with which of the two failed.
+    """
+
+    async def create_topics() -> None:
+        ids = teacher_ids if teacher_ids is not None else (list(spec.teachers) if spec else [])
+        await ensure_topics(bus.settings, bus.topics.all_topics(ids))
+
+    return AsgiFastStream(
+        bus.broker,
+        asgi_routes=[
+            ("/metrics", make_asgi_app(REGISTRY)),
+            ("/health/live", live),
+            ("/health/ready", _readiness(bus, ready_check)),
+        ],
+        on_startup=[create_topics, bus.start, *(on_startup or [])],
+        after_shutdown=[*(on_shutdown or []), bus.stop],
+    )
+
+
+def _readiness(bus: Bus, ready_check: Callable[[], Awaitable[bool]] | None) -> Any:
+    """The readiness endpoint: the broker ping, AND-ed with the service's own check if it has one."""
+    if ready_check is None:
+        return make_ping_asgi(bus.broker, timeout=5.0)
+
+    @get
+    async def ready(scope: Any) -> AsgiResponse:  # noqa: ARG001
+        if not await bus.broker.ping(5.0):
+            return AsgiResponse(b"broker not reachable", 503)
+        if not await ready_check():
+            return AsgiResponse(b"backend not ready", 503)
+        return AsgiResponse(b"", 204)
+
+    return ready
+
+
+def serve(service: str, build: Callable[[], tuple[AsgiFastStream, ServiceSettings]]) -> None:
+    """Build and run a service; configuration errors stop it with one readable line."""
+    import uvicorn
+
+    try:
+        app, settings = build()
+    except ConfigError as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+    )
+    port = settings.http_port or free_port()
+    logging.getLogger("distillery").info("%s listening on http://%s:%d", service, settings.http_host, port)
+    config = uvicorn.Config(app, host=settings.http_host, port=port, log_level="warning", lifespan="on")
+    asyncio.run(uvicorn.Server(config).serve())
