@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import yaml
+from faststream.kafka.annotations import KafkaMessage
 
 from distillery.contracts import ids
 from distillery.contracts.events import CandidateGenerated, Task, Trace
@@ -133,3 +134,48 @@ def exported_metric_names(ports: list[int]) -> set[str]:
                 if family.type == "counter":
                     names.add(family.name + "_total")
     return names
+
+
+class InMemoryService:
+    """A service's subscriptions wired to FastStream's in-memory TestKafkaBroker (no cluster):
+    ``publish`` sends one event to a channel, ``sent(stem)`` is what the service published there,
+    parsed back from the bytes the broker carried."""
+
+    def __init__(self, service: str, subscriptions, deps, settings) -> None:
+        from distillery.runtime.service import make_bus
+        from distillery.runtime.wiring import wire
+
+        self.bus = make_bus(settings, service, "test")
+        deps.topics, deps.produced_by = self.bus.topics, self.bus.produced_by
+        self.groups = wire(self.bus, service, subscriptions, deps)
+        self.bus.in_memory = True
+        self.received: dict[str, list[bytes]] = {}
+
+    def catch(self, *topics: str) -> None:
+        """Subscribe to the service's output topics (before entering the context)."""
+        for topic in topics:
+            self.bus.broker.subscriber(topic, group_id=f"catch-{topic}")(self._catcher(topic))
+
+    def _catcher(self, topic: str):
+        async def catch(msg: KafkaMessage) -> None:
+            self.received.setdefault(topic, []).append(msg.body)
+
+        return catch
+
+    def sent(self, topic: str, model):
+        from distillery.contracts.events import parse_event
+
+        return [parse_event(model, body) for body in self.received.get(topic, [])]
+
+    async def publish(self, topic: str, event) -> None:
+        await self.client.publish(event.model_dump_json().encode(), topic, key=event.key.encode())
+
+    async def __aenter__(self) -> InMemoryService:
+        from faststream.kafka import TestKafkaBroker
+
+        self._test = TestKafkaBroker(self.bus.broker)
+        self.client = await self._test.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._test.__aexit__(*exc)

@@ -1,24 +1,123 @@
-"""Every topic name lives here; no service spells a topic itself (ARCHITECTURE §2)."""
+"""The channel table: every topic, its events, who produces it and who consumes it, with which
+consumer group and how many partitions (docs/architecture.md §2).
+
+Everything that names a topic or a consumer group derives from this table: the services'
+subscriptions, the AsyncAPI document, the CLI's lag and status views, the Kubernetes base and
+compose's topic job. ``tests/unit/test_channels.py`` fails when any of them disagrees.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Partition counts. Judge and editor inputs get at least 4 so they can scale out;
-# everything about one task is keyed by task_id, so one partition holds all of it.
-PARTITIONS = {
-    "tasks": 4,
-    "generation.requests": 4,
-    "candidates": 4,
-    "verdicts": 4,
-    "regeneration": 4,
-    "samples": 4,
-    "reviews": 4,
-    "training.requests": 1,
-    "students": 1,
-    "evaluations": 1,
-    "dlq": 1,
+from distillery.contracts import events
+from distillery.contracts.events import Event
+
+# Every topic name is ``<prefix>.<stem>.v1``; the prefix defaults to ``distill`` (tests use their own).
+TEACHER_STEM = "generation.requests.{teacher_id}"
+
+# A service's consumer group; DISTILLERY_CONSUMER_GROUP replaces it. A service's other subscriptions
+# add a suffix to it. The judge's group names its version, so a new version replays from the start.
+SERVICE_GROUPS = {
+    "router": "distillery-router",
+    "teacher": "distillery-teacher-{teacher_id}",
+    "judge": "distillery-judge-{judge_version}",
+    "editor": "distillery-editor",
+    "trainer": "distillery-trainer",
+    "evaluator": "distillery-evaluator",
 }
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A service reading a topic in a consumer group: ``SERVICE_GROUPS[service]`` plus ``suffix``."""
+
+    service: str
+    suffix: str = ""
+    purpose: str = ""
+    scales_on: bool = False  # the subscription KEDA scales the service by (its main input)
+
+
+@dataclass(frozen=True)
+class Channel:
+    stem: str
+    events: tuple[type[Event], ...]
+    partitions: int
+    producers: tuple[str, ...]
+    consumers: tuple[Consumer, ...] = ()
+    readers: tuple[str, ...] = ()  # who reads the whole topic at start or on demand, without a group
+
+    def topic(self, prefix: str = "distill", teacher_id: str | None = None) -> str:
+        stem = self.stem.format(teacher_id=teacher_id) if teacher_id is not None else self.stem
+        return f"{prefix}.{stem}.v1"
+
+
+# Partition counts: judge and editor inputs get at least 4 so they can scale out. Everything about
+# one task is keyed by task_id, so one partition holds all of it.
+CHANNELS: tuple[Channel, ...] = (
+    Channel("tasks", (events.TaskSubmitted,), 4,
+            producers=("upstream producers", "distillery submit", "router (gRPC ingest)"),
+            consumers=(Consumer("router", purpose="route each task to its teachers", scales_on=True),),
+            readers=("evaluator (held-out tasks)",)),
+    Channel(TEACHER_STEM, (events.GenerationRequested,), 4,
+            producers=("router",),
+            consumers=(Consumer("teacher", purpose="answer requests for this teacher", scales_on=True),)),
+    Channel("candidates", (events.CandidateGenerated,), 4,
+            producers=("teacher",),
+            consumers=(Consumer("judge", purpose="aggregate per task, judge, pool", scales_on=True),
+                       Consumer("router", "-chain", "move a role chain to its next step")),
+            readers=("trainer (raw buckets, logit distillation)", "evaluator (held-out teacher answers)")),
+    Channel("verdicts", (events.CandidatesJudged,), 4,
+            producers=("judge",),
+            consumers=(Consumer("editor", purpose="map, compress, dedup, admit samples", scales_on=True),
+                       Consumer("router", "-feedback", "learn acceptance and cost per teacher (value routing)")),
+            readers=("judge (what it already judged)", "router (rebuilds its value table)",
+                     "evaluator (offline cost)", "distillery status, replay")),
+    Channel("regeneration", (events.RegenerationRequested,), 4,
+            producers=("judge",),
+            consumers=(Consumer("router", "-regeneration", "ask the same teachers again, with the judge's reasons"),)),
+    Channel("samples", (events.SampleCurated, events.SampleRetracted), 4,
+            producers=("editor", "distillery samples import"),
+            readers=("trainer (dataset snapshot)", "editor (rebuilds its state)", "distillery samples")),
+    Channel("reviews", (events.ReviewDecided,), 4,
+            producers=("distillery review decide",),
+            consumers=(Consumer("editor", "-reviews", "apply human decisions on the review pool"),),
+            readers=("editor (rebuilds its state)", "evaluator (review cost)")),
+    Channel("training.requests", (events.TrainingRequested,), 1,
+            producers=("distillery train", "distillery attribute", "distillery experiment"),
+            consumers=(Consumer("trainer", purpose="train a student on a samples snapshot", scales_on=True),)),
+    Channel("students", (events.StudentTrained,), 1,
+            producers=("trainer",),
+            consumers=(Consumer("evaluator", purpose="evaluate each trained student", scales_on=True),),
+            readers=("distillery students",)),
+    Channel("evaluations", (events.EvaluationCompleted,), 1,
+            producers=("evaluator",),
+            readers=("evaluator (rounds, attribution)", "distillery report, attribute, students")),
+    Channel("dlq", (events.EventDeadLettered,), 1,
+            producers=("every service",),
+            readers=("operators", "distillery status")),
+)
+BY_STEM = {channel.stem: channel for channel in CHANNELS}
+PARTITIONS = {channel.stem.removesuffix(".{teacher_id}"): channel.partitions for channel in CHANNELS}
+
+
+def channel(stem: str) -> Channel:
+    return BY_STEM[stem]
+
+
+def group_name(service: str, suffix: str = "", override: str = "", **params: str) -> str:
+    """The consumer group of one subscription: the service's group (or the operator's override) plus the suffix."""
+    return (override or SERVICE_GROUPS[service].format(**params)) + suffix
+
+
+def consumers_of(service: str) -> list[tuple[Channel, Consumer]]:
+    """The subscriptions the table gives a service, in table order."""
+    return [(ch, c) for ch in CHANNELS for c in ch.consumers if c.service == service]
+
+
+def main_input(service: str) -> tuple[Channel, Consumer]:
+    """The subscription a service scales on (KEDA's trigger, the CLI's lag column)."""
+    return next((ch, c) for ch, c in consumers_of(service) if c.scales_on)
 
 
 @dataclass(frozen=True)
@@ -28,14 +127,17 @@ class Topics:
     prefix: str = "distill"
 
     def _name(self, stem: str) -> str:
-        return f"{self.prefix}.{stem}.v1"
+        return channel(stem).topic(self.prefix)
+
+    def of(self, stem: str, teacher_id: str | None = None) -> str:
+        return channel(stem).topic(self.prefix, teacher_id)
 
     @property
     def tasks(self) -> str:
         return self._name("tasks")
 
     def generation_requests(self, teacher_id: str) -> str:
-        return self._name(f"generation.requests.{teacher_id}")
+        return self.of(TEACHER_STEM, teacher_id)
 
     @property
     def candidates(self) -> str:
@@ -76,18 +178,10 @@ class Topics:
 
     def all_topics(self, teacher_ids: list[str]) -> dict[str, int]:
         """Every topic of a deployment with its partition count."""
-        topics = {
-            self.tasks: PARTITIONS["tasks"],
-            self.candidates: PARTITIONS["candidates"],
-            self.verdicts: PARTITIONS["verdicts"],
-            self.regeneration: PARTITIONS["regeneration"],
-            self.samples: PARTITIONS["samples"],
-            self.reviews: PARTITIONS["reviews"],
-            self.training_requests: PARTITIONS["training.requests"],
-            self.students: PARTITIONS["students"],
-            self.evaluations: PARTITIONS["evaluations"],
-            self.dlq: PARTITIONS["dlq"],
-        }
-        for teacher_id in teacher_ids:
-            topics[self.generation_requests(teacher_id)] = PARTITIONS["generation.requests"]
+        topics: dict[str, int] = {}
+        for ch in CHANNELS:
+            if ch.stem == TEACHER_STEM:
+                topics.update({ch.topic(self.prefix, t): ch.partitions for t in teacher_ids})
+            else:
+                topics[ch.topic(self.prefix)] = ch.partitions
         return topics

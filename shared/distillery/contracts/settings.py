@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from distillery.contracts.channels import Topics
+from distillery.contracts.channels import Topics, group_name
 
 
 class ConfigError(Exception):
@@ -42,7 +42,7 @@ class ServiceSettings(BaseSettings):
     batch_max_records: int = Field(default=500, ge=1)
     batch_timeout_ms: int = Field(default=200, ge=1)
     max_task_bytes: int = Field(default=1024 * 1024, ge=1024)
-    consumer_group: str = Field(default="", description="empty: distillery-<service>")
+    consumer_group: str = Field(default="", description="empty: the service's group in contracts.channels.SERVICE_GROUPS")
     run_dir: Path = Path(".distillery/run")
     log_level: str = "INFO"
     torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default")
@@ -63,8 +63,9 @@ class ServiceSettings(BaseSettings):
             raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together (mutual TLS)")
         return self
 
-    def group(self, service: str) -> str:
-        return self.consumer_group or f"distillery-{service}"
+    def group(self, service: str, suffix: str = "", **params: str) -> str:
+        """The consumer group of one of the service's subscriptions (contracts.channels.SERVICE_GROUPS)."""
+        return group_name(service, suffix, self.consumer_group, **params)
 
     @property
     def topics(self) -> Topics:

@@ -55,6 +55,15 @@ class In(Generic[E]):
     record: ConsumerRecord
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """A batch handler's verdict on one record it cannot accept: it goes to the DLQ with ``reason``."""
+
+    record: ConsumerRecord
+    reason: str
+    error: str
+
+
 class Rejected(Exception):
     """Raised by service logic for an event it cannot accept; it is dead-lettered with ``reason``."""
 
@@ -78,6 +87,9 @@ class Bus:
         self.topics = settings.topics
         self.consumers: dict[str, AIOKafkaConsumer] = {}  # last consumer seen per group
         self.producer: AIOKafkaProducer | None = None
+        # Set by in-memory tests (FastStream's TestKafkaBroker): there is no cluster behind the broker,
+        # so events are published through it, and there are no offsets to commit or lag to read.
+        self.in_memory = False
         prefix = f"distillery_{service}"
         self.consumed = Counter(f"{prefix}_events_consumed_total", "Valid events consumed", ["topic"])
         self.published = Counter(f"{prefix}_events_published_total", "Events published", ["topic"])
@@ -103,6 +115,11 @@ class Bus:
 
     async def publish(self, outs: Iterable[Out]) -> None:
         """Send every event, then wait until the broker acknowledged all of them."""
+        if self.in_memory:
+            for out in outs:
+                await self.broker.publish(out.event.model_dump_json().encode(), out.topic, key=out.partition_key.encode())
+                self.published.labels(out.topic).inc()
+            return
         if self.producer is None:
             await self.start()
         futures = []
@@ -130,6 +147,10 @@ class Bus:
             trace=Trace(causation_id=f"{record.topic}/{record.partition}/{record.offset}"),
         )
         return Out(self.topics.dlq, event, key=event.dead_letter_id)
+
+    def resolve(self, outs: Iterable[Out | DeadLetter]) -> list[Out]:
+        """A batch handler's results as events to publish: each DeadLetter becomes its DLQ event."""
+        return [self.dead_letter(o.record, o.error, o.reason) if isinstance(o, DeadLetter) else o for o in outs]
 
     # -- inputs ------------------------------------------------------------------
 
@@ -223,8 +244,9 @@ class Bus:
                         raise
                     if on_published:
                         on_published()
-                    await commit(msg.consumer, records, commit_limit)
-                    self.record_lag(msg.consumer, records)
+                    if not self.in_memory:
+                        await commit(msg.consumer, records, commit_limit)
+                        self.record_lag(msg.consumer, records)
 
         return consume
 

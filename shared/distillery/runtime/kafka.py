@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from distillery.contracts.events import parse_event
 from distillery.contracts.settings import ServiceSettings
+
+T = TypeVar("T")
 
 
 def client_kwargs(settings: ServiceSettings) -> dict[str, Any]:
@@ -123,6 +127,36 @@ async def read_snapshot(settings: ServiceSettings, topic: str, upto: dict[int, i
         return Snapshot(records, {tp.partition: ends.get(tp, 0) for tp in tps})
     finally:
         await consumer.stop()
+
+
+@dataclass
+class Replayed(Generic[T]):
+    """A topic read from the start: the records that parse, with their events, and how many did not."""
+
+    items: list[tuple[ConsumerRecord, T]]
+    end_offsets: dict[int, int]
+    skipped: int = 0
+
+    @property
+    def events(self) -> list[T]:
+        return [event for _, event in self.items]
+
+
+async def replay(
+    settings: ServiceSettings, topic: str, parse: type[T] | Callable[[bytes], T], upto: dict[int, int] | None = None
+) -> Replayed[T]:
+    """Read ``topic`` to its current end (or to ``upto``) and parse every record with ``parse``: an
+    event model or a function of the payload. Records that do not parse were dead-lettered when first
+    consumed (or never belonged there); they are counted in ``skipped``, not raised."""
+    snapshot = await read_snapshot(settings, topic, upto)
+    decode = (lambda payload: parse_event(parse, payload)) if isinstance(parse, type) else parse
+    items, skipped = [], 0
+    for record in snapshot.records:
+        try:
+            items.append((record, decode(record.value or b"")))
+        except ValueError:  # pydantic's ValidationError and JSON errors are ValueErrors
+            skipped += 1
+    return Replayed(items, snapshot.end_offsets, skipped)
 
 
 async def consumer_lag(settings: ServiceSettings, group_id: str, topics: list[str]) -> dict[str, int]:

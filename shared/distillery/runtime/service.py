@@ -1,8 +1,9 @@
 """Service wiring: FastStream broker with Prometheus middleware, health and metrics endpoints.
 
-A service's ``app.py`` calls :func:`make_bus`, registers its subscribers and hands
-the result to :func:`serve`. ``/metrics``, ``/health/live`` and ``/health/ready``
-are served by uvicorn on ``DISTILLERY_HTTP_PORT``.
+A service's ``app.py`` is one call to :func:`assemble`: its settings, its deps (from its
+``bootstrap.py``), its ``SUBSCRIPTIONS`` and its start/stop hooks; ``__main__`` hands that to
+:func:`serve`. ``/metrics``, ``/health/live`` and ``/health/ready`` are served by uvicorn on
+``DISTILLERY_HTTP_PORT``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import logging
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
@@ -22,6 +23,7 @@ from prometheus_client import REGISTRY, make_asgi_app
 
 from distillery.runtime.bus import Bus
 from distillery.runtime.kafka import client_kwargs, ensure_topics
+from distillery.runtime.wiring import Context, Subscription, wire
 from distillery.contracts.settings import ConfigError, ServiceSettings
 from distillery.contracts.spec import CapabilitySpec
 
@@ -107,6 +109,20 @@ def _readiness(bus: Bus, ready_check: Callable[[], Awaitable[bool]] | None) -> A
         return AsgiResponse(b"", 204)
 
     return ready
+
+
+Hooks = Callable[[Any, Bus], dict[str, Any]]  # (deps, bus) -> make_app keywords: on_startup, on_shutdown, ...
+
+
+def assemble(
+    service: str, version: str, settings: ServiceSettings, deps: Context,
+    subscriptions: Sequence[Subscription], hooks: Hooks | None = None,
+) -> tuple[AsgiFastStream, ServiceSettings]:
+    """The service's app: a bus, its subscriptions wired to the handlers, and its lifecycle hooks."""
+    bus = make_bus(settings, service, version)
+    deps.produced_by, deps.topics = bus.produced_by, bus.topics  # one name for what the service produces
+    wire(bus, service, subscriptions, deps)
+    return make_app(bus, deps.spec, **(hooks(deps, bus) if hooks else {})), settings
 
 
 def serve(service: str, build: Callable[[], tuple[AsgiFastStream, ServiceSettings]]) -> None:

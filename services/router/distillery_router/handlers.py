@@ -1,0 +1,62 @@
+"""The router's use cases, one handler per event: route tasks, move chains on, ask again, learn."""
+
+from __future__ import annotations
+
+from distillery.contracts.events import CandidateGenerated, CandidatesJudged, RegenerationRequested, TaskSubmitted
+from distillery.runtime.wiring import Out, Subscription
+from distillery_router import metrics
+from distillery_router.bootstrap import RouterDeps, retries_enabled, uses_strategy
+from distillery_router.logic import next_chain_step, regenerate, route
+
+# The size bound is on the task (as submit and ingest measure it); the event envelope around it
+# (ids, producer, time, trace) adds a few hundred bytes that must not tip a task over the limit.
+ENVELOPE_BYTES = 4096
+
+
+def on_task_submitted(event: TaskSubmitted, deps: RouterDeps) -> list[Out]:
+    requests = route(event, deps.spec, deps.produced_by, deps.table)
+    for request in requests:
+        metrics.ROUTED.labels(request.task.unit, request.teacher_id, request.strategy).inc()
+    deps.index.routed(event.task_id, [r.teacher_id for r in requests], unit=event.task.unit)
+    return [Out(deps.topics.generation_requests(r.teacher_id), r) for r in requests]
+
+
+def on_candidate_generated(event: CandidateGenerated, deps: RouterDeps) -> list[Out]:
+    """A role chain's step answered: ask the next role (nothing after the last one)."""
+    request = next_chain_step(event, deps.spec, deps.produced_by)
+    if request is None:
+        return []
+    metrics.ROUTED.labels(request.task.unit, request.teacher_id, request.strategy).inc()
+    return [Out(deps.topics.generation_requests(request.teacher_id), request)]
+
+
+def on_regeneration_requested(event: RegenerationRequested, deps: RouterDeps) -> list[Out]:
+    requests = regenerate(event, deps.spec, deps.produced_by)
+    for request in requests:
+        metrics.ROUTED.labels(request.task.unit, request.teacher_id, f"{request.strategy}:retry").inc()
+    return [Out(deps.topics.generation_requests(r.teacher_id), r) for r in requests]
+
+
+def on_candidates_judged(event: CandidatesJudged, deps: RouterDeps) -> list[Out]:
+    """Value routing learns acceptance and cost per teacher and unit from every verdict."""
+    deps.table.learn(event)
+    unit = event.task.unit
+    for jc in event.candidates:
+        stats = deps.table.stats[(unit, jc.teacher_id)]
+        metrics.ACCEPTANCE.labels(unit, jc.teacher_id).set(stats.acceptance)
+        metrics.COST_PER_ACCEPTED.labels(unit, jc.teacher_id).set(stats.cost_per_accepted if stats.accepted else -1)
+        metrics.JUDGED.labels(unit, jc.teacher_id).set(stats.judged)
+    return []
+
+
+def task_size_limit(deps: RouterDeps) -> dict[str, int]:
+    return {"max_bytes": deps.settings.max_task_bytes + ENVELOPE_BYTES}
+
+
+SUBSCRIPTIONS = [
+    Subscription("tasks", TaskSubmitted, on_task_submitted, options=task_size_limit),
+    Subscription("regeneration", RegenerationRequested, on_regeneration_requested, "-regeneration",
+                 enabled=retries_enabled),
+    Subscription("candidates", CandidateGenerated, on_candidate_generated, "-chain", enabled=uses_strategy("chain")),
+    Subscription("verdicts", CandidatesJudged, on_candidates_judged, "-feedback", enabled=uses_strategy("value")),
+]

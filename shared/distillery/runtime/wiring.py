@@ -1,0 +1,90 @@
+"""Handlers, their dependencies and subscriptions: how a service's use cases meet the bus.
+
+A service's use cases are module-level handlers in its ``handlers.py``:
+
+* per event: ``on_<event>(event, deps) -> list[Out]``; raising :class:`Rejected` dead-letters
+  that one event with the reason;
+* per batch (``batch=True``): ``async on_<event>(items: list[In[E]], deps) -> list[Out | DeadLetter]``,
+  for work that is cheaper per batch (a model call) or needs the records (offsets, commits).
+
+``deps`` is the service's small typed object (a :class:`Context` subclass built by its
+``bootstrap.py``): the spec, topic names, state, scorers. Handlers take no bus, so tests call them
+in-process with plain objects. ``SUBSCRIPTIONS`` lists (channel, model, handler, consumer suffix);
+:func:`wire` registers them with the topics and consumer groups of the channel table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from distillery.contracts.channels import BY_STEM
+from distillery.contracts.channels import Topics as Topics
+from distillery.contracts.events import Event
+from distillery.contracts.spec import CapabilitySpec
+from distillery.runtime.bus import Bus, DeadLetter, In, Out
+
+
+@dataclass(kw_only=True)
+class Context:
+    """What every handler may use. A service's deps subclass it and add their own state."""
+
+    spec: CapabilitySpec
+    topics: Topics = field(default_factory=Topics)
+    produced_by: str = "test@0"
+    # the deployment's channel parameters: {teacher_id} of a teacher, {judge_version} of a judge
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def always(deps: Any) -> bool:  # noqa: ARG001 - the default of Subscription.enabled
+    return True
+
+
+def no_options(deps: Any) -> dict[str, Any]:  # noqa: ARG001 - the default of Subscription.options
+    return {}
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One consumer of the channel table: ``stem`` is the channel, ``suffix`` picks the consumer group."""
+
+    stem: str
+    model: type[Event]
+    handler: Callable[..., Any]
+    suffix: str = ""
+    batch: bool = False
+    enabled: Callable[[Any], bool] = always  # e.g. the router reads verdicts only for value routing
+    options: Callable[[Any], dict[str, Any]] = no_options  # bus.subscribe keywords that need the deps
+
+    def __post_init__(self) -> None:
+        channel = BY_STEM.get(self.stem)
+        if channel is None:
+            raise ValueError(f"subscription to unknown channel '{self.stem}'")
+        if self.model not in channel.events:
+            raise ValueError(f"{self.model.__name__} is not an event of channel '{self.stem}'")
+
+
+def wire(bus: Bus, service: str, subscriptions: Sequence[Subscription], deps: Context) -> list[str]:
+    """Register the enabled subscriptions on ``bus``; returns their consumer groups."""
+    groups = []
+    for sub in subscriptions:
+        if not sub.enabled(deps):
+            continue
+        topic = bus.topics.of(sub.stem, teacher_id=deps.params.get("teacher_id"))
+        group = bus.settings.group(service, sub.suffix, **deps.params)
+        bus.subscribe(topic, sub.model, _adapt(bus, sub, deps), group_id=group, **sub.options(deps))
+        groups.append(group)
+    return groups
+
+
+def _adapt(bus: Bus, sub: Subscription, deps: Context) -> Callable[[list[In[Any]]], Awaitable[list[Out]]]:
+    if sub.batch:
+        async def handle_batch(items: list[In[Any]]) -> list[Out]:
+            return bus.resolve(await sub.handler(items, deps))
+
+        return handle_batch
+    return bus.per_event(lambda item: sub.handler(item.event, deps))
+
+
+__all__ = ["Context", "DeadLetter", "In", "Out", "Subscription", "Topics", "wire"]
