@@ -21,6 +21,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Fixtures that start or need the broker (directly or through another fixture)
+BROKER_FIXTURES = {"kafka_bootstrap"}
+
+
+def tier_of(item: pytest.Item) -> str:
+    """e2e: under tests/e2e; model: marked so (it loads a model); broker: needs the broker; else unit."""
+    if "e2e" in Path(str(item.fspath)).parts:
+        return "e2e"
+    if item.get_closest_marker("model"):
+        return "model"
+    if BROKER_FIXTURES & set(item.fixturenames) or "service" in Path(str(item.fspath)).parts:
+        return "broker"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(getattr(pytest.mark, tier_of(item)))
+
+
 def _testcontainers_kafka():
     from testcontainers.kafka import KafkaContainer  # optional dependency
 

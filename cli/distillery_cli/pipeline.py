@@ -11,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from distillery.contracts.events import (CandidatesJudged, EvaluationCompleted, Event, EventDeadLettered, live_samples, parse_event,
                                parse_sample_record)
-from distillery.runtime.kafka import consumer_lag, read_snapshot, topic_counts
+from distillery.contracts.channels import CHANNELS, group_name
+from distillery.runtime.kafka import consumer_lag, replay, topic_counts
 from distillery.contracts.settings import ConfigError, ServiceSettings
 from distillery_cli.stack import StackState
 
@@ -32,12 +33,8 @@ def settings_for(state: StackState) -> ServiceSettings:
 
 
 def events(settings: ServiceSettings, topic: str, model: type[Event]) -> list[Event]:
-    snapshot = asyncio.run(read_snapshot(settings, topic))
-    out = []
-    for record in snapshot.records:
-        with contextlib.suppress(Exception):
-            out.append(parse_event(model, record.value))
-    return out
+    """The topic's events that parse as ``model``, from the start to its current end."""
+    return asyncio.run(replay(settings, topic, model)).events
 
 
 def counts(settings: ServiceSettings, teacher_ids: list[str]) -> dict[str, int]:
@@ -54,29 +51,27 @@ def pools(settings: ServiceSettings) -> Counter:
 
 def sample_counts(settings: ServiceSettings) -> Counter:
     """Live samples (retracted ones no longer count) per unit, pool and pathway."""
-    snapshot = asyncio.run(read_snapshot(settings, settings.topics.samples))
-    history = []
-    for record in snapshot.records:
-        with contextlib.suppress(Exception):
-            history.append(parse_sample_record(record.value))
+    history = asyncio.run(replay(settings, settings.topics.samples, parse_sample_record)).events
     return Counter((s.unit, s.pool, s.pathway) for s in live_samples(history))
 
 
 def group_topics(state: StackState) -> dict[str, tuple[str, str]]:
-    """Service name -> (consumer group, input topic)."""
+    """Lag view row (service + group suffix) -> (consumer group, input topic), from the channel table:
+    every consumer a service always has; a teacher per running teacher; each running judge's group
+    (it names the judge's version, so the judge reports it)."""
     topics = settings_for(state).topics
-    groups = {
-        "router": ("distillery-router", topics.tasks),
-        "editor": ("distillery-editor", topics.verdicts),
-        "editor-reviews": ("distillery-editor-reviews", topics.reviews),
-        "trainer": ("distillery-trainer", topics.training_requests),
-        "evaluator": ("distillery-evaluator", topics.students),
-    }
+    groups = {}
+    for channel in CHANNELS:
+        for consumer in channel.consumers:
+            if consumer.optional or consumer.service in ("teacher", "judge"):
+                continue
+            groups[consumer.service + consumer.suffix] = (group_name(consumer.service, consumer.suffix),
+                                                          topics.of(channel.stem))
     for proc in state.processes:
         if proc.name.startswith("teacher-"):
             teacher = proc.name.removeprefix("teacher-")
-            groups[proc.name] = (f"distillery-teacher-{teacher}", topics.generation_requests(teacher))
-    for proc in state.processes:  # the judge, and any replay judge (its group names its version)
+            groups[proc.name] = (group_name("teacher", teacher_id=teacher), topics.generation_requests(teacher))
+    for proc in state.processes:  # the judge, and any replay judge
         if proc.name == "judge" or proc.name.startswith("judge-replay-"):
             judge_group = metric_value(state, proc.name, "distillery_judge_group_info", label="group")
             if judge_group:

@@ -47,7 +47,8 @@ from distillery_cli.output import RUN_DIR, console, err
 from distillery.contracts.submission import LineError
 from distillery.contracts.events import (POOLS, SAMPLE_POOLS, Provenance, SampleCurated, SampleEvent, Tier, ToolSpec, Trace,
                                live_samples, new_task, parse_sample_record)
-from distillery.runtime.kafka import produce_all, read_snapshot
+from distillery.domain.samples import hashed_tool_names, pathway_problem, sample_weight
+from distillery.runtime.kafka import produce_all, replay
 from distillery.contracts.settings import ConfigError, ServiceSettings
 from distillery.contracts.spec import CapabilitySpec, UnitSpec, load_spec
 
@@ -521,18 +522,10 @@ def check_against_spec(line: RealSampleLine, spec: CapabilitySpec) -> UnitSpec:
 
 
 def check_editor_rules(line: RealSampleLine) -> None:
-    """What the editor never curates, refused here too: a contrast without its wrong answer (or on another
-    pathway, or in another pool), a process sample without steps, a trajectory without tool steps."""
-    if line.pool == "contrastive" and not line.contrast.strip():
-        raise ValueError("pool 'contrastive' needs 'contrast' (the wrong answer, kept beside the correction in 'final')")
-    if line.pool == "contrastive" and line.pathway != "answer":
-        raise ValueError(f"pool 'contrastive' is on the 'answer' pathway only (got '{line.pathway}')")
-    if line.contrast and line.pool != "contrastive":
-        raise ValueError(f"field 'contrast' belongs to pool 'contrastive' (got pool '{line.pool}')")
-    if line.pathway == "process" and not line.rationale.strip():
-        raise ValueError("pathway 'process' needs a 'rationale' (the key steps)")
-    if line.pathway == "tool_trajectory" and not line.tool_steps:
-        raise ValueError("pathway 'tool_trajectory' needs 'tool_steps'")
+    """What the editor never curates is refused here too (domain.samples holds the rules for both)."""
+    problem = pathway_problem(line.pool, line.pathway, line.rationale, bool(line.tool_steps), line.contrast)
+    if problem:
+        raise ValueError(problem)
 
 
 def validate_real_line(data: dict[str, Any], spec: CapabilitySpec) -> tuple[RealSampleLine, UnitSpec]:
@@ -545,11 +538,6 @@ def validate_real_line(data: dict[str, Any], spec: CapabilitySpec) -> tuple[Real
     return line, unit
 
 
-def tool_names_of(tools: Sequence[ToolSpec], unit: UnitSpec) -> list[str]:
-    """The tools part of the content hash: the sample's tool names, else the unit's registry tools (as the editor)."""
-    return [t.name for t in tools] or list(unit.tools)
-
-
 def real_sample_id(line: RealSampleLine) -> str:
     return ids.content_id("real", line.unit, line.pathway, line.prompt, line.final, line.rationale, line.limits,
                           line.contrast)
@@ -560,11 +548,6 @@ def real_task_id(line: RealSampleLine) -> str:
     return line.task_id or new_task(line.unit, line.prompt, tools=list(line.tools)).task_id
 
 
-def default_weight(pool: str, unit: UnitSpec) -> float:
-    """The editor's weights: hard cases are upsampled, everything else weighs 1."""
-    return unit.editor.hard_case_weight if pool == "hard_case" else 1.0
-
-
 def import_verdict_id(data: bytes) -> str:
     """What an imported sample names as its verdict: the import file, by content."""
     return f"import:{hashlib.sha256(data).hexdigest()[:12]}"
@@ -573,13 +556,13 @@ def import_verdict_id(data: bytes) -> str:
 def build_real_sample(line: RealSampleLine, unit: UnitSpec, verdict_id: str, produced_by: str) -> SampleCurated:
     """The ``origin="real"`` sample of one valid line (no judge score, tokens not counted)."""
     task_id = real_task_id(line)
-    content_hash = ids.sample_content_hash(line.unit, line.pathway, tool_names_of(line.tools, unit), line.prompt,
+    content_hash = ids.sample_content_hash(line.unit, line.pathway, hashed_tool_names(line.tools, unit), line.prompt,
                                        line.final, line.rationale, line.limits, line.tool_steps, line.contrast)
     return SampleCurated(
         sample_id=real_sample_id(line), unit=line.unit, pathway=line.pathway, pool=line.pool, prompt=line.prompt,
         final=line.final, rationale=line.rationale, limits=line.limits, evidence=line.evidence,
         tool_steps=line.tool_steps, tools=line.tools,
-        weight=line.weight if line.weight is not None else default_weight(line.pool, unit),
+        weight=line.weight if line.weight is not None else sample_weight(line.pool, unit),
         content_hash=content_hash,
         provenance=Provenance(task_id=task_id, candidate_id=f"real:{content_hash}",
                               teacher_id=line.metadata.get("source", HUMAN), judge_version=HUMAN,
@@ -667,12 +650,8 @@ def import_summary(plan: ImportPlan, topic: str, dry_run: bool) -> str:
 def read_samples(settings: ServiceSettings) -> SamplesSnapshot:
     """The samples topic up to its end offsets at call time."""
     topic = settings.topics.samples
-    snapshot = asyncio.run(read_snapshot(settings, topic))
-    history: list[SampleEvent] = []
-    for record in snapshot.records:
-        with contextlib.suppress(ValueError):
-            history.append(parse_sample_record(record.value))
-    return SamplesSnapshot(topic, snapshot.end_offsets, history, len(snapshot.records) - len(history))
+    replayed = asyncio.run(replay(settings, topic, parse_sample_record))
+    return SamplesSnapshot(topic, replayed.end_offsets, replayed.events, replayed.skipped)
 
 
 def export_samples(settings: ServiceSettings, out_dir: Path, files: Sequence[str] = FORMATS["both"],

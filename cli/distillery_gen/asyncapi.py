@@ -1,9 +1,10 @@
 """The AsyncAPI 3.0 document of the pipeline: every topic, who sends and receives on it, and the
-JSON schema of its payload, generated from the topic table and the pydantic event models.
+JSON schema of its payload, generated from the channel table (contracts.channels) and the pydantic
+event models.
 
 ``python -m distillery_gen.asyncapi [OUT]`` writes it (default ``docs/asyncapi.json``); a test fails
 when the committed document differs from what this writes, so it cannot drift from the code.
-The topic and event lists are the code's own (``topics.PARTITIONS``, ``events``), not a copy.
+The channels, senders, receivers and events are the channel table's, not a copy.
 """
 
 from __future__ import annotations
@@ -16,28 +17,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from distillery import __version__ as VERSION
-from distillery.contracts import events
-from distillery.contracts.channels import PARTITIONS
+from distillery.contracts.channels import CHANNELS, SERVICE_GROUPS, Channel
 
-# topic stem -> (payload models, senders, receivers). The per-teacher request topic is one channel
-# with a {teacher_id} parameter.
-CHANNELS: dict[str, tuple[list[type[BaseModel]], list[str], list[str]]] = {
-    "tasks": ([events.TaskSubmitted], ["upstream producers", "router (gRPC ingest)"], ["router"]),
-    "generation.requests.{teacher_id}": ([events.GenerationRequested], ["router"], ["teacher"]),
-    "candidates": ([events.CandidateGenerated], ["teacher"], ["judge", "trainer (raw buckets, logit distillation)"]),
-    "verdicts": ([events.CandidatesJudged], ["judge"], ["editor", "router (learned routing)", "evaluator"]),
-    "regeneration": ([events.RegenerationRequested], ["judge"], ["router"]),
-    "samples": ([events.SampleCurated, events.SampleRetracted], ["editor", "distillery samples import"], ["trainer"]),
-    "reviews": ([events.ReviewDecided], ["distillery review decide"], ["editor"]),
-    "training.requests": ([events.TrainingRequested], ["distillery train", "distillery attribute"], ["trainer"]),
-    "students": ([events.StudentTrained], ["trainer"], ["evaluator"]),
-    "evaluations": ([events.EvaluationCompleted], ["evaluator"], ["distillery report", "distillery attribute"]),
-    "dlq": ([events.EventDeadLettered], ["every service"], ["operators"]),
-}
-
-
-def _partitions(stem: str) -> int:
-    return PARTITIONS["generation.requests" if stem.startswith("generation.requests") else stem]
+def receivers(channel: Channel) -> list[str]:
+    """Who receives on a channel: its consumers (with their groups) and its whole-topic readers."""
+    groups = [f"{c.service} (group {SERVICE_GROUPS[c.service]}{c.suffix})" for c in channel.consumers]
+    return groups + list(channel.readers)
 
 
 def _schemas(models: list[type[BaseModel]]) -> dict[str, Any]:
@@ -52,14 +37,15 @@ def _schemas(models: list[type[BaseModel]]) -> dict[str, Any]:
 
 def document(prefix: str = "distill") -> dict[str, Any]:
     channels, operations, messages = {}, {}, {}
-    every_model = [m for models, _, _ in CHANNELS.values() for m in models]
-    for stem, (models, senders, receivers) in CHANNELS.items():
+    every_model = [m for ch in CHANNELS for m in ch.events]
+    for ch in CHANNELS:
+        stem, senders, received_by = ch.stem, ch.producers, receivers(ch)
         key = stem.replace(".", "_").replace("{teacher_id}", "teacher")
         channel: dict[str, Any] = {
             "address": f"{prefix}.{stem}.v1",
-            "description": f"Kafka topic, {_partitions(stem)} partition(s), keyed by the event's entity id or task. "
-                           f"Sent by: {', '.join(senders)}. Received by: {', '.join(receivers)}.",
-            "messages": {m.__name__: {"$ref": f"#/components/messages/{m.__name__}"} for m in models},
+            "description": f"Kafka topic, {ch.partitions} partition(s), keyed by the event's entity id or task. "
+                           f"Sent by: {', '.join(senders)}. Received by: {', '.join(received_by)}.",
+            "messages": {m.__name__: {"$ref": f"#/components/messages/{m.__name__}"} for m in ch.events},
         }
         if "{teacher_id}" in stem:
             channel["parameters"] = {"teacher_id": {"description": "The teacher deployment (spec key under teachers:)."}}
@@ -67,7 +53,7 @@ def document(prefix: str = "distill") -> dict[str, Any]:
         operations[f"send_{key}"] = {"action": "send", "channel": {"$ref": f"#/channels/{key}"},
                                      "summary": ", ".join(senders)}
         operations[f"receive_{key}"] = {"action": "receive", "channel": {"$ref": f"#/channels/{key}"},
-                                        "summary": ", ".join(receivers)}
+                                        "summary": ", ".join(received_by)}
     for model in every_model:
         messages[model.__name__] = {"name": model.__name__, "contentType": "application/json",
                                     "summary": (model.__doc__ or model.__name__).strip().splitlines()[0],

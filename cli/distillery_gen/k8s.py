@@ -12,36 +12,40 @@ from pathlib import Path
 
 import yaml
 
+from distillery.contracts.channels import group_name, main_input
+from distillery.contracts.spec import load_spec
+
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s" / "base"
-
-from distillery.contracts.spec import load_spec  # noqa: E402
-from distillery.contracts.channels import PARTITIONS  # noqa: E402
-
 VERSION = "0.1.0"
 PART_OF = {"app.kubernetes.io/part-of": "distillery"}
-# deployment -> (image, consumer group KEDA scales on, topic stem, extra env, resources (cpu, memory))
+# A fixed judge version per Deployment: deploy a new version as a new Deployment, whose group the table names.
+JUDGE_VERSION = "rules-v1"
+# deployment -> (image, extra env, resources (cpu, memory)); the topic and consumer group each one scales
+# on come from the channel table (the service's main input).
 SERVICES = {
-    "router": ("router", "distillery-router", "tasks", {}, ("250m", "256Mi")),
-    "judge": ("judge", "distillery-judge-rules-v1", "candidates",
-              # a fixed group per judge version: deploy a new version as a new Deployment and group
-              {"DISTILLERY_CONSUMER_GROUP": "distillery-judge-rules-v1"}, ("1", "2Gi")),
-    "editor": ("editor", "distillery-editor", "verdicts", {}, ("1", "2Gi")),
-    "trainer": ("trainer", "distillery-trainer", "training.requests",
-                {"DISTILLERY_ARTIFACT_DIR": "/artifacts"}, ("2", "8Gi")),
-    "evaluator": ("evaluator", "distillery-evaluator", "students", {}, ("2", "4Gi")),
+    "router": ("router", {}, ("250m", "256Mi")),
+    "judge": ("judge", {"DISTILLERY_CONSUMER_GROUP": group_name("judge", judge_version=JUDGE_VERSION)}, ("1", "2Gi")),
+    "editor": ("editor", {}, ("1", "2Gi")),
+    "trainer": ("trainer", {"DISTILLERY_ARTIFACT_DIR": "/artifacts"}, ("2", "8Gi")),
+    "evaluator": ("evaluator", {}, ("2", "4Gi")),
 }
 SHARED_ARTIFACTS = {"trainer", "evaluator"}
 
 
-def teachers() -> dict[str, tuple]:
+def table() -> dict[str, tuple]:
+    """deployment -> (image, consumer group KEDA scales on, topic, partitions, extra env, resources)."""
+    rows = {}
+    for name, (image, env, resources) in SERVICES.items():
+        channel, consumer = main_input(name)
+        group = env.get("DISTILLERY_CONSUMER_GROUP") or group_name(name, consumer.suffix)
+        rows[name] = (image, group, channel.topic(), channel.partitions, env, resources)
     spec = load_spec(ROOT / "examples" / "spec.yaml")
-    return {f"teacher-{t}": ("teacher", f"distillery-teacher-{t}", f"generation.requests.{t}",
-                             {"DISTILLERY_TEACHER_ID": t}, ("2", "4Gi")) for t in spec.routed_teachers()}
-
-
-def partitions(stem: str) -> int:
-    return PARTITIONS["generation.requests" if stem.startswith("generation.requests") else stem]
+    channel, consumer = main_input("teacher")
+    for t in spec.routed_teachers():
+        rows[f"teacher-{t}"] = ("teacher", group_name("teacher", consumer.suffix, teacher_id=t),
+                                channel.topic(teacher_id=t), channel.partitions, {"DISTILLERY_TEACHER_ID": t}, ("2", "4Gi"))
+    return rows
 
 
 def deployment(name: str, image: str, env: dict[str, str], cpu: str, memory: str) -> dict:
@@ -82,14 +86,14 @@ def deployment(name: str, image: str, env: dict[str, str], cpu: str, memory: str
     }
 
 
-def scaled_object(name: str, group: str, stem: str) -> dict:
+def scaled_object(name: str, group: str, topic: str, partitions: int) -> dict:
     """Scale on the consumer group's lag; more replicas than partitions would sit idle."""
     return {
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": name, "labels": dict(PART_OF)},
         "spec": {
-            "scaleTargetRef": {"name": name}, "minReplicaCount": 1, "maxReplicaCount": partitions(stem),
+            "scaleTargetRef": {"name": name}, "minReplicaCount": 1, "maxReplicaCount": partitions,
             "triggers": [{"type": "kafka", "metadata": {
-                "bootstrapServersFromEnv": "KAFKA_BOOTSTRAP_SERVERS", "consumerGroup": group, "topic": f"distill.{stem}.v1",
+                "bootstrapServersFromEnv": "KAFKA_BOOTSTRAP_SERVERS", "consumerGroup": group, "topic": topic,
                 "lagThreshold": "50", "offsetResetPolicy": "earliest"}}],
         },
     }
@@ -108,10 +112,10 @@ def prometheus_rule() -> dict:
 
 
 def documents() -> dict[str, list[dict]]:
-    table = {**SERVICES, **teachers()}
+    rows = table()
     return {
-        "deployments.yaml": [deployment(n, img, env, *res) for n, (img, _, _, env, res) in table.items()],
-        "scaledobjects.yaml": [scaled_object(n, group, stem) for n, (_, group, stem, _, _) in table.items()],
+        "deployments.yaml": [deployment(n, img, env, *res) for n, (img, _, _, _, env, res) in rows.items()],
+        "scaledobjects.yaml": [scaled_object(n, group, topic, parts) for n, (_, group, topic, parts, _, _) in rows.items()],
         "monitoring.yaml": [pod_monitor(), prometheus_rule()],
         "storage.yaml": [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                           "metadata": {"name": "distillery-artifacts", "labels": dict(PART_OF)},

@@ -19,7 +19,7 @@ from tests.support import ROOT
 from tests.waiting import events, wait_for
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_real_teacher_through_all_services(tmp_path, kafka_bootstrap, topic_prefix, settings):
     spec = yaml.safe_load((ROOT / "examples" / "spec.yaml").read_text())
     # the teacher caches its top-4 logprobs; the student (same tokenizer) learns them (logit distillation)

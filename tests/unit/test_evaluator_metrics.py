@@ -89,7 +89,7 @@ def test_attribution_differences_carry_a_bootstrap_interval() -> None:
 
 
 def test_rounds_come_from_the_recipes_evaluations_in_order_and_feed_the_signals() -> None:
-    from distillery_evaluator.app import rounds_of
+    from distillery_evaluator.handlers import rounds_of
     from distillery_evaluator.signals import StopConfig, stop_signals
 
     def main_round(i: int, samples: int, acc: float) -> EvaluationCompleted:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.model  # loads or trains a real model
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_the_gpu_script_packs_a_bundle_and_times_both_arms_on_cpu(tmp_path: Path) -> None:
     from distillery.domain.models import SMOLLM2, build_tiny_student, ensure_converted
 

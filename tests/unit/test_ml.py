@@ -21,6 +21,8 @@ from distillery.domain.generate import Generator, render_chat
 from distillery.domain.models import build_tiny_student, ensure_converted, load_model
 from distillery_trainer.sft import IGNORE_INDEX, Example, save_student, tokenize_examples, train_sft
 
+pytestmark = pytest.mark.model  # loads or trains a real model
+
 FACTS = [
     ("What colour is the sky?", "Blue."),
     ("Capital of France?", "Paris."),
@@ -171,7 +173,7 @@ def test_ensure_converted_converts_once_under_concurrency(tmp_path: Path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".{models.SMOLLM2}.lock", models.SMOLLM2]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_smollm2_teacher_generates_chat_batch():
     model, tokenizer = load_model(ensure_converted(models.SMOLLM2))
     prompts = [

@@ -28,7 +28,7 @@ def same(candidates) -> list[dict]:
     return [c.model_dump(mode="json", exclude={"produced_at"}) for c in candidates]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_replaying_a_recording_yields_the_recorded_candidates(tmp_path: Path) -> None:
     data = yaml.safe_load((ROOT / "experiments" / "tool-calling" / "spec.yaml").read_text())
     data["teachers"]["smollm2"].update(max_new_tokens=16)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from distillery import __version__
 from distillery.contracts import ids
+from distillery.domain.samples import hashed_tool_names
 from distillery_cli import main
 from distillery_cli import samples as sm
 from distillery.contracts.submission import LineError
@@ -195,7 +196,7 @@ def test_the_content_hash_is_the_one_the_editor_computes(spec, tasks) -> None:
         ("tool_boundary", "answer", "refusal"), ("tool_use", "tool_trajectory", "train")}
     for s in samples:
         unit = spec.units[s.unit]
-        assert ids.sample_content_hash(s.unit, s.pathway, sm.tool_names_of(s.tools, unit), s.prompt, s.final,
+        assert ids.sample_content_hash(s.unit, s.pathway, hashed_tool_names(s.tools, unit), s.prompt, s.final,
                                        s.rationale, s.limits, s.tool_steps, s.contrast) == s.content_hash, s.pathway
 
 

@@ -165,7 +165,9 @@ def test_settings_defaults(clean_env) -> None:
     assert settings.topic_prefix == "distill"
     assert settings.topics.tasks == "distill.tasks.v1"
     assert settings.max_task_bytes == 1024 * 1024
-    assert settings.group("judge") == "distillery-judge"
+    assert settings.group("router") == "distillery-router"
+    assert settings.group("router", "-chain") == "distillery-router-chain"
+    assert settings.group("judge", judge_version="rules-v1") == "distillery-judge-rules-v1"
 
 
 def test_settings_read_the_environment(clean_env) -> None:
@@ -175,7 +177,8 @@ def test_settings_read_the_environment(clean_env) -> None:
     settings = load_settings(ServiceSettings)
     assert settings.http_port == 9100
     assert settings.topics.candidates == "t1.candidates.v1"
-    assert settings.group("judge") == "g"
+    assert settings.group("judge", judge_version="rules-v1") == "g"  # the operator's group replaces the service's
+    assert settings.group("editor", "-reviews") == "g-reviews"
 
 
 def test_bad_setting_names_the_field_and_env_var(clean_env) -> None:

@@ -16,6 +16,8 @@ from distillery_evaluator.students import (AFTER, BEFORE, base_outputs_path, cac
                                           outputs_key, read_cached, save_cached, student_outputs)
 from distillery_trainer.training import Inputs, examples_of, plan
 
+pytestmark = pytest.mark.model  # loads or trains a real model
+
 CONVERT = {"name": "convert_units", "arguments": {"value": 3, "from_unit": "km", "to_unit": "m"}}
 MULTIPLY = {"name": "calculator", "arguments": {"expression": "3000 * 2"}}
 CLOSURE = "FINAL: 6000"
@@ -143,7 +145,7 @@ def test_student_outputs_are_cached_and_reused(spec, tmp_path) -> None:
     assert read_cached(path, outputs_key(other, spec, tasks), AFTER, tasks) is None
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_a_tiny_student_runs_the_loop_end_to_end_and_resumes_from_its_cache(spec, tmp_path, monkeypatch) -> None:
     from distillery.domain import models
     from distillery.domain import students as recipes

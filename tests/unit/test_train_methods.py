@@ -45,6 +45,8 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 from tests.unit.test_ml import FACTS  # the same tiny fact set
 
+pytestmark = pytest.mark.model  # loads or trains a real model
+
 PROMPTS = [
     "What colour is the sky?", "Name a fruit.", "What is 2 plus 3?", "Say hello.", "Capital of France?",
     "Name an animal that flies.", "What is water made of?", "Give me a synonym for happy.",

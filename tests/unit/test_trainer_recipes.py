@@ -14,6 +14,8 @@ from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import StudentSpec, parse_spec
 from distillery_trainer.dataset import build, entries, mix_pools, select
 
+pytestmark = pytest.mark.model  # loads or trains a real model
+
 
 def sample(i: int, pool: str = "train", unit: str = "math_steps", pathway: str = "answer", tier: str = "high",
            cluster: str | None = None, weight: float = 1.0) -> SampleCurated:

@@ -14,6 +14,8 @@ from distillery_trainer.dataset import build, cap_per_unit, mix_real, raw_sample
 from distillery_trainer.training import Inputs, plan, teacher_tokens, variant_recipe
 from tests.unit.test_trainer_recipes import sample
 
+pytestmark = pytest.mark.model  # loads or trains a real model
+
 
 def real(i: int, unit: str = "math_steps"):
     return sample(i, unit=unit).model_copy(update={"origin": "real", "sample_id": f"r{i:03d}"})

@@ -20,6 +20,7 @@ from distillery.contracts import ids
 from distillery.contracts.events import (SAMPLE_POOLS, CandidatesJudged, JudgedCandidate, Provenance, SampleCurated,
                                SourceOffset, Task, Trace)
 from distillery.contracts.spec import CapabilitySpec, StyleSpec, UnitSpec
+from distillery.domain.samples import CONTRASTIVE_PATHWAY, hashed_tool_names, sample_weight
 from distillery.domain.text import FILLER_PHRASE, sentences
 from distillery.domain.tools import REGISTRY
 from distillery_editor.compress import compress, count_tokens
@@ -156,7 +157,7 @@ def build_sample(verdict: CandidatesJudged, jc: JudgedCandidate, unit: UnitSpec,
                  produced_by: str, tokens: Callable[[str], int]) -> SampleCurated | None:
     """The sample of one candidate on one pathway (None: the pathway has nothing to teach here)."""
     task = verdict.task
-    if jc.pool == "contrastive" and pathway != "answer":
+    if jc.pool == "contrastive" and pathway != CONTRASTIVE_PATHWAY:
         return None  # the wrong answer's steps or style would teach the wrong thing: one contrast, on `answer`
     final = final_text(jc, unit)
     rationale, limits, steps, style_constraints, notes = "", [], call_steps(jc), [], {}
@@ -200,8 +201,8 @@ def build_sample(verdict: CandidatesJudged, jc: JudgedCandidate, unit: UnitSpec,
         sample_id=ids.sample_id_for(jc.candidate_id, verdict.judge_version, pathway),
         unit=task.unit, pathway=pathway, pool=pool, prompt=task.prompt, final=final, rationale=rationale,
         limits=limits_text, evidence=jc.evidence, tool_steps=steps, tools=task.tools,
-        weight=unit.editor.hard_case_weight if pool == "hard_case" else 1.0,
-        content_hash=ids.sample_content_hash(task.unit, pathway, [t.name for t in task.tools] or unit.tools,
+        weight=sample_weight(pool, unit),
+        content_hash=ids.sample_content_hash(task.unit, pathway, hashed_tool_names(task.tools, unit),
                                              task.prompt, final, rationale, limits_text, steps, contrast),
         provenance=Provenance(task_id=task.task_id, candidate_id=jc.candidate_id, teacher_id=jc.teacher_id,
                               judge_version=verdict.judge_version, verdict_id=verdict.verdict_id, source=source),

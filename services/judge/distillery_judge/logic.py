@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from distillery.contracts import ids
-from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, JudgedCandidate, RegenerationRequested,
+from distillery.contracts.events import (ACCEPTED_POOLS, CORRECT_POOLS, CandidateGenerated, CandidatesJudged, JudgedCandidate, RegenerationRequested,
                                SourceOffset, Task, Trace)
 from distillery.domain.scoring import ReferenceResult, check_reference, parse_tool_calls
 from distillery.contracts.spec import CapabilitySpec, Dimension, Rules, UnitSpec, judge_version, with_label  # noqa: F401 (re-exported)
@@ -23,7 +23,6 @@ from distillery_judge.scorers import (Embedder, ModelJudge, PairRequest, Scorers
                                       strip_judge_directives)
 from distillery_judge.selfcheck import SelfCheckMonitor, perturb, sampled
 
-ACCEPTED_POOLS = ("train", "refusal", "hard_case")
 
 
 def format_ok(text: str, output_format: str) -> bool:
@@ -240,7 +239,7 @@ def _moved(jc: JudgedCandidate, pool: str, *reasons: str) -> JudgedCandidate:
     return jc.model_copy(update={"pool": pool, "reasons": [*jc.reasons, *reasons]})
 
 
-def _to_review(judged: list[JudgedCandidate], reason: str, pools=("train", "hard_case")) -> list[JudgedCandidate]:
+def _to_review(judged: list[JudgedCandidate], reason: str, pools=CORRECT_POOLS) -> list[JudgedCandidate]:
     return [_moved(jc, "review", reason) if jc.pool in pools else jc for jc in judged]
 
 
@@ -306,7 +305,7 @@ def position_swap(tasks: list[tuple[Task, list[JudgedCandidate]]], model: ModelJ
     their order (None: fewer than two to compare). Both orders run in one batch."""
     pairs, owners = [], []
     for i, (task, judged) in enumerate(tasks):
-        top = sorted((jc for jc in judged if jc.pool in ("train", "hard_case")), key=_rank_key)[:2]
+        top = sorted((jc for jc in judged if jc.pool in CORRECT_POOLS), key=_rank_key)[:2]
         if len(top) == 2:
             a, b = top
             key = f"pair:{a.candidate_id}:{b.candidate_id}"
@@ -331,7 +330,7 @@ def perturbation_checks(
         rate = unit.judge.self_checks.perturbation_rate
         by_id = {c.candidate_id: c for c, _ in cands}
         for jc in judged:
-            if jc.pool in ("train", "hard_case") and sampled(jc.candidate_id, rate):
+            if jc.pool in CORRECT_POOLS and sampled(jc.candidate_id, rate):
                 text = perturb(jc.text, unit.output_form)
                 if text is not None:
                     variant = by_id[jc.candidate_id].model_copy(
@@ -380,7 +379,7 @@ def judge_batch(
     for ti, assessed in zip(inputs, per_task):
         unit = spec.units[ti.task.unit]
         judged = add_corrections(ti.task, assessed, unit)
-        judged = [_moved(jc, "review", "judge_directive") if a.directive and jc.pool in ("train", "hard_case") else jc
+        judged = [_moved(jc, "review", "judge_directive") if a.directive and jc.pool in CORRECT_POOLS else jc
                   for a, jc in zip(assessed, judged)]
         judged = [apply_risk(jc, unit) for jc in judged]
         judged, relation = apply_relation(ti.task, judged, unit)

@@ -12,9 +12,8 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
-from distillery.contracts.events import CandidatesJudged
+from distillery.contracts.events import ACCEPTED_POOLS, CandidatesJudged
 
-ACCEPTED_POOLS = ("train", "refusal", "hard_case")
 
 
 @dataclass

@@ -36,6 +36,7 @@ class Consumer:
     suffix: str = ""
     purpose: str = ""
     scales_on: bool = False  # the subscription KEDA scales the service by (its main input)
+    optional: bool = False  # subscribed only when the spec uses it (routing strategies, retries)
 
 
 @dataclass(frozen=True)
@@ -65,17 +66,19 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("candidates", (events.CandidateGenerated,), 4,
             producers=("teacher",),
             consumers=(Consumer("judge", purpose="aggregate per task, judge, pool", scales_on=True),
-                       Consumer("router", "-chain", "move a role chain to its next step")),
+                       Consumer("router", "-chain", "move a role chain to its next step", optional=True)),
             readers=("trainer (raw buckets, logit distillation)", "evaluator (held-out teacher answers)")),
     Channel("verdicts", (events.CandidatesJudged,), 4,
             producers=("judge",),
             consumers=(Consumer("editor", purpose="map, compress, dedup, admit samples", scales_on=True),
-                       Consumer("router", "-feedback", "learn acceptance and cost per teacher (value routing)")),
+                       Consumer("router", "-feedback", "learn acceptance and cost per teacher (value routing)",
+                                optional=True)),
             readers=("judge (what it already judged)", "router (rebuilds its value table)",
                      "evaluator (offline cost)", "distillery status, replay")),
     Channel("regeneration", (events.RegenerationRequested,), 4,
             producers=("judge",),
-            consumers=(Consumer("router", "-regeneration", "ask the same teachers again, with the judge's reasons"),)),
+            consumers=(Consumer("router", "-regeneration", "ask the same teachers again, with the judge's reasons",
+                                optional=True),)),
     Channel("samples", (events.SampleCurated, events.SampleRetracted), 4,
             producers=("editor", "distillery samples import"),
             readers=("trainer (dataset snapshot)", "editor (rebuilds its state)", "distillery samples")),

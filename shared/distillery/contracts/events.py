@@ -19,6 +19,10 @@ POOLS = ("train", "hard_case", "contrastive", "refusal", "failure", "review", "d
 Pool = Literal["train", "hard_case", "contrastive", "refusal", "failure", "review", "discard"]
 # Pools the editor turns into samples (the others are kept on the verdicts topic for audit and review).
 SAMPLE_POOLS = ("train", "hard_case", "refusal", "contrastive")
+# Pools that accept a candidate as an answer to its task (routing learns from them; none: ask again).
+ACCEPTED_POOLS = ("train", "refusal", "hard_case")
+# Pools of candidates judged correct, whose own answer is taught (self-checks and gates act on these).
+CORRECT_POOLS = ("train", "hard_case")
 Pathway = Literal["answer", "process", "style", "tool_trajectory"]
 Split = Literal["train", "eval"]
 Tier = Literal["high", "medium", "low"]

@@ -102,7 +102,7 @@ def convert_units(value: float, from_unit: str, to_unit: str) -> float:
 
 @cache
 def knowledge_base() -> dict[str, str]:
-    text = resources.files("distillery").joinpath("data/knowledge_base.json").read_text()
+    text = resources.files("distillery.domain").joinpath("data/knowledge_base.json").read_text()
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
 
 

@@ -1,0 +1,134 @@
+"""The evaluator's use case: a trained student in, its held-out evaluation, report, ROI ledger and
+stop signals out (and, when an experiment completes, its attribution)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from distillery.contracts import ids
+from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, ReviewDecided,
+                                         StudentTrained, Task, TaskSubmitted, Trace)
+from distillery.runtime.wiring import In, Out, Subscription
+from distillery_evaluator import attribution, metrics
+from distillery_evaluator.bootstrap import EvaluatorDeps
+from distillery_evaluator.logic import (agreement, best_teachers, breakdown, error_classes, is_correct, roi, score,
+                                        teacher_outputs, unit_metrics, write_outputs)
+from distillery_evaluator.report import ReportData
+from distillery_evaluator.signals import Round, StopConfig, stop_signals
+
+
+async def on_student_trained(items: list[In[StudentTrained]], deps: EvaluatorDeps) -> list[Out]:
+    """Students of recipes this spec does not have are not this deployment's to evaluate."""
+    return [Out(deps.topics.evaluations, await evaluate(item.event, deps)) for item in items
+            if item.event.student in deps.spec.students]
+
+
+async def evaluate(trained: StudentTrained, deps: EvaluatorDeps) -> EvaluationCompleted:
+    spec, topics = deps.spec, deps.topics
+    recipe = spec.students[trained.student]
+    eval_tasks = held_out_tasks(await deps.read(topics.tasks, TaskSubmitted), recipe.units)
+    verdicts = {v.verdict_id: v for v in await deps.read(topics.verdicts, CandidatesJudged)}
+    outputs = teacher_outputs(await deps.read(topics.candidates, CandidateGenerated), eval_tasks, spec)
+    # the untrained base is measured with the main run and with the reference (`full`) runs of an
+    # experiment; the other variants only need the trained student
+    with_before = trained.variant is None or trained.variant.name == attribution.REFERENCE
+    outputs += await asyncio.to_thread(deps.student_outputs, trained, recipe, spec, eval_tasks, deps.settings.device,
+                                       with_before)
+    scores = score(outputs, spec)
+    out_dir = Path(trained.artifact_dir) / "evaluation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_outputs(outputs, spec, out_dir / "outputs.jsonl")
+    after = [o for o in outputs if o.subject == "student:after"]
+    ledger = roi(scores, await offline_costs(trained, verdicts.values(), deps), spec)
+    agree = agreement(outputs, spec, best_teachers(scores))
+    evaluation = EvaluationCompleted(
+        evaluation_id=ids.content_id("eval", trained.student_id, [t.task_id for t in eval_tasks],
+                                     trained.variant.model_dump(mode="json") if trained.variant else None),
+        student_id=trained.student_id, scores=scores, roi=ledger, report_path=str(out_dir / "report.html"),
+        student=trained.student, samples=int(trained.manifest.get("samples", 0)), variant=trained.variant,
+        correct={o.task.task_id: is_correct(o, spec) for o in after}, agreement=agree,
+        error_classes=error_classes(after, spec), produced_by=deps.produced_by, trace=Trace(causation_id=trained.event_id),
+    )
+    history = await deps.read(topics.evaluations, EvaluationCompleted)
+    rounds = rounds_of([e for e in history if e.student == trained.student and e.variant is None
+                        and e.student_id != trained.student_id] + [evaluation])
+    signals = stop_signals(rounds, StopConfig(**spec.stop_signals.model_dump())) if trained.variant is None else []
+    evaluation = evaluation.model_copy(update={"signals": {s.name: s.reason for s in signals if s.fired}})
+    data = ReportData(
+        student=trained.student, student_id=trained.student_id, scores=scores, breakdown=breakdown(outputs, spec),
+        metrics=unit_metrics(outputs, spec) + [{"unit": u, "subject": "student:after", "metric": "teacher_agreement",
+                                                "value": v} for u, v in agree.items()],
+        ledger=ledger, signals=signals, rounds=rounds,
+        heldout_overlap=len(set(trained.manifest.get("task_ids", [])) & {t.task_id for t in eval_tasks}),
+        real_samples=dict(trained.manifest.get("real_per_unit", {})), unit_samples=dict(trained.manifest.get("per_unit", {})),
+    )
+    deps.write_report(data, out_dir)
+    (out_dir / "scores.json").write_text(json.dumps([s.model_dump() for s in scores], indent=2))
+    if trained.variant is None:
+        metrics.export(scores, ledger, data.metrics, agree, signals)
+        return evaluation
+    path = attribute(trained, evaluation, history, data, eval_tasks, deps)
+    return evaluation.model_copy(update={"attribution_path": path})
+
+
+def held_out_tasks(submitted: list[TaskSubmitted], units: list[str]) -> list[Task]:
+    """The recipe's eval-split tasks, once each (the last submission of an id wins), by task id."""
+    tasks = {e.task.task_id: e.task for e in submitted}
+    return sorted((t for t in tasks.values() if t.split == "eval" and t.unit in units), key=lambda t: t.task_id)
+
+
+async def offline_costs(trained: StudentTrained, verdicts, deps: EvaluatorDeps) -> dict[str, float]:
+    train_candidates = [jc for v in verdicts if v.task.split == "train" for jc in v.candidates]
+    econ = deps.spec.economics
+    decisions = await deps.read(deps.topics.reviews, ReviewDecided)
+    return {
+        "teacher_generation": sum(jc.cost_usd for jc in train_candidates),
+        "judging": len(train_candidates) * econ.judge_cost_per_candidate_usd,
+        "human_review": len(decisions) * econ.review_seconds_per_decision / 3600 * econ.reviewer_rate_usd_per_hour,
+        "training": trained.train_cost_usd,
+    }
+
+
+def attribute(trained: StudentTrained, evaluation: EvaluationCompleted, history: list[EvaluationCompleted],
+              data: ReportData, eval_tasks: list[Task], deps: EvaluatorDeps) -> str | None:
+    """When this run completes its experiment: the attribution table and its report."""
+    experiment = trained.variant.experiment_id
+    members = [e for e in history if e.variant is not None and e.variant.experiment_id == experiment
+               and e.student_id != trained.student_id] + [evaluation]
+    if not experiment or not attribution.complete(members, trained.variant.members):
+        return None
+    rows = attribution.table(members, {t.task_id: t.unit for t in eval_tasks})
+    out_dir = Path(trained.artifact_dir).parent / "experiments" / experiment
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data.attribution = rows
+    (out_dir / "attribution.json").write_text(json.dumps(rows, indent=2))
+    return str(deps.write_report(data, out_dir)["html"])
+
+
+def rounds_of(evaluations: list[EvaluationCompleted]) -> list[Round]:
+    """The recipe's history in training order (the topic's order), one round per evaluated student."""
+    seen: dict[str, Round] = {}
+    for e in evaluations:
+        if e.student_id in seen:
+            continue
+        after = {s.unit: s.accuracy for s in e.scores if s.subject == "student:after"}
+        seen[e.student_id] = Round(
+            student_id=e.student_id, samples=e.samples, accuracy=after, agreement=dict(e.agreement),
+            offline_cost_usd=float(e.roi.get("offline_total_usd", 0.0)),
+            teacher_cost_horizon_usd=float(e.roi.get("teacher_cost_horizon_usd", 0.0)),
+            error_classes=dict(e.error_classes),
+        )
+    return list(seen.values())
+
+
+def one_student_at_a_time(deps: EvaluatorDeps) -> dict[str, int]:
+    """An evaluation runs a model over every held-out task: one student per batch, and the broker
+    waits that long for the next poll."""
+    return {"max_records": 1, "max_poll_interval_ms": 3_600_000}
+
+
+SUBSCRIPTIONS = [
+    Subscription("students", StudentTrained, on_student_trained, batch=True, options=one_student_at_a_time),
+]

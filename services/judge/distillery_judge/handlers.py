@@ -1,0 +1,100 @@
+"""The judge's use cases: gather candidates per task, judge complete and timed-out tasks, ask again
+where nothing was accepted, remember what this judge version already judged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from distillery.contracts.events import CandidateGenerated, CandidatesJudged
+from distillery.runtime.wiring import DeadLetter, In, Out, Subscription
+from distillery_judge import metrics
+from distillery_judge.aggregate import OpenTask
+from distillery_judge.bootstrap import DropRevoked, JudgeDeps
+from distillery_judge.logic import TaskInput, judge_batch, regeneration_for
+
+
+def count_verdict(verdict: CandidatesJudged) -> None:
+    unit = verdict.task.unit
+    metrics.RELATIONS.labels(unit, verdict.relation or "single").inc()
+    for check, ok in verdict.self_checks.items():
+        metrics.SELF_CHECKS.labels(unit, check, "pass" if ok else "fail").inc()
+    for jc in verdict.candidates:
+        metrics.VERDICTS.labels(unit, jc.pool).inc()
+        for check, ok in jc.checks.items():
+            metrics.CHECKS.labels(unit, check, "pass" if ok else "fail").inc()
+
+
+def export_self_checks(deps: JudgeDeps) -> None:
+    for (unit, check), rate in deps.monitor.rates().items():
+        metrics.RATE_GAUGES[check].labels(unit).set(rate)
+    for unit in deps.spec.units:
+        metrics.GATE.labels(unit).set(int(deps.monitor.gate_closed(unit)))
+
+
+def verdicts_for(entries: list[OpenTask], deps: JudgeDeps) -> list[Out]:
+    """The verdicts, and a bounded regeneration request where nothing was accepted."""
+    inputs = [TaskInput(e.task, sorted(e.candidates.values(), key=lambda cs: cs[0].candidate_id), e.expected,
+                        e.attempt) for e in entries]
+    outs = []
+    for verdict in judge_batch(inputs, deps.spec, deps.version, deps.produced_by, deps.scorers, deps.monitor):
+        count_verdict(verdict)
+        outs.append(Out(deps.topics.verdicts, verdict))
+        retry = None if deps.settings.replay else regeneration_for(verdict, deps.spec, deps.produced_by)
+        if retry:
+            metrics.REGENERATIONS.labels(verdict.task.unit).inc()
+            outs.append(Out(deps.topics.regeneration, retry))
+    export_self_checks(deps)
+    return outs
+
+
+async def on_candidate_generated(items: list[In[CandidateGenerated]], deps: JudgeDeps) -> list[Out | DeadLetter]:
+    """Gather each candidate with its task's others; judge the tasks whose last expected candidate arrived."""
+    now = time.monotonic()
+    outs: list[Out | DeadLetter] = []
+    ready = []
+    for item in items:
+        cand = item.event
+        if cand.task.unit not in deps.spec.units:
+            outs.append(DeadLetter(item.record, "unknown_unit", f"unknown unit '{cand.task.unit}': not in the judge's spec"))
+            continue
+        if cand.chain and not cand.chain.is_final and not cand.error:
+            metrics.CHAIN_STEPS.inc()  # an intermediate step: the router moves the chain on; the final one carries it
+            continue
+        result = deps.aggregator.add(cand, item.record, now)
+        metrics.LATE.inc(result.late)
+        if result.ready:
+            ready.append(result.ready)
+    if ready:  # model scorers are slow and blocking: off the event loop, one batch for all ready tasks
+        outs.extend(await asyncio.to_thread(verdicts_for, ready, deps))
+    metrics.OPEN_TASKS.set(len(deps.aggregator.open))
+    return outs
+
+
+async def flush_expired_once(deps: JudgeDeps, now: float | None = None) -> list[Out]:
+    """The verdicts of tasks that waited past the timeout, judged with what arrived. Their tasks stay
+    in flight until the caller confirms (published) or restores (publishing failed) the aggregator."""
+    due = deps.aggregator.expired(time.monotonic() if now is None else now)
+    if not due:
+        return []
+    metrics.TIMEOUTS.inc(len(due))
+    return await asyncio.to_thread(verdicts_for, due, deps)
+
+
+def mark_judged(verdict: CandidatesJudged, deps: JudgeDeps) -> None:
+    """A verdict of this judge version (from the verdicts topic): its task is not judged again."""
+    if verdict.judge_version == deps.version:
+        deps.aggregator.mark_judged(verdict.task.task_id, verdict.attempt)
+
+
+def held_commits(deps: JudgeDeps) -> dict[str, Any]:
+    """Commits stay behind the oldest open task; a task counts as judged once its verdict is durable."""
+    agg = deps.aggregator
+    return {"commit_limit": agg.commit_limit, "lock": deps.lock, "listener": DropRevoked(deps),
+            "on_published": agg.confirm, "on_failed": agg.restore}
+
+
+SUBSCRIPTIONS = [
+    Subscription("candidates", CandidateGenerated, on_candidate_generated, batch=True, options=held_commits),
+]

@@ -1,0 +1,98 @@
+"""The trainer's use case: a training request in, a student trained on a samples snapshot out."""
+
+from __future__ import annotations
+
+import asyncio
+
+from distillery.contracts.events import CandidateGenerated, StudentTrained, Trace, TrainingRequested, parse_sample_record
+from distillery.runtime.bus import Rejected
+from distillery.runtime.wiring import DeadLetter, In, Out, Subscription
+from distillery_trainer import metrics
+from distillery_trainer.bootstrap import TrainerDeps
+from distillery_trainer.dataset import repository
+from distillery_trainer.training import Inputs
+
+LINEAGE_FIELDS = ("student_id", "student", "version", "artifact_dir", "base_model", "recipe", "manifest", "loss_curve",
+                  "train_seconds", "train_cost_usd")
+
+
+async def on_training_requested(items: list[In[TrainingRequested]], deps: TrainerDeps) -> list[Out | DeadLetter]:
+    outs: list[Out | DeadLetter] = []
+    for item in items:
+        try:
+            outs.append(Out(deps.topics.students, await train(item.event, deps)))
+        except Rejected as exc:
+            outs.append(DeadLetter(item.record, exc.reason, str(exc)))
+        except ValueError as exc:  # e.g. no samples match the recipe yet
+            outs.append(DeadLetter(item.record, "untrainable", str(exc)))
+    return outs
+
+
+async def train(request: TrainingRequested, deps: TrainerDeps) -> StudentTrained:
+    name = request.student
+    if name not in deps.spec.students:
+        raise Rejected("unknown_student", f"unknown student '{name}' (spec has {sorted(deps.spec.students)})")
+    inputs, retracted = await read_inputs(request, deps)
+    lineage = await asyncio.to_thread(
+        deps.run, name, deps.spec, inputs, deps.topics.samples, deps.settings.artifact_dir, deps.settings.device,
+        progress_of(name), request.variant,
+    )
+    # Not part of the dataset's identity (the student id): the same live samples train the same student.
+    lineage["manifest"]["retracted"] = retracted
+    export_run(name, lineage)
+    return StudentTrained(**{k: lineage[k] for k in LINEAGE_FIELDS}, variant=request.variant,
+                          produced_by=deps.produced_by, trace=Trace(causation_id=request.event_id))
+
+
+def progress_of(name: str):
+    def progress(step: int, total: int, loss: float) -> None:
+        metrics.STEP.labels(name).set(step)
+        metrics.TOTAL.labels(name).set(total)
+        metrics.LOSS.labels(name).set(loss)
+
+    return progress
+
+
+def export_run(name: str, lineage: dict) -> None:
+    metrics.RUNS.labels(name).inc()
+    metrics.SAMPLES.labels(name).set(lineage["manifest"]["samples"])
+    metrics.THROUGHPUT.labels(name).set(lineage["tokens"] / max(lineage["train_seconds"], 1e-9))
+    metrics.KD_EXAMPLES.labels(name).set(lineage["manifest"].get("kd_examples", 0))
+
+
+async def read_inputs(request: TrainingRequested, deps: TrainerDeps) -> tuple[Inputs, int]:
+    """The samples (and candidates, which raw buckets and logit distillation need) at the
+    request's snapshot, or at the topics' current ends."""
+    topics = deps.topics
+    # the editor's records; anything else on the topic is skipped
+    snapshot = await deps.read(topics.samples, parse_sample_record, snapshot_ends(request, topics.samples))
+    samples, retracted = repository(snapshot.events)
+    offsets = {topics.samples: snapshot.end_offsets}
+    candidates: list[CandidateGenerated] = []
+    if needs_candidates(request, deps):
+        replayed = await deps.read(topics.candidates, CandidateGenerated, snapshot_ends(request, topics.candidates))
+        candidates, offsets[topics.candidates] = replayed.events, replayed.end_offsets
+    return Inputs(samples, candidates, offsets), retracted
+
+
+def snapshot_ends(request: TrainingRequested, topic: str) -> dict[int, int] | None:
+    """Partition -> end offset the request pins ``topic`` at (None: read to the topic's current end)."""
+    ends = request.snapshot.get(topic)
+    return {int(p): o for p, o in ends.items()} if ends is not None else None
+
+
+def needs_candidates(request: TrainingRequested, deps: TrainerDeps) -> bool:
+    """Logit distillation reads the teacher's cached tokens; raw buckets read every teacher answer."""
+    recipe = deps.spec.students[request.student]
+    return recipe.distill is not None or bool(request.variant and request.variant.bucket.endswith("_teacher"))
+
+
+def one_request_at_a_time(deps: TrainerDeps) -> dict[str, int]:
+    """A run takes minutes to hours: one request per batch, and the broker waits that long for the next poll."""
+    return {"max_records": 1, "max_poll_interval_ms": 3_600_000}
+
+
+SUBSCRIPTIONS = [
+    Subscription("training.requests", TrainingRequested, on_training_requested, batch=True,
+                 options=one_request_at_a_time),
+]

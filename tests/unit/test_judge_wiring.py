@@ -1,0 +1,43 @@
+"""The judge's wiring on FastStream's in-memory TestKafkaBroker: its subscription with the channel
+table's topic and versioned group, the runtime's validation and dead-lettering. The example spec's
+judge is rules-only, so no model loads. (Against the real broker: tests/service/test_judge_scoring.py.)"""
+
+from __future__ import annotations
+
+from distillery.contracts import ids
+from distillery.contracts.events import CandidatesJudged, EventDeadLettered, Reference, Task
+from distillery.contracts.spec import load_spec
+from distillery_judge.bootstrap import JudgeDeps, JudgeSettings
+from distillery_judge.handlers import SUBSCRIPTIONS
+from tests.support import ROOT, InMemoryService, candidate
+
+SPEC = load_spec(ROOT / "examples" / "spec.yaml")
+
+
+async def test_a_complete_task_on_the_candidates_topic_becomes_a_verdict_and_garbage_reaches_the_dlq() -> None:
+    settings = JudgeSettings(topic_prefix="wired")
+    deps = JudgeDeps(spec=SPEC, settings=settings)
+    service = InMemoryService("judge", SUBSCRIPTIONS, deps, settings)
+    assert service.groups == [f"distillery-judge-{deps.version}"]
+    topics = service.bus.topics
+    service.catch(topics.verdicts, topics.dlq)
+    task = Task(task_id=ids.task_id_for("math_steps", "wired"), unit="math_steps", prompt="What is 6 * 7?",
+                reference=Reference(answer="42"))
+    stranger = candidate(task.model_copy(update={"task_id": "t-unknown", "unit": "astrology"}), "#### 1")
+    async with service:
+        await service.publish(topics.candidates, candidate(task, "Six sevens.\n#### 42", "qwen-coder"))
+        await service.publish(topics.candidates, stranger)
+        await service.client.publish(b'{"not": "a candidate"}', topics.candidates, key=b"k")
+
+    (verdict,) = service.sent(topics.verdicts, CandidatesJudged)
+    assert verdict.task == task and verdict.judge_version == deps.version and verdict.produced_by == "judge@test"
+    assert [jc.pool for jc in verdict.candidates] == ["train"]
+    assert not deps.aggregator.in_flight, "the verdict was published, so its task counts as judged"
+    errors = sorted(d.error.split(":")[0] for d in service.sent(topics.dlq, EventDeadLettered))
+    assert errors == ["invalid", "unknown_unit"]
+
+
+def test_the_consumer_group_override_replaces_the_versioned_group() -> None:
+    deps = JudgeDeps(spec=SPEC, settings=JudgeSettings(consumer_group="judge-replay"))
+    assert deps.group == "judge-replay"
+    assert JudgeDeps(spec=SPEC).group == f"distillery-judge-{deps.version}"
