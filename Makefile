@@ -11,7 +11,7 @@ EVAL_TASKS ?= 6
 SERVICES := router teacher judge editor trainer evaluator
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench up down clean record experiment
+.PHONY: install demo test test-fast lint bench up down clean record experiment
 
 install: $(STAMP)
 
@@ -42,8 +42,14 @@ experiment: install
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+# The fast lane: the `unit` tier (no broker, no model; tiers in pytest.ini and tests/conftest.py).
 test-fast: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m unit
+
+# ruff (rules chosen in ruff.toml) and the layering contracts (.importlinter); .ci/run runs this first.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) bench/bus_hop.py

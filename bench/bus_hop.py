@@ -18,12 +18,12 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from distillery_cli.broker import EmbeddedBroker, external_bootstrap
-from distillery.runtime.bus import In, Out
 from distillery.contracts.events import GenerationRequested, TaskSubmitted, Trace, new_task
+from distillery.contracts.settings import ServiceSettings
+from distillery.runtime.bus import In, Out
 from distillery.runtime.kafka import ensure_topics, topic_counts
 from distillery.runtime.service import make_bus
-from distillery.contracts.settings import ServiceSettings
+from distillery_cli.broker import EmbeddedBroker, external_bootstrap
 
 
 def task_events(n: int, size: int) -> list[tuple[str, bytes]]:

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distillery.contracts.ids import normalized_hash  # noqa: E402
-from distillery_editor.clusters import Clusters  # noqa: E402
-from distillery_editor.dedup import NearDuplicates, shingles, signature  # noqa: E402
+from distillery.contracts.ids import normalized_hash
+from distillery_editor.clusters import Clusters
+from distillery_editor.dedup import NearDuplicates, shingles, signature
 
 NAMES = ["Alice", "Bruno", "Chen", "Dara", "Emeka", "Farah", "Goran", "Hana", "Ivan", "Julia", "Kofi", "Lena",
          "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Viktor", "Wen", "Yusuf"]

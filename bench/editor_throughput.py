@@ -25,17 +25,17 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import yaml  # noqa: E402
+import yaml
 
-from distillery.contracts import ids  # noqa: E402
-from distillery.contracts.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, Trace  # noqa: E402
-from distillery.domain.embeddings import EmbeddingCache, Embedder  # noqa: E402
-from distillery.contracts.spec import parse_spec  # noqa: E402
-from distillery_cli.workload import build_workload  # noqa: E402
-from distillery_editor.compress import count_tokens  # noqa: E402
-from distillery_editor.governance import on_verdict  # noqa: E402
-from distillery_editor.state import EditorState  # noqa: E402
-from distillery_judge.scorers import reference_text  # noqa: E402
+from distillery.contracts import ids
+from distillery.contracts.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, Trace
+from distillery.contracts.spec import parse_spec
+from distillery.domain.embeddings import Embedder, EmbeddingCache
+from distillery_cli.workload import build_workload
+from distillery_editor.compress import count_tokens
+from distillery_editor.governance import on_verdict
+from distillery_editor.state import EditorState
+from distillery_judge.scorers import reference_text
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,15 +28,18 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import yaml  # noqa: E402
+import yaml
 
-from distillery.contracts import ids  # noqa: E402
-from distillery.contracts.events import CandidateGenerated, Task, Trace  # noqa: E402
-from distillery.contracts.spec import parse_spec  # noqa: E402
-from distillery_cli.workload import build_workload  # noqa: E402
-from distillery_judge.logic import TaskInput, judge_batch, judge_version  # noqa: E402
-from distillery_judge.scorers import PairRequest, build_scorers, reference_text  # noqa: E402
-from distillery_judge.selfcheck import perturb  # noqa: E402
+from distillery.contracts import ids
+from distillery.contracts.events import CandidateGenerated, Task, Trace
+from distillery.contracts.spec import (
+    judge_version,
+    parse_spec,
+)
+from distillery_cli.workload import build_workload
+from distillery_judge.logic import TaskInput, judge_batch
+from distillery_judge.scorers import PairRequest, build_scorers, reference_text
+from distillery_judge.selfcheck import perturb
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,14 +30,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distillery.runtime.service import free_port  # noqa: E402
-from distillery.contracts.events import Task  # noqa: E402
-from distillery.domain.models import SMOLLM2  # noqa: E402
-from distillery.domain.prompts import system_prompt  # noqa: E402
-from distillery.contracts.spec import TeacherSpec, load_spec  # noqa: E402
-from distillery_cli.workload import build_workload  # noqa: E402
-from distillery.domain.backends import ReplayBackend, TransformersBackend  # noqa: E402
-from distillery.domain.openai_backend import OpenAIBackend  # noqa: E402
+from distillery.contracts.events import Task
+from distillery.contracts.spec import TeacherSpec, load_spec
+from distillery.domain.backends import ReplayBackend, TransformersBackend
+from distillery.domain.models import SMOLLM2
+from distillery.domain.openai_backend import OpenAIBackend
+from distillery.domain.prompts import system_prompt
+from distillery.runtime.service import free_port
+from distillery_cli.workload import build_workload
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -63,25 +63,25 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from rich.console import Console  # noqa: E402
-from peft import LoraConfig, get_peft_model  # noqa: E402
-from rich.table import Table  # noqa: E402
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+import torch
+import transformers
+from peft import LoraConfig, get_peft_model
+from rich.console import Console
+from rich.table import Table
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from distillery.contracts.events import Task  # noqa: E402
-from distillery.domain.models import (  # noqa: E402
+from distillery.contracts.events import Task
+from distillery.contracts.spec import load_spec
+from distillery.domain.models import (
     SMOLLM2,
     build_tiny_student,
     ensure_pad_token,
     load_model,
     smollm2_tokenizer,
 )
-from distillery.domain.students import student_prompt  # noqa: E402
-from distillery_trainer.sft import IGNORE_INDEX, Example, LoraOptions, lora_layers, tokenize_examples, train_sft  # noqa: E402
-from distillery.contracts.spec import load_spec  # noqa: E402
-from distillery_cli.workload import build_workload  # noqa: E402
+from distillery.domain.students import student_prompt
+from distillery_cli.workload import build_workload
+from distillery_trainer.sft import IGNORE_INDEX, Example, LoraOptions, lora_layers, tokenize_examples, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "tiny"

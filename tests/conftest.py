@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from distillery_cli.broker import EmbeddedBroker, external_bootstrap
 from distillery.contracts.settings import ServiceSettings
+from distillery_cli.broker import EmbeddedBroker, external_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from distillery.contracts.events import Event, parse_event
-from distillery.runtime.kafka import read_snapshot
 from distillery.contracts.settings import ServiceSettings
+from distillery.runtime.kafka import read_snapshot
 
 T = TypeVar("T")
 

@@ -18,13 +18,12 @@ import typer
 from rich.table import Table
 
 from distillery.contracts import ids
-from distillery_cli import stack
-from distillery_cli import pipeline
-from distillery_cli.output import RUN_DIR, console
 from distillery.contracts.events import EvaluationCompleted, TrainingRequested, Variant
-from distillery.runtime.kafka import end_offsets, produce_all
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import StudentSpec, load_spec
+from distillery.runtime.kafka import end_offsets, produce_all
+from distillery_cli import pipeline, session, stack
+from distillery_cli.output import RUN_DIR, console
 
 # name -> (bucket, recipe overrides as a function of the recipe, match the full recipe's count per unit)
 CATALOGUE = {
@@ -128,7 +127,6 @@ def experiment_evaluations(settings, experiment_id: str) -> list[EvaluationCompl
 def _wait(state, settings, experiment_id: str, requests: list[TrainingRequested], timeout_s: float) -> EvaluationCompleted:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from distillery_cli.main import _check_alive
 
     deadline = time.monotonic() + timeout_s
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -142,8 +140,8 @@ def _wait(state, settings, experiment_id: str, requests: list[TrainingRequested]
             if finished:
                 return finished[-1]
             _stop_if_refused(settings, requests)
-            _check_alive(state, "trainer")
-            _check_alive(state, "evaluator")
+            session.check_alive(state, "trainer")
+            session.check_alive(state, "evaluator")
             if time.monotonic() > deadline:
                 raise ConfigError("the experiment did not finish in time; see the trainer and evaluator logs")
             time.sleep(2)

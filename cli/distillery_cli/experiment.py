@@ -34,13 +34,12 @@ import typer
 import yaml
 from rich.table import Table
 
-from distillery_cli import stack
-from distillery_cli import attribute, pipeline
-from distillery_cli.output import console
 from distillery.contracts.events import EvaluationCompleted, Task
-from distillery.domain.recording import read_tasks, recorded_pairs, recorded_teachers
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import CapabilitySpec, load_spec
+from distillery.domain.recording import read_tasks, recorded_pairs, recorded_teachers
+from distillery_cli import attribute, pipeline, session, stack
+from distillery_cli.output import console
 
 DEFAULT_VARIANTS = "full,naive,judge_filtered,no_boundary"
 REFERENCE = "full"  # every difference is a variant's accuracy minus this one's
@@ -191,7 +190,6 @@ def experiment(
     prefix: str = typer.Option("distill", help="Topic prefix (on a shared Kafka, one per experiment)."),
 ) -> None:
     """Replay the recorded teachers through all six services, train every variant, write results.json."""
-    from distillery_cli.main import _follow, _start, _submit
 
     started = time.monotonic()
     command = shlex.join(["distillery", *sys.argv[1:]])
@@ -206,10 +204,10 @@ def experiment(
     spec_path = replay_spec(directory / "spec.yaml", directory / "recording.jsonl", run_dir / "spec.yaml")
     workload = run_dir / "workload.jsonl"
     workload.write_text("".join(t.model_dump_json() + "\n" for t in tasks))
-    state = _start(spec_path, run_dir, prefix)
+    state = session.start_pipeline(spec_path, run_dir, prefix)
     try:
-        _submit(state, workload)
-        _follow(state, len(tasks))
+        session.submit_file(state, workload)
+        session.follow(state, len(tasks))
         names = [n.strip() for n in variants.split(",") if n.strip()]
         experiment_id, requests = attribute.request_variants(state, student, names, seeds, max_steps)
         console.print(f"experiment {experiment_id}: {len(requests)} runs ({len(names)} variants x {seeds} seeds)")

@@ -16,14 +16,12 @@ import typer
 from rich.table import Table
 
 from distillery.contracts import ids
-from distillery_cli import stack
-from distillery_cli import attribute, experiment, pipeline, replay, review, samples, students
-from distillery_cli.output import RUN_DIR, console, err
-from distillery.contracts.submission import parse_tasks
 from distillery.contracts.events import TrainingRequested, subject_order
-from distillery.runtime.kafka import produce_all
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import load_spec
+from distillery.runtime.kafka import produce_all
+from distillery_cli import attribute, experiment, pipeline, replay, review, samples, session, stack, students
+from distillery_cli.output import RUN_DIR, console, err
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distillery: teacher-to-student distillation as an event-driven pipeline.")
@@ -40,19 +38,8 @@ SPEC = typer.Option(Path("examples/spec.yaml"), "--spec", help="Capability spec 
 @app.command()
 def up(spec: Path = SPEC, run_dir: Path = RUN_DIR, prefix: str = typer.Option("distill", help="Topic prefix.")) -> None:
     """Start the broker (unless KAFKA_BOOTSTRAP_SERVERS is set) and the six services."""
-    state = _start(spec, run_dir, prefix)
+    state = session.start_pipeline(spec, run_dir, prefix)
     console.print(f"[green]pipeline up[/green] on {state.bootstrap}; logs in {run_dir}/logs")
-
-
-def _start(spec: Path, run_dir: Path, prefix: str) -> stack.StackState:
-    state = stack.start(spec, run_dir, prefix)
-    try:
-        with console.status("starting services (first run converts the teacher models, ~1-2 min)") as status:
-            stack.wait_ready(state, on_tick=lambda done, total: status.update(f"services ready: {done}/{total}"))
-    except BaseException:
-        stack.stop(state)
-        raise
-    return state
 
 
 @app.command()
@@ -66,22 +53,10 @@ def down(run_dir: Path = RUN_DIR) -> None:
 def submit(file: Path = typer.Argument(..., help="JSONL file, one task per line."), run_dir: Path = RUN_DIR) -> None:
     """Validate every line and submit the valid ones; bad lines are listed with their reason."""
     state = stack.StackState.load(run_dir)
-    sent, bad = _submit(state, file)
+    sent, bad = session.submit_file(state, file)
     console.print(f"submitted {sent} task(s)")
     if bad:
         raise typer.Exit(1)
-
-
-def _submit(state: stack.StackState, file: Path) -> tuple[int, int]:
-    if not file.is_file():
-        raise ConfigError(f"no such file: {file}")
-    settings = pipeline.settings_for(state)
-    events, errors = parse_tasks(file.read_text(), load_spec(state.spec_path), settings.max_task_bytes, "cli@submit")
-    for error in errors:
-        err.print(f"[red]{file}:{error.line}[/red]: {error.reason}")
-    items = [(settings.topics.tasks, e.task_id, e.model_dump_json().encode()) for e in events]
-    asyncio.run(produce_all(settings, items))
-    return len(events), len(errors)
 
 
 @app.command()
@@ -142,7 +117,7 @@ def _wait_trained(state: stack.StackState, student: str, before: int, timeout_s:
         bar = progress.add_task(f"training '{student}'", total=None)
         deadline = time.monotonic() + timeout_s
         while pipeline.counts(settings, [])[settings.topics.students] <= before:
-            _check_alive(state, "trainer")
+            session.check_alive(state, "trainer")
             refused = _refused(state, request_id) if request_id else None
             if refused:
                 raise ConfigError(f"the trainer refused the request: {refused}")
@@ -162,12 +137,6 @@ def _labelled(metrics: dict, name: str, student: str) -> float | None:
         if labels.get("student") == student:
             return value
     return None
-
-
-def _check_alive(state: stack.StackState, name: str) -> None:
-    proc = state.process(name)
-    if not stack.pid_alive(proc.pid):
-        raise ConfigError(f"service {name} is not running: {stack.last_line(proc.log)}")
 
 
 @app.command()
@@ -225,13 +194,13 @@ def demo(
     from distillery_cli.workload import build_workload
 
     started = time.monotonic()
-    state = _start(spec, run_dir, "distill")
+    state = session.start_pipeline(spec, run_dir, "distill")
     try:
         workload = run_dir / "workload.jsonl"
         lines = build_workload(tasks, eval_tasks)
         workload.write_text("".join(json.dumps(line) + "\n" for line in lines))
-        _submit(state, workload)
-        _follow(state, len(lines))
+        session.submit_file(state, workload)
+        session.follow(state, len(lines))
         student = pipeline.resolve_student(load_spec(state.spec_path), None)
         request_id = _request_training(state, student)
         _wait_trained(state, student, before=0, request_id=request_id)
@@ -243,45 +212,12 @@ def demo(
             stack.stop(state)
 
 
-def _follow(state: stack.StackState, n_tasks: int, timeout_s: float = 3600) -> None:
-    """Progress bars until every task is judged and the editor has caught up."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    settings = pipeline.settings_for(state)
-    spec = load_spec(state.spec_path)
-    teacher_ids = spec.routed_teachers()
-    topics = settings.topics
-    with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        routed = progress.add_task("routed", total=n_tasks)
-        answered = progress.add_task("teacher candidates", total=None)
-        judged = progress.add_task("judged tasks", total=n_tasks)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            counts = pipeline.counts(settings, teacher_ids)
-            requests = sum(counts[topics.generation_requests(t)] for t in teacher_ids)
-            progress.update(routed, completed=min(n_tasks, pipeline_lag_done(state, "router", n_tasks)))
-            progress.update(answered, total=requests or None, completed=counts[topics.candidates])
-            progress.update(judged, completed=counts[topics.verdicts])
-            if counts[topics.verdicts] >= n_tasks and pipeline.lags(state).get("editor", 1) == 0:
-                break
-            for name in ("router", "judge", "editor", *(f"teacher-{t}" for t in teacher_ids)):
-                _check_alive(state, name)
-            if time.monotonic() > deadline:
-                raise ConfigError("the pipeline did not finish the workload in time; see 'distillery status'")
-            time.sleep(1)
-
-
-def pipeline_lag_done(state: stack.StackState, service: str, total: int) -> int:
-    return total - pipeline.lags(state).get(service, total)
-
-
 def _wait_evaluation(state: stack.StackState, timeout_s: float = 1800):
     settings = pipeline.settings_for(state)
     deadline = time.monotonic() + timeout_s
     with console.status("evaluating student and teachers on held-out tasks"):
         while (evaluation := pipeline.latest_evaluation(settings)) is None:
-            _check_alive(state, "evaluator")
+            session.check_alive(state, "evaluator")
             if time.monotonic() > deadline:
                 raise ConfigError("evaluation did not finish in time; see the evaluator log")
             time.sleep(1)
@@ -298,7 +234,7 @@ def run() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the contract is one readable line, never a traceback
+    except Exception as exc:
         if os.environ.get("DISTILLERY_DEBUG"):
             raise
         err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import urllib.request
 from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from distillery.contracts.events import (CandidatesJudged, EvaluationCompleted, Event, EventDeadLettered, live_samples, parse_event,
-                               parse_sample_record)
 from distillery.contracts.channels import CHANNELS, group_name
-from distillery.runtime.kafka import consumer_lag, replay, topic_counts
+from distillery.contracts.events import (
+    CandidatesJudged,
+    EvaluationCompleted,
+    Event,
+    EventDeadLettered,
+    live_samples,
+    parse_sample_record,
+)
 from distillery.contracts.settings import ConfigError, ServiceSettings
+from distillery.runtime.kafka import consumer_lag, replay, topic_counts
 from distillery_cli.stack import StackState
 
 

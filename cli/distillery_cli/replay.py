@@ -21,13 +21,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from distillery_cli import stack
-from distillery_cli import pipeline
-from distillery_cli.output import RUN_DIR, console
 from distillery.contracts.events import CandidatesJudged, JudgedCandidate
-from distillery.runtime.kafka import consumer_lag, topic_counts
 from distillery.contracts.settings import ConfigError, ServiceSettings
 from distillery.contracts.spec import judge_version, load_spec, with_label
+from distillery.runtime.kafka import consumer_lag, topic_counts
+from distillery_cli import pipeline, stack
+from distillery_cli.output import RUN_DIR, console
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                   help="Re-judge all candidates under a new judge version; 'replay diff' compares two versions.")

@@ -19,9 +19,6 @@ import typer
 from rich.table import Column, Table
 
 from distillery import __version__
-from distillery_cli import stack
-from distillery_cli import pipeline
-from distillery_cli.output import RUN_DIR, console, err, resolve_by_prefix, short_id
 from distillery.contracts.events import (
     SAMPLE_POOLS,
     CandidatesJudged,
@@ -30,8 +27,10 @@ from distillery.contracts.events import (
     Trace,
     decision_id_for,
 )
-from distillery.runtime.kafka import produce_all
 from distillery.contracts.settings import ConfigError, ServiceSettings
+from distillery.runtime.kafka import produce_all
+from distillery_cli import pipeline, stack
+from distillery_cli.output import RUN_DIR, console, err, resolve_by_prefix, short_id
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                   help="List the review pool (most uncertain first); 'review decide' records a human decision.")

@@ -22,7 +22,6 @@ and the repository check are plain functions (:func:`plan_import`); the command 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import types
@@ -41,16 +40,26 @@ from rich.table import Table
 
 from distillery import __version__
 from distillery.contracts import ids
-from distillery_cli import stack
-from distillery_cli import pipeline
-from distillery_cli.output import RUN_DIR, console, err
-from distillery.contracts.submission import LineError
-from distillery.contracts.events import (POOLS, SAMPLE_POOLS, Provenance, SampleCurated, SampleEvent, Tier, ToolSpec, Trace,
-                               live_samples, new_task, parse_sample_record)
-from distillery.domain.samples import hashed_tool_names, pathway_problem, sample_weight
-from distillery.runtime.kafka import produce_all, replay
+from distillery.contracts.events import (
+    POOLS,
+    SAMPLE_POOLS,
+    Provenance,
+    SampleCurated,
+    SampleEvent,
+    Tier,
+    ToolSpec,
+    Trace,
+    live_samples,
+    new_task,
+    parse_sample_record,
+)
 from distillery.contracts.settings import ConfigError, ServiceSettings
 from distillery.contracts.spec import CapabilitySpec, UnitSpec, load_spec
+from distillery.contracts.submission import LineError
+from distillery.domain.samples import hashed_tool_names, pathway_problem, sample_weight
+from distillery.runtime.kafka import produce_all, replay
+from distillery_cli import pipeline, stack
+from distillery_cli.output import RUN_DIR, console, err
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                   help="What the sample repository holds; 'samples export' writes it as JSONL and Parquet.")

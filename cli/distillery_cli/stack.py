@@ -16,10 +16,10 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from distillery.runtime.service import free_port
-from distillery_cli.broker import EmbeddedBroker, external_bootstrap
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import load_spec
+from distillery.runtime.service import free_port
+from distillery_cli.broker import EmbeddedBroker, external_bootstrap
 
 SERVICES = ("router", "judge", "editor", "trainer", "evaluator")
 PER_PROCESS = {"DISTILLERY_HTTP_PORT", "DISTILLERY_TEACHER_ID", "DISTILLERY_CONSUMER_GROUP", "DISTILLERY_TORCH_THREADS"}

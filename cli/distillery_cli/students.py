@@ -27,11 +27,10 @@ import typer
 import yaml
 from rich.table import Column, Table
 
-from distillery_cli import stack
-from distillery_cli import pipeline
-from distillery_cli.output import RUN_DIR, console, resolve_by_prefix, short_id
 from distillery.contracts.events import POOLS, EvaluationCompleted, StudentTrained
 from distillery.contracts.settings import ServiceSettings
+from distillery_cli import pipeline, stack
+from distillery_cli.output import RUN_DIR, console, resolve_by_prefix, short_id
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                   help="Every trained student artifact, newest first; 'students show ID' prints one's full lineage.")

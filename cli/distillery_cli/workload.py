@@ -30,7 +30,8 @@ import os
 import random
 import sys
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from distillery.contracts.events import Reference, new_task
 from distillery.domain.scoring import normalize_answer
@@ -103,50 +104,31 @@ def _gsm8k_difficulty(steps: int) -> str:
     return "easy" if steps <= 2 else "medium" if steps <= 4 else "hard"
 
 
-def _tool_call_items() -> list[dict[str, Any]]:
-    rows, answers = _bfcl("simple_python")
+def _bfcl_items(category: str, unit: str, scenario: str, reference: Callable[[dict, dict], dict]) -> list[dict[str, Any]]:
+    """One task per row of a BFCL category; ``reference(row, answers)`` is the task's reference."""
+    rows, answers = _bfcl(category)
     items = []
     for row in rows:
         tools = _tools(row["function"])
         difficulty, n_params = _bfcl_difficulty(tools)
-        items.append(
-            {
-                "unit": "tool_call",
-                "prompt": _user_text(row["question"]),
-                "tools": tools,
-                "reference": {"tool_calls": answers[row["id"]]},
-                "metadata": {
-                    "source": f"bfcl:{row['id']}",
-                    "difficulty": difficulty,
-                    "scenario": "tool_selection",
-                    "parameters": str(n_params),
-                },
-            }
-        )
+        items.append({
+            "unit": unit,
+            "prompt": _user_text(row["question"]),
+            "tools": tools,
+            "reference": reference(row, answers),
+            "metadata": {"source": f"bfcl:{row['id']}", "difficulty": difficulty, "scenario": scenario,
+                         "parameters": str(n_params)},
+        })
     return items
+
+
+def _tool_call_items() -> list[dict[str, Any]]:
+    return _bfcl_items("simple_python", "tool_call", "tool_selection",
+                       lambda row, answers: {"tool_calls": answers[row["id"]]})
 
 
 def _tool_boundary_items() -> list[dict[str, Any]]:
-    rows, _ = _bfcl("irrelevance")
-    items = []
-    for row in rows:
-        tools = _tools(row["function"])
-        difficulty, n_params = _bfcl_difficulty(tools)
-        items.append(
-            {
-                "unit": "tool_boundary",
-                "prompt": _user_text(row["question"]),
-                "tools": tools,
-                "reference": {"no_call": True},
-                "metadata": {
-                    "source": f"bfcl:{row['id']}",
-                    "difficulty": difficulty,
-                    "scenario": "irrelevance",
-                    "parameters": str(n_params),
-                },
-            }
-        )
-    return items
+    return _bfcl_items("irrelevance", "tool_boundary", "irrelevance", lambda row, answers: {"no_call": True})
 
 
 def _math_items() -> list[dict[str, Any]]:

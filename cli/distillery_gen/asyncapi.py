@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from distillery import __version__ as VERSION
 from distillery.contracts.channels import CHANNELS, SERVICE_GROUPS, Channel
 
+
 def receivers(channel: Channel) -> list[str]:
     """Who receives on a channel: its consumers (with their groups) and its whole-topic readers."""
     groups = [f"{c.service} (group {SERVICE_GROUPS[c.service]}{c.suffix})" for c in channel.consumers]

@@ -16,11 +16,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from distillery.domain.backends import make_backend  # noqa: E402
-from distillery.contracts.events import Task  # noqa: E402
-from distillery.domain.prompts import system_prompt  # noqa: E402
-from distillery.contracts.spec import load_spec  # noqa: E402
-from distillery_cli.workload import build_workload  # noqa: E402
+from distillery.contracts.events import Task
+from distillery.contracts.spec import load_spec
+from distillery.domain.backends import make_backend
+from distillery.domain.prompts import system_prompt
+from distillery_cli.workload import build_workload
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ("tool_call", "tool_boundary", "math_steps")

@@ -19,9 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
-from distillery_cli import stack
-from distillery_cli import replay, review
-from distillery.contracts.submission import parse_tasks
+
 from distillery.contracts.events import (
     CandidatesJudged,
     ReviewDecided,
@@ -33,10 +31,11 @@ from distillery.contracts.events import (
     parse_event,
     parse_sample_record,
 )
-from distillery.runtime.kafka import consumer_lag, produce_all, read_snapshot
 from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import load_spec
-
+from distillery.contracts.submission import parse_tasks
+from distillery.runtime.kafka import consumer_lag, produce_all, read_snapshot
+from distillery_cli import replay, review, stack
 from tests.support import replay_spec
 from tests.waiting import events, wait_for
 

@@ -8,12 +8,18 @@ import json
 import pytest
 import yaml
 
-from distillery_cli import stack
-from distillery.contracts.submission import parse_tasks
-from distillery.contracts.events import CandidateGenerated, CandidatesJudged, EvaluationCompleted, StudentTrained, TrainingRequested
-from distillery.runtime.kafka import consumer_lag, produce_all
-from distillery.domain.models import smollm2_tokenizer, tokenizer_fingerprint
+from distillery.contracts.events import (
+    CandidateGenerated,
+    CandidatesJudged,
+    EvaluationCompleted,
+    StudentTrained,
+    TrainingRequested,
+)
 from distillery.contracts.spec import load_spec
+from distillery.contracts.submission import parse_tasks
+from distillery.domain.models import smollm2_tokenizer, tokenizer_fingerprint
+from distillery.runtime.kafka import consumer_lag, produce_all
+from distillery_cli import stack
 from distillery_cli.workload import build_workload
 from tests.support import ROOT
 from tests.waiting import events, wait_for

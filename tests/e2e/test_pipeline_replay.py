@@ -17,18 +17,25 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from distillery_cli import stack
+from distillery.contracts.events import (
+    CandidateGenerated,
+    CandidatesJudged,
+    EvaluationCompleted,
+    EventDeadLettered,
+    GenerationRequested,
+    SampleCurated,
+    StudentTrained,
+    TrainingRequested,
+)
+from distillery.contracts.spec import load_spec
+from distillery.contracts.submission import parse_tasks
+from distillery.runtime.kafka import produce_all, read_snapshot
 from distillery.runtime.service import free_port
 from distillery_cli import pipeline as pipeline_cli
+from distillery_cli import stack
 from distillery_cli.main import app
-from distillery.contracts.submission import parse_tasks
-from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, EventDeadLettered,
-                               GenerationRequested, SampleCurated, StudentTrained, TrainingRequested)
-from distillery.runtime.kafka import produce_all, read_snapshot
-from distillery.contracts.spec import load_spec
 from tests.support import assert_config_error, exported_metric_names, metrics_used_by_deploy, replay_spec
 from tests.waiting import events, wait_for
-
 
 # Configured secrets: a Kafka SASL password (unused on this PLAINTEXT broker, but set) and the
 # gRPC ingest token (ingest on). Neither may appear in any log, metric or event of the run.
@@ -72,11 +79,11 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
             pools.setdefault(jc.pool, []).append((verdict.task, jc))
     # alpha is always right: every train-split task has a train or refusal candidate
     assert {"train", "refusal", "failure", "contrastive"} <= set(pools)
-    for task, jc in pools["contrastive"]:  # wrong answers are kept against the reference, with the reason
+    for _task, jc in pools["contrastive"]:  # wrong answers are kept against the reference, with the reason
         assert jc.correction and "correction:reference" in jc.reasons
     for task, jc in pools["refusal"]:
         assert task.reference.no_call and jc.teacher_id == "beta" and "no_call_correct" in jc.reasons
-    for task, jc in pools["failure"]:
+    for _task, jc in pools["failure"]:
         assert jc.teacher_id == "beta" and "broken_output" in jc.reasons
     candidates = events(settings, settings.topics.candidates, CandidateGenerated)
     assert len({c.candidate_id for c in candidates if c.attempt == 1}) == sum(len(v.candidates) for v in verdicts)

@@ -9,11 +9,11 @@ import re
 
 import yaml
 
-from distillery_cli import stack
-from distillery.contracts.submission import parse_tasks
 from distillery.contracts.events import CandidateGenerated, CandidatesJudged, SampleCurated
-from distillery.runtime.kafka import produce_all
 from distillery.contracts.spec import load_spec
+from distillery.contracts.submission import parse_tasks
+from distillery.runtime.kafka import produce_all
+from distillery_cli import stack
 from distillery_cli.workload import build_workload
 from tests.support import ROOT
 from tests.waiting import events, wait_for

@@ -9,8 +9,19 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from distillery.contracts import ids
-from distillery.contracts.events import (CandidatesJudged, Event, JudgedCandidate, ReviewDecided, SampleCurated, SampleRetracted,
-                               Trace, decision_id_for, live_samples, new_task, parse_sample_record)
+from distillery.contracts.events import (
+    CandidatesJudged,
+    Event,
+    JudgedCandidate,
+    ReviewDecided,
+    SampleCurated,
+    SampleRetracted,
+    Trace,
+    decision_id_for,
+    live_samples,
+    new_task,
+    parse_sample_record,
+)
 from distillery.runtime.kafka import ensure_topics, produce_all, read_snapshot
 from tests.service.test_services_alone import run_service, stop
 from tests.waiting import wait_for

@@ -18,16 +18,22 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from distillery_cli import stack
-from distillery.runtime.service import free_port
-from distillery.contracts.submission import parse_tasks
 from distillery.contracts.events import GenerationRequested, Task, TaskSubmitted
 from distillery.contracts.grpc_gen.distill.v1 import ingest_pb2, ingest_pb2_grpc
 from distillery.contracts.settings import ConfigError, ServiceSettings
 from distillery.contracts.spec import load_spec
+from distillery.contracts.submission import parse_tasks
+from distillery.runtime.service import free_port
+from distillery_cli import stack
 from distillery_cli.workload import build_workload
-from distillery_router.ingest import (IngestServer, RouterSettings, TaskIndex, check_ingest_settings, ingest_server,
-                                      task_line)
+from distillery_router.ingest import (
+    IngestServer,
+    RouterSettings,
+    TaskIndex,
+    check_ingest_settings,
+    ingest_server,
+    task_line,
+)
 from tests.support import ROOT
 from tests.waiting import events, wait_for
 
@@ -74,8 +80,8 @@ def router(kafka_bootstrap, tmp_path_factory):
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield SimpleNamespace(settings=settings, stub=ingest_pb2_grpc.IngestStub(channel), info=info)
     finally:
-        stack._signal(info.pid, 15)  # noqa: SLF001
-        stack._wait_gone([info.pid], 10)  # noqa: SLF001
+        stack._signal(info.pid, 15)
+        stack._wait_gone([info.pid], 10)
 
 
 AUTH = (("authorization", f"Bearer {TOKEN}"),)

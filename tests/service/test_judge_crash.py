@@ -9,11 +9,11 @@ import signal
 import time
 import urllib.request
 
-from distillery_cli import stack
-from distillery.contracts.submission import parse_tasks
 from distillery.contracts.events import CandidatesJudged, SampleCurated
-from distillery.runtime.kafka import produce_all
 from distillery.contracts.spec import load_spec
+from distillery.contracts.submission import parse_tasks
+from distillery.runtime.kafka import produce_all
+from distillery_cli import stack
 from tests.support import replay_spec
 from tests.waiting import events, wait_for
 

@@ -13,10 +13,10 @@ import urllib.request
 
 import yaml
 
-from distillery_cli import stack
 from distillery.contracts.events import CandidateGenerated, CandidatesJudged, EventDeadLettered, Task
-from distillery.runtime.kafka import ensure_topics, produce_all
 from distillery.contracts.spec import load_spec
+from distillery.runtime.kafka import ensure_topics, produce_all
+from distillery_cli import stack
 from distillery_cli.workload import build_workload
 from tests.support import ROOT, candidate
 from tests.waiting import events, wait_for

@@ -20,14 +20,14 @@ import pytest
 import yaml
 
 from distillery.contracts import ids
-from distillery_cli import stack
-from distillery.runtime.service import free_port
 from distillery.contracts.events import CandidateGenerated, GenerationRequested, Trace, new_task
-from distillery.runtime.kafka import produce_all
-from distillery.domain.models import SMOLLM2
 from distillery.contracts.spec import TeacherSpec, load_spec
-from distillery_teacher.logic import answer
+from distillery.domain.models import SMOLLM2
 from distillery.domain.openai_backend import OpenAIBackend
+from distillery.runtime.kafka import produce_all
+from distillery.runtime.service import free_port
+from distillery_cli import stack
+from distillery_teacher.logic import answer
 from tests.support import ROOT
 from tests.waiting import events, wait_for
 
@@ -196,8 +196,8 @@ def _readiness(info: stack.ProcessInfo) -> tuple[int, bytes]:
 
 
 def _stop(info: stack.ProcessInfo) -> None:
-    stack._signal(info.pid, 15)  # noqa: SLF001
-    stack._wait_gone([info.pid], 10)  # noqa: SLF001
+    stack._signal(info.pid, 15)
+    stack._wait_gone([info.pid], 10)
 
 
 def test_teacher_service_answers_through_the_server(server, tmp_path, settings):

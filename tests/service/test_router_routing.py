@@ -7,10 +7,17 @@ import urllib.request
 
 import yaml
 
-from distillery_cli import stack
-from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, GenerationRequested, JudgedCandidate,
-                               TaskSubmitted, Trace, new_task)
+from distillery.contracts.events import (
+    CandidateGenerated,
+    CandidatesJudged,
+    GenerationRequested,
+    JudgedCandidate,
+    TaskSubmitted,
+    Trace,
+    new_task,
+)
 from distillery.runtime.kafka import ensure_topics, produce_all
+from distillery_cli import stack
 from tests.service.test_services_alone import stop
 from tests.support import ROOT
 from tests.waiting import events, wait_for

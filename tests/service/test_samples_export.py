@@ -11,12 +11,12 @@ import asyncio
 import json
 
 import pyarrow.parquet as pq
-from distillery_cli import main
-from distillery_cli import samples as sm
-from distillery.contracts.events import live_samples
-from distillery.runtime.kafka import ensure_topics, produce_all
 from typer.testing import CliRunner
 
+from distillery.contracts.events import live_samples
+from distillery.runtime.kafka import ensure_topics, produce_all
+from distillery_cli import main
+from distillery_cli import samples as sm
 from tests.support import ROOT
 from tests.unit.test_cli_samples import sample_history
 

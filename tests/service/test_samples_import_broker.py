@@ -7,15 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 
-from distillery_cli import main
-from distillery_cli import samples as sm
-from distillery.contracts.events import SampleCurated, live_samples, parse_sample_record
-from distillery.runtime.kafka import ensure_topics, read_snapshot
-from distillery.contracts.spec import load_spec
 from typer.testing import CliRunner
 
-from tests.support import ROOT
+from distillery.contracts.events import SampleCurated, live_samples, parse_sample_record
+from distillery.contracts.spec import load_spec
+from distillery.runtime.kafka import ensure_topics, read_snapshot
+from distillery_cli import main
+from distillery_cli import samples as sm
 from tests.service.test_samples_export import publish_history
+from tests.support import ROOT
 from tests.unit.test_cli_samples import sample_history
 from tests.unit.test_samples_import import CONTRAST, CORRECTION, TOOL_FAILURE, jsonl
 

@@ -10,11 +10,19 @@ import time
 
 import pytest
 
-from distillery_cli import stack
-from distillery.contracts.events import (CandidatesJudged, EventDeadLettered, GenerationRequested, JudgedCandidate,
-                               SampleCurated, TaskSubmitted, Trace, new_task)
-from distillery.runtime.kafka import ensure_topics, produce_all
+from distillery.contracts.events import (
+    CandidatesJudged,
+    EventDeadLettered,
+    GenerationRequested,
+    JudgedCandidate,
+    SampleCurated,
+    TaskSubmitted,
+    Trace,
+    new_task,
+)
 from distillery.contracts.spec import load_spec
+from distillery.runtime.kafka import ensure_topics, produce_all
+from distillery_cli import stack
 from tests.support import ROOT
 from tests.waiting import events, wait_for
 
@@ -31,8 +39,8 @@ def run_service(name: str, settings, tmp_path, **env) -> stack.ProcessInfo:
 
 
 def stop(info: stack.ProcessInfo) -> None:
-    stack._signal(info.pid, 15)  # noqa: SLF001
-    stack._wait_gone([info.pid], 10)  # noqa: SLF001
+    stack._signal(info.pid, 15)
+    stack._wait_gone([info.pid], 10)
 
 
 def test_router_routes_and_dead_letters_bad_input(tmp_path, settings):

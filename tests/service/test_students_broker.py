@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
-from distillery_cli import students
 from distillery.contracts.events import EvaluationCompleted, StudentTrained, SubjectScore, Trace
 from distillery.runtime.kafka import ensure_topics, produce_all
+from distillery_cli import students
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 FIRST, SECOND = "student_1111aaaa2222bbbb3333cccc", "student_4444dddd5555eeee6666ffff"

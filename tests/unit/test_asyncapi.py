@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 
 from distillery.contracts import events
-from distillery_gen import asyncapi
 from distillery.contracts.channels import PARTITIONS
+from distillery_gen import asyncapi
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -190,10 +190,9 @@ def test_help_lists_every_command(tmp_path) -> None:
 
 def test_waiting_for_training_stops_with_the_reason_the_trainer_refused(tmp_path, monkeypatch) -> None:
     """`train --wait` and the demo must not wait half an hour for a request the trainer dead-lettered."""
-    from distillery_cli import stack
-    from distillery_cli import main, pipeline
     from distillery.contracts.events import EventDeadLettered
     from distillery.contracts.settings import ConfigError
+    from distillery_cli import main, pipeline, stack
 
     fake_state(tmp_path / "run")
     state = stack.StackState.load(tmp_path / "run")
@@ -204,7 +203,7 @@ def test_waiting_for_training_stops_with_the_reason_the_trainer_refused(tmp_path
     monkeypatch.setattr(pipeline, "counts", lambda settings, teachers: {settings.topics.students: 0})
     monkeypatch.setattr(pipeline, "metrics", lambda state, service: {})
     monkeypatch.setattr(pipeline, "events", lambda settings, topic, model: [refusal])
-    monkeypatch.setattr(main, "_check_alive", lambda state, name: None)
+    monkeypatch.setattr(main.session, "check_alive", lambda state, name: None)
     with pytest.raises(ConfigError, match=r"the trainer refused the request: student 'tiny': the snapshot has no "
                                           r"samples for unit\(s\) \['math_steps'\]"):
         main._wait_trained(state, "tiny", before=0, timeout_s=5, request_id="train_abc")

@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
 from distillery import __version__
-from distillery_cli import main, replay, review
 from distillery.contracts.events import (
     CandidatesJudged,
     JudgedCandidate,
@@ -25,9 +27,7 @@ from distillery.contracts.events import (
     decision_id_for,
 )
 from distillery.contracts.settings import ConfigError
-from rich.console import Console
-from typer.testing import CliRunner
-
+from distillery_cli import main, replay, review
 from tests.support import assert_config_error
 
 ROOT = Path(__file__).resolve().parents[2]

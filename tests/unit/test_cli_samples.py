@@ -17,13 +17,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
+
 from distillery.contracts import ids
-from distillery_cli import main
-from distillery_cli import samples as sm
 from distillery.contracts.events import Provenance, SampleCurated, SampleRetracted, SourceOffset, ToolSpec, Trace
 from distillery.contracts.settings import ConfigError
+from distillery_cli import main
+from distillery_cli import samples as sm
 from tests.support import assert_config_error
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "examples" / "spec.yaml"

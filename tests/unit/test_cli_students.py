@@ -15,11 +15,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from distillery_cli import main, students
-from distillery.contracts.events import EvaluationCompleted, StudentTrained, SubjectScore
-from distillery.contracts.settings import ConfigError
 from typer.testing import CliRunner
 
+from distillery.contracts.events import EvaluationCompleted, StudentTrained, SubjectScore
+from distillery.contracts.settings import ConfigError
+from distillery_cli import main, students
 from tests.support import assert_config_error
 
 ROOT = Path(__file__).resolve().parents[2]

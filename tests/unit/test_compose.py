@@ -10,19 +10,19 @@ from pathlib import Path
 import yaml
 from pydantic import AliasChoices
 
+from distillery.contracts.channels import Topics
 from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import load_spec
-from distillery.contracts.channels import Topics
 from tests.unit.test_prometheus_rules import needs_promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 # compose service -> (the module holding its settings class, the Dockerfile's service)
-DISTILLERY = {"router": "distillery_router.ingest", "judge": "distillery_judge.bootstrap", "editor": "distillery_editor.bootstrap",
+DISTILLERY = {"router": "distillery_router.ingest", "judge": "distillery_judge.handlers", "editor": "distillery_editor.bootstrap",
               "trainer": "distillery_trainer.bootstrap", "evaluator": "distillery_evaluator.bootstrap",
-              "teacher-smollm2": "distillery_teacher.bootstrap",
-              "teacher-qwen-coder": "distillery_teacher.bootstrap", "teacher-vllm": "distillery_teacher.bootstrap"}
+              "teacher-smollm2": "distillery_teacher.handlers",
+              "teacher-qwen-coder": "distillery_teacher.handlers", "teacher-vllm": "distillery_teacher.handlers"}
 
 
 def settings_class(module: str) -> type[ServiceSettings]:

@@ -20,8 +20,8 @@ from distillery.contracts.events import (
     Reference,
     Task,
     TaskSubmitted,
-    TrainingRequested,
     Trace,
+    TrainingRequested,
     new_task,
     parse_event,
 )

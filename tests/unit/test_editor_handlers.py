@@ -8,14 +8,22 @@ import asyncio
 from aiokafka import ConsumerRecord
 
 from distillery.contracts import ids
-from distillery.contracts.events import (CandidatesJudged, JudgedCandidate, ReviewDecided, SampleCurated,
-                                         SampleRetracted, SourceOffset, Task, Trace, decision_id_for)
+from distillery.contracts.events import (
+    CandidatesJudged,
+    JudgedCandidate,
+    ReviewDecided,
+    SampleCurated,
+    SampleRetracted,
+    SourceOffset,
+    Task,
+    Trace,
+    decision_id_for,
+)
 from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import load_spec
-from distillery.runtime.wiring import DeadLetter, Out
-from distillery_editor.bootstrap import EditorDeps
+from distillery.runtime.wiring import DeadLetter, In, Out
 from distillery_editor.governance import HUMAN
-from distillery_editor.handlers import In, on_candidates_judged, on_review_decided, restore_state
+from distillery_editor.handlers import EditorDeps, on_candidates_judged, on_review_decided, restore_state
 from distillery_editor.state import EditorState
 from tests.support import ROOT
 

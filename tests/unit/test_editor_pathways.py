@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from distillery.contracts.events import Task, TrajectoryStep, ToolCall
+from distillery.contracts.events import Task, ToolCall, TrajectoryStep
 from distillery.contracts.spec import judge_version, parse_spec
 from distillery.domain.text import facts
 from distillery.domain.tools import call_tool

@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 
 from distillery.contracts import ids
-from distillery.contracts.events import (CandidatesJudged, JudgedCandidate, ReviewDecided, SampleRetracted, SourceOffset, Task,
-                               Trace, decision_id_for, live_samples)
+from distillery.contracts.events import (
+    CandidatesJudged,
+    JudgedCandidate,
+    ReviewDecided,
+    SampleRetracted,
+    SourceOffset,
+    Task,
+    Trace,
+    decision_id_for,
+    live_samples,
+)
 from distillery_editor.governance import Outcome, on_decision, on_verdict
 from distillery_editor.state import EditorState, VerdictMark
 

@@ -8,8 +8,7 @@ import pytest
 
 from distillery.contracts.events import EventDeadLettered, SampleCurated
 from distillery.contracts.settings import ServiceSettings
-from distillery_editor.bootstrap import EditorDeps
-from distillery_editor.handlers import SUBSCRIPTIONS
+from distillery_editor.handlers import SUBSCRIPTIONS, EditorDeps
 from tests.support import InMemoryService
 from tests.unit.test_editor_handlers import EGGS, SPEC, math_task, verdict
 

@@ -13,9 +13,19 @@ from pathlib import Path
 from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 
-from distillery.contracts.events import (CandidatesJudged, EvaluationCompleted, JudgedCandidate, Reference,
-                                         ReviewDecided, StudentTrained, SubjectScore, Task, TaskSubmitted, Trace,
-                                         Variant)
+from distillery.contracts.events import (
+    CandidatesJudged,
+    EvaluationCompleted,
+    JudgedCandidate,
+    Reference,
+    ReviewDecided,
+    StudentTrained,
+    SubjectScore,
+    Task,
+    TaskSubmitted,
+    Trace,
+    Variant,
+)
 from distillery.contracts.spec import load_spec
 from distillery.runtime.bus import In
 from distillery_evaluator.bootstrap import EvaluatorDeps, EvaluatorSettings
@@ -103,10 +113,10 @@ class Reports:
     """Stands in for report.write_report: what each report would show, and where."""
 
     def __init__(self) -> None:
-        self.written: list[tuple[Path, ReportData, list]] = []
+        self.written: list[tuple[Path, ReportData, list | None]] = []
 
     def __call__(self, data: ReportData, out_dir: Path) -> dict[str, Path]:
-        self.written.append((out_dir, data, list(data.attribution)))
+        self.written.append((out_dir, data, data.attribution))  # attribute() sets it later
         return {"html": out_dir / "report.html"}
 
 
@@ -202,4 +212,4 @@ def test_the_run_that_completes_an_experiment_writes_its_attribution(tmp_path) -
     rows = json.loads((experiment_dir / "attribution.json").read_text())
     assert {(r["unit"], r["variant"]) for r in rows} >= {("math_steps", "naive"), ("math_steps", "full")}
     (_, _, no_table), (report_dir, _, table) = last.reports.written
-    assert no_table == [] and report_dir == experiment_dir and table == rows
+    assert no_table is None and report_dir == experiment_dir and table == rows

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distillery_cli.experiment import missing_answers, replay_spec, results, select_tasks
 from distillery.contracts.events import EvaluationCompleted, SubjectScore, Task, Variant
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import load_spec
+from distillery_cli.experiment import missing_answers, replay_spec, results, select_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = ROOT / "experiments" / "tool-calling"

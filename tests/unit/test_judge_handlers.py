@@ -10,12 +10,17 @@ import yaml
 from aiokafka import ConsumerRecord
 
 from distillery.contracts import ids
-from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, Chain, Reference,
-                                         RegenerationRequested, Task)
+from distillery.contracts.events import (
+    CandidateGenerated,
+    CandidatesJudged,
+    Chain,
+    Reference,
+    RegenerationRequested,
+    Task,
+)
 from distillery.contracts.spec import load_spec, parse_spec
 from distillery.runtime.wiring import DeadLetter, In
-from distillery_judge.bootstrap import JudgeDeps, JudgeSettings
-from distillery_judge.handlers import flush_expired_once, mark_judged, on_candidate_generated
+from distillery_judge.handlers import JudgeDeps, JudgeSettings, flush_expired_once, mark_judged, on_candidate_generated
 from tests.support import ROOT, candidate
 
 SPEC = load_spec(ROOT / "examples" / "spec.yaml")

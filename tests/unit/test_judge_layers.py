@@ -14,15 +14,22 @@ import pytest
 
 from distillery.contracts.events import CandidateGenerated
 from distillery.contracts.settings import ConfigError
-from distillery.contracts.spec import parse_spec
-from tests.support import candidate
-from distillery_judge.logic import TaskInput, judge_batch, judge_task, judge_version, rule_floor
-from distillery_judge.relation import relate
-from distillery_judge.scorers import (ModelJudge, Scorers, ScoreRequest, build_scorers, parse_preference,
-                                      parse_scores, score_prompt, strip_judge_directives)
-from distillery_judge.selfcheck import SelfCheckMonitor, perturb, sampled
+from distillery.contracts.spec import Rules, judge_version, parse_spec
 from distillery.domain.backends import ReplayBackend
-from distillery.contracts.spec import Rules
+from distillery_judge.logic import TaskInput, judge_batch, judge_task, rule_floor
+from distillery_judge.relation import relate
+from distillery_judge.scorers import (
+    ModelJudge,
+    ScoreRequest,
+    Scorers,
+    build_scorers,
+    parse_preference,
+    parse_scores,
+    score_prompt,
+    strip_judge_directives,
+)
+from distillery_judge.selfcheck import SelfCheckMonitor, perturb, sampled
+from tests.support import candidate
 
 
 def cand(task, text, teacher="smollm2", **fields) -> CandidateGenerated:

@@ -13,10 +13,10 @@ import pytest
 
 from distillery.contracts import ids
 from distillery.contracts.events import JudgedCandidate, SourceOffset, Task, Usage
-from distillery.contracts.spec import Rules, load_spec, parse_spec
+from distillery.contracts.spec import Rules, judge_version, load_spec, parse_spec
+from distillery_judge.logic import judge_candidate, judge_task, rank, rule_floor
 from distillery_judge.scorers import reference_text
 from tests.support import candidate
-from distillery_judge.logic import judge_candidate, judge_task, judge_version, rank, rule_floor
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "examples" / "spec.yaml"

@@ -12,11 +12,11 @@ import copy
 import pytest
 
 from distillery.contracts.events import CandidateGenerated
-from distillery.contracts.spec import parse_spec
-from tests.support import candidate
-from distillery_judge.logic import judge_task, judge_version
+from distillery.contracts.spec import judge_version, parse_spec
 from distillery.domain.embeddings import EMBEDDING_MODEL, Embedder
+from distillery_judge.logic import judge_task
 from distillery_judge.scorers import build_scorers
+from tests.support import candidate
 
 pytestmark = pytest.mark.model  # loads or trains a real model
 

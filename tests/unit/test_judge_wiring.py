@@ -7,8 +7,7 @@ from __future__ import annotations
 from distillery.contracts import ids
 from distillery.contracts.events import CandidatesJudged, EventDeadLettered, Reference, Task
 from distillery.contracts.spec import load_spec
-from distillery_judge.bootstrap import JudgeDeps, JudgeSettings
-from distillery_judge.handlers import SUBSCRIPTIONS
+from distillery_judge.handlers import SUBSCRIPTIONS, JudgeDeps, JudgeSettings
 from tests.support import ROOT, InMemoryService, candidate
 
 SPEC = load_spec(ROOT / "examples" / "spec.yaml")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from distillery.domain import models
 from distillery.domain.generate import Generator, render_chat
 from distillery.domain.models import build_tiny_student, ensure_converted, load_model

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distillery.domain.backends import ReplayBackend
-from distillery.contracts.spec import parse_spec
 from distillery.contracts.events import Task
+from distillery.contracts.spec import parse_spec
+from distillery.domain.backends import ReplayBackend
 from distillery.domain.recording import read_tasks
 from distillery_cli.workload import build_workload
 from distillery_teacher.logic import answer

@@ -5,8 +5,13 @@ from __future__ import annotations
 from distillery.contracts import ids
 from distillery.contracts.events import CandidatesJudged, JudgedCandidate, TaskSubmitted, Trace, new_task
 from distillery.contracts.spec import load_spec
-from distillery_router.bootstrap import RouterDeps, retries_enabled, uses_strategy
-from distillery_router.handlers import on_candidates_judged, on_task_submitted
+from distillery_router.handlers import (
+    RouterDeps,
+    on_candidates_judged,
+    on_task_submitted,
+    retries_enabled,
+    uses_strategy,
+)
 from tests.support import ROOT
 
 SPEC = load_spec(ROOT / "examples" / "spec.yaml")

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from distillery.contracts import ids
-from distillery.runtime.bus import Rejected
 from distillery.contracts.events import Task, TaskSubmitted, Trace
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import parse_spec
+from distillery.runtime.bus import Rejected
 from distillery_router.logic import route
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,10 +7,16 @@ import random
 
 import pytest
 
-from distillery.runtime.bus import Rejected
-from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, JudgedCandidate, TaskSubmitted, Trace,
-                               new_task)
+from distillery.contracts.events import (
+    CandidateGenerated,
+    CandidatesJudged,
+    JudgedCandidate,
+    TaskSubmitted,
+    Trace,
+    new_task,
+)
 from distillery.contracts.spec import parse_spec
+from distillery.runtime.bus import Rejected
 from distillery_router.feedback import ValueTable
 from distillery_router.logic import next_chain_step, route
 

@@ -8,8 +8,7 @@ import pytest
 
 from distillery.contracts.events import EventDeadLettered, GenerationRequested, TaskSubmitted, Trace, new_task
 from distillery.contracts.spec import load_spec
-from distillery_router.bootstrap import RouterDeps
-from distillery_router.handlers import SUBSCRIPTIONS
+from distillery_router.handlers import SUBSCRIPTIONS, RouterDeps
 from distillery_router.ingest import RouterSettings
 from tests.support import ROOT, InMemoryService
 

@@ -11,17 +11,27 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from distillery import __version__
 from distillery.contracts import ids
+from distillery.contracts.events import (
+    CandidatesJudged,
+    JudgedCandidate,
+    SampleCurated,
+    SourceOffset,
+    Task,
+    ToolCall,
+    Trace,
+    TrajectoryStep,
+    new_task,
+    parse_sample_record,
+)
+from distillery.contracts.submission import LineError
 from distillery.domain.samples import hashed_tool_names
 from distillery_cli import main
 from distillery_cli import samples as sm
-from distillery.contracts.submission import LineError
-from distillery.contracts.events import (CandidatesJudged, JudgedCandidate, SampleCurated, SourceOffset, Task, ToolCall, Trace,
-                               TrajectoryStep, new_task, parse_sample_record)
 from distillery_editor.logic import build_sample
-from typer.testing import CliRunner
-
 from tests.support import assert_config_error
 from tests.unit.test_cli_samples import SPEC_PATH, curated, fake_state, retraction, snapshot_of
 

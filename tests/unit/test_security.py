@@ -12,10 +12,10 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 
 from distillery.contracts.events import ToolCall
-from distillery.runtime.kafka import client_kwargs
-from distillery.runtime.service import broker_security
 from distillery.contracts.settings import ConfigError, ServiceSettings, load_settings
 from distillery.domain.tools import REGISTRY, call_tool
+from distillery.runtime.kafka import client_kwargs
+from distillery.runtime.service import broker_security
 
 SECRET = "s3cr3t-Passw0rd-never-logged"
 

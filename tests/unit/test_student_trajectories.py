@@ -8,12 +8,21 @@ import json
 import pytest
 
 from distillery.contracts.events import Provenance, SampleCurated, StudentTrained, Task, Trace, TrajectoryStep
-from distillery.domain.generate import Generation, render_chat
 from distillery.contracts.spec import StudentSpec
+from distillery.domain.generate import Generation, render_chat
 from distillery.domain.tools import calculator, convert_units
 from distillery.domain.trajectory import LoopItem, closure_line, recorded_step, run_loops, training_turns
-from distillery_evaluator.students import (AFTER, BEFORE, base_outputs_path, cached_answers, loop_answers,
-                                          outputs_key, read_cached, save_cached, student_outputs)
+from distillery_evaluator.students import (
+    AFTER,
+    BEFORE,
+    base_outputs_path,
+    cached_answers,
+    loop_answers,
+    outputs_key,
+    read_cached,
+    save_cached,
+    student_outputs,
+)
 from distillery_trainer.training import Inputs, examples_of, plan
 
 pytestmark = pytest.mark.model  # loads or trains a real model
@@ -149,8 +158,8 @@ def test_student_outputs_are_cached_and_reused(spec, tmp_path) -> None:
 def test_a_tiny_student_runs_the_loop_end_to_end_and_resumes_from_its_cache(spec, tmp_path, monkeypatch) -> None:
     from distillery.domain import models
     from distillery.domain import students as recipes
-    from distillery_trainer.sft import save_student
     from distillery_cli.workload import build_workload
+    from distillery_trainer.sft import save_student
 
     tasks = [Task.model_validate(line) for line in build_workload(0, 2, units=["tool_use"])]
     recipe = StudentSpec(units=["tool_use"], hidden_size=64, layers=1, max_new_tokens=8, batch_size=2)

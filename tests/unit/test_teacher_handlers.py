@@ -16,8 +16,8 @@ from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import load_spec, parse_spec
 from distillery.domain.backends import ReplayBackend, make_backend
 from distillery.runtime.wiring import In
-from distillery_teacher.bootstrap import TeacherDeps, TeacherSettings, bootstrap, hooks
-from distillery_teacher.handlers import batch_limits, on_generation_requested
+from distillery_teacher.bootstrap import bootstrap, hooks
+from distillery_teacher.handlers import TeacherDeps, TeacherSettings, batch_limits, on_generation_requested
 from tests.support import correct_answer, replay_spec
 
 

@@ -9,9 +9,8 @@ import pytest
 from distillery.contracts.events import CandidateGenerated, EventDeadLettered, Task
 from distillery.contracts.spec import load_spec
 from distillery.domain.backends import make_backend
-from distillery_teacher.bootstrap import TeacherDeps, TeacherSettings
-from distillery_teacher.handlers import SUBSCRIPTIONS
-from tests.support import InMemoryService, correct_answer, replay_spec
+from distillery_teacher.handlers import SUBSCRIPTIONS, TeacherDeps, TeacherSettings
+from tests.support import InMemoryService, flawed_answer, replay_spec
 from tests.unit.test_teacher_handlers import request
 
 
@@ -31,6 +30,6 @@ async def test_a_request_on_the_teachers_topic_becomes_a_candidate_and_garbage_r
         await service.client.publish(b'{"not": "a request"}', topics.generation_requests("beta"), key=b"k")
     (candidate,) = service.sent(topics.candidates, CandidateGenerated)
     assert (candidate.teacher_id, candidate.task.task_id, candidate.produced_by) == ("beta", row["task_id"], "teacher@test")
-    assert candidate.text != correct_answer(row) and candidate.error is None  # beta replays its flawed answers
+    assert candidate.text == flawed_answer(row, workload.index(row)) and candidate.error is None  # beta's recording
     (dead,) = service.sent(topics.dlq, EventDeadLettered)
     assert dead.source_topic == topics.generation_requests("beta") and dead.error.startswith("invalid:")

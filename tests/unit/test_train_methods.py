@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoTokenizer, LlamaForCausalLM
+
 from distillery.domain.generate import Generator, render_chat
-from distillery_trainer.kd import TeacherTokens, kd_token_loss, kl_to_teacher, match_teacher, restricted_kl
 from distillery.domain.models import (
     QWEN_CODER,
     SMOLLM2,
@@ -29,6 +30,7 @@ from distillery.domain.models import (
     model_cache_dir,
     tokenizer_fingerprint,
 )
+from distillery_trainer.kd import TeacherTokens, kd_token_loss, match_teacher, restricted_kl
 from distillery_trainer.sft import (
     Example,
     LoraOptions,
@@ -37,12 +39,11 @@ from distillery_trainer.sft import (
     _weighted_loss,
     collate,
     example_losses,
+    kl_to_teacher,
     save_student,
     tokenize_examples,
     train_sft,
 )
-from transformers import AutoTokenizer, LlamaForCausalLM
-
 from tests.unit.test_ml import FACTS  # the same tiny fact set
 
 pytestmark = pytest.mark.model  # loads or trains a real model

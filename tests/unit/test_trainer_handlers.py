@@ -9,8 +9,17 @@ import asyncio
 from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 
-from distillery.contracts.events import (CandidateGenerated, Provenance, SampleCurated, SampleRetracted, StudentTrained,
-                                         Task, Trace, TrainingRequested, Variant)
+from distillery.contracts.events import (
+    CandidateGenerated,
+    Provenance,
+    SampleCurated,
+    SampleRetracted,
+    StudentTrained,
+    Task,
+    Trace,
+    TrainingRequested,
+    Variant,
+)
 from distillery.contracts.spec import load_spec
 from distillery.runtime.bus import DeadLetter, In, Out
 from distillery.runtime.kafka import Replayed

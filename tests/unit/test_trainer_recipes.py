@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from distillery.contracts.events import Provenance, SampleCurated, Trace
-from distillery_trainer.sft import _batches
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import StudentSpec, parse_spec
 from distillery_trainer.dataset import build, entries, mix_pools, select
+from distillery_trainer.sft import _batches
 
 pytestmark = pytest.mark.model  # loads or trains a real model
 

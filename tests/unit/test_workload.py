@@ -19,6 +19,7 @@ SCRIPT = ROOT / "examples" / "workload.py"
 
 
 from distillery_cli import workload  # noqa: E402
+
 UNITS = ("tool_call", "tool_boundary", "math_steps")
 
 

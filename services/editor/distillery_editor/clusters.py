@@ -30,7 +30,6 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-
 import torch
 
 Embed = Callable[[list[str]], torch.Tensor]

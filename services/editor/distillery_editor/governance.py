@@ -13,8 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from distillery.contracts.events import (CandidatesJudged, JudgedCandidate, ReviewDecided, SampleCurated, SampleRetracted,
-                               SourceOffset, Trace)
+from distillery.contracts.events import (
+    CandidatesJudged,
+    JudgedCandidate,
+    ReviewDecided,
+    SampleCurated,
+    SampleRetracted,
+    SourceOffset,
+    Trace,
+)
 from distillery.contracts.spec import CapabilitySpec
 from distillery_editor.logic import HUMAN_ACCEPT, HUMAN_REJECT, curate
 from distillery_editor.state import EditorState, VerdictMark

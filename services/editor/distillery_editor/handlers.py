@@ -6,32 +6,45 @@ offset of the record each came from, and a batch of verdicts shares one embeddin
 
 from __future__ import annotations
 
-import logging
-import traceback
-from collections.abc import Callable, Iterable
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord
 
 from distillery.contracts.events import CandidatesJudged, ReviewDecided, SampleEvent, SourceOffset
-from distillery.runtime.bus import Rejected
-from distillery.runtime.bus import _short_error as short_error  # the error text Bus.per_event dead-letters with
-from distillery.runtime.wiring import DeadLetter, In, Out, Subscription
+from distillery.contracts.settings import ServiceSettings
+from distillery.domain.embeddings import EmbeddingCache
+from distillery.runtime.bus import Rejected, each
+from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
 from distillery_editor import metrics
-from distillery_editor.bootstrap import EditorDeps
 from distillery_editor.governance import HUMAN, Outcome, on_decision, on_verdict
+from distillery_editor.state import EditorState
 
-log = logging.getLogger("distillery.editor")
+
+@dataclass(kw_only=True)
+class EditorDeps(Context):
+    settings: ServiceSettings = field(default_factory=ServiceSettings)
+    embeddings: EmbeddingCache | None = None  # MiniLM prompt embeddings, only when a unit clusters
+    state: EditorState = None  # type: ignore[assignment] - built from the spec and embeddings when not given
+    # Both subscriptions change one state whose pending changes are committed or rolled back
+    # per batch, so their batches must not interleave.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        if self.state is None:
+            self.state = EditorState(self.settings.topics.verdicts, self.spec, self.embeddings)
 
 
 async def on_candidates_judged(items: list[In[CandidatesJudged]], deps: EditorDeps) -> list[Out | DeadLetter]:
     if deps.embeddings is not None:  # one model call for the batch's prompts, not one per verdict
         deps.embeddings.prefetch([item.event.task.prompt for item in items])
-    return each(items, on_verdict_item, deps)
+    return each(items, lambda item: on_verdict_item(item, deps))
 
 
 async def on_review_decided(items: list[In[ReviewDecided]], deps: EditorDeps) -> list[Out | DeadLetter]:
-    return each(items, on_decision_item, deps)
+    return each(items, lambda item: on_decision_item(item, deps))
 
 
 def on_verdict_item(item: In[CandidatesJudged], deps: EditorDeps) -> list[Out]:
@@ -64,22 +77,6 @@ def outs(outcome: Outcome, deps: EditorDeps) -> list[Out]:
         metrics.TOKENS.labels(sample.unit, sample.pathway, "before").inc(sample.tokens_before)
         metrics.TOKENS.labels(sample.unit, sample.pathway, "after").inc(sample.tokens_after)
     return [Out(deps.topics.samples, event) for event in [*outcome.retractions, *outcome.samples]]
-
-
-def each(items: list[In[Any]], handle: Callable[[In[Any], EditorDeps], list[Out]],
-         deps: EditorDeps) -> list[Out | DeadLetter]:
-    """``handle`` per event, as Bus.per_event runs it: an event it rejects, or whose logic raises,
-    is dead-lettered alone (``poison``, with the error) and the batch goes on."""
-    results: list[Out | DeadLetter] = []
-    for item in items:
-        try:
-            results.extend(handle(item, deps))
-        except Rejected as exc:
-            results.append(DeadLetter(item.record, exc.reason, str(exc)))
-        except Exception as exc:  # noqa: BLE001 - poison events must not stop the service
-            log.warning("poison event at %s: %s", item.record.offset, traceback.format_exc(limit=3))
-            results.append(DeadLetter(item.record, "poison", short_error(exc)))
-    return results
 
 
 def restore_state(deps: EditorDeps, samples: Iterable[SampleEvent],

@@ -1,4 +1,4 @@
-"""Representation mapping as plain functions: a verdict in, samples out (ARCHITECTURE §4, editor).
+"""Representation mapping as plain functions: a verdict in, samples out (docs/architecture.md §4, editor).
 
 Each accepted candidate becomes one sample per pathway of its unit, so an ablation can drop one:
 ``answer`` (the final answer only), ``process`` (plus the key steps, compressed), ``style``
@@ -17,8 +17,16 @@ import re
 from collections.abc import Callable
 
 from distillery.contracts import ids
-from distillery.contracts.events import (SAMPLE_POOLS, CandidatesJudged, JudgedCandidate, Provenance, SampleCurated,
-                               SourceOffset, Task, Trace)
+from distillery.contracts.events import (
+    SAMPLE_POOLS,
+    CandidatesJudged,
+    JudgedCandidate,
+    Provenance,
+    SampleCurated,
+    SourceOffset,
+    Task,
+    Trace,
+)
 from distillery.contracts.spec import CapabilitySpec, StyleSpec, UnitSpec
 from distillery.domain.samples import CONTRASTIVE_PATHWAY, hashed_tool_names, sample_weight
 from distillery.domain.text import FILLER_PHRASE, sentences

@@ -8,13 +8,31 @@ import json
 from pathlib import Path
 
 from distillery.contracts import ids
-from distillery.contracts.events import (CandidateGenerated, CandidatesJudged, EvaluationCompleted, ReviewDecided,
-                                         StudentTrained, Task, TaskSubmitted, Trace)
+from distillery.contracts.events import (
+    CandidateGenerated,
+    CandidatesJudged,
+    EvaluationCompleted,
+    ReviewDecided,
+    StudentTrained,
+    Task,
+    TaskSubmitted,
+    Trace,
+)
 from distillery.runtime.wiring import In, Out, Subscription
 from distillery_evaluator import attribution, metrics
 from distillery_evaluator.bootstrap import EvaluatorDeps
-from distillery_evaluator.logic import (agreement, best_teachers, breakdown, error_classes, is_correct, roi, score,
-                                        teacher_outputs, unit_metrics, write_outputs)
+from distillery_evaluator.logic import (
+    agreement,
+    best_teachers,
+    breakdown,
+    error_classes,
+    is_correct,
+    roi,
+    score,
+    teacher_outputs,
+    unit_metrics,
+    write_outputs,
+)
 from distillery_evaluator.report import ReportData
 from distillery_evaluator.signals import Round, StopConfig, stop_signals
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from statistics import mean
 
 from distillery.contracts.events import CandidateGenerated, SubjectScore, Task
-from distillery.domain.scoring import answers_equal, check_reference, extract_final_answer, is_decline, parse_tool_calls
 from distillery.contracts.spec import CapabilitySpec, UnitSpec
+from distillery.domain.scoring import answers_equal, check_reference, extract_final_answer, is_decline, parse_tool_calls
 from distillery_evaluator.signals import classify_error
 
 

@@ -13,8 +13,8 @@ import base64
 import html
 import io
 import math
-from decimal import Decimal
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from statistics import mean
 from typing import Any, Callable

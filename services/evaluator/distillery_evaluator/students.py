@@ -20,8 +20,8 @@ from typing import Any
 
 from distillery.contracts import ids
 from distillery.contracts.events import StudentTrained, Task
-from distillery.domain.generate import Generation
 from distillery.contracts.spec import CapabilitySpec, StudentSpec
+from distillery.domain.generate import Generation
 from distillery.domain.trajectory import PROTOCOL, LoopItem, Run, run_loops
 from distillery_evaluator.logic import Output
 

@@ -1,4 +1,4 @@
-"""Gathering a task's candidates without loss (ARCHITECTURE §3).
+"""Gathering a task's candidates without loss (docs/architecture.md §3).
 
 The judge waits for the ``expected_candidates`` of a task, or judges what arrived
 when the task times out. The committed offset of a partition never passes the

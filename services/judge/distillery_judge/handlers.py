@@ -5,14 +5,68 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import ConsumerRebalanceListener
+from pydantic import Field
+
 from distillery.contracts.events import CandidateGenerated, CandidatesJudged
-from distillery.runtime.wiring import DeadLetter, In, Out, Subscription
+from distillery.contracts.settings import ServiceSettings
+from distillery.contracts.spec import judge_version
+from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
 from distillery_judge import metrics
-from distillery_judge.aggregate import OpenTask
-from distillery_judge.bootstrap import DropRevoked, JudgeDeps
+from distillery_judge.aggregate import Aggregator, OpenTask
 from distillery_judge.logic import TaskInput, judge_batch, regeneration_for
+from distillery_judge.scorers import Scorers
+from distillery_judge.selfcheck import SelfCheckMonitor
+
+
+class JudgeSettings(ServiceSettings):
+    judge_label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$",
+                                    description="overrides the spec's judge.label (a replay under a new name)")
+    replay: bool = Field(default=False, description="re-judge recorded candidates: never ask for regeneration")
+    device: str = Field(default="cpu", description="where the judge's own models run (cpu, cuda)")
+
+
+@dataclass(kw_only=True)
+class JudgeDeps(Context):
+    """``spec`` is the spec with the judge label applied; version, aggregator and monitor follow from it
+    unless given. ``lock`` serialises candidate batches, the flusher and rebalances (all touch the aggregator)."""
+
+    settings: JudgeSettings = field(default_factory=JudgeSettings)
+    version: str = ""  # judge_version(spec): names the consumer group, so a new version replays from the start
+    aggregator: Aggregator | None = None  # a task's candidates gathered until complete or timed out
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    scorers: Scorers = field(default_factory=Scorers)  # rules only unless the spec names models
+    monitor: SelfCheckMonitor | None = None
+
+    def __post_init__(self) -> None:
+        self.version = self.version or judge_version(self.spec)
+        self.params.setdefault("judge_version", self.version)
+        if self.aggregator is None:
+            self.aggregator = Aggregator(self.spec.judge.aggregation_timeout_s)
+        if self.monitor is None:
+            self.monitor = SelfCheckMonitor(self.spec)
+
+    @property
+    def group(self) -> str:
+        """The group the judge reads candidates with (DISTILLERY_CONSUMER_GROUP overrides it)."""
+        return self.settings.group("judge", **self.params)
+
+
+class DropRevoked(ConsumerRebalanceListener):
+    """On a rebalance, forget the open tasks of partitions this instance no longer owns."""
+
+    def __init__(self, deps: JudgeDeps) -> None:
+        self.deps = deps
+
+    async def on_partitions_revoked(self, revoked):
+        async with self.deps.lock:
+            self.deps.aggregator.drop_partitions(set(revoked))
+
+    async def on_partitions_assigned(self, assigned):
+        return None
 
 
 def count_verdict(verdict: CandidatesJudged) -> None:

@@ -1,4 +1,4 @@
-"""Judging as plain functions on events (ARCHITECTURE §4, judge).
+"""Judging as plain functions on events (docs/architecture.md §4, judge).
 
 Layers, in order: (1) the rule floor and the reference check; (2) scores per declared
 dimension, each recorded with the scorer that produced it; pools per candidate;
@@ -14,15 +14,30 @@ import re
 from dataclasses import dataclass, field
 
 from distillery.contracts import ids
-from distillery.contracts.events import (ACCEPTED_POOLS, CORRECT_POOLS, CandidateGenerated, CandidatesJudged, JudgedCandidate, RegenerationRequested,
-                               SourceOffset, Task, Trace)
+from distillery.contracts.events import (
+    ACCEPTED_POOLS,
+    CORRECT_POOLS,
+    CandidateGenerated,
+    CandidatesJudged,
+    JudgedCandidate,
+    RegenerationRequested,
+    SourceOffset,
+    Task,
+    Trace,
+)
+from distillery.contracts.spec import CapabilitySpec, Dimension, Rules, UnitSpec
 from distillery.domain.scoring import ReferenceResult, check_reference, parse_tool_calls
-from distillery.contracts.spec import CapabilitySpec, Dimension, Rules, UnitSpec, judge_version, with_label  # noqa: F401 (re-exported)
 from distillery_judge.relation import relate
-from distillery_judge.scorers import (Embedder, ModelJudge, PairRequest, Scorers, ScoreRequest, reference_text,
-                                      strip_judge_directives)
+from distillery_judge.scorers import (
+    Embedder,
+    ModelJudge,
+    PairRequest,
+    ScoreRequest,
+    Scorers,
+    reference_text,
+    strip_judge_directives,
+)
 from distillery_judge.selfcheck import SelfCheckMonitor, perturb, sampled
-
 
 
 def format_ok(text: str, output_format: str) -> bool:
@@ -394,7 +409,7 @@ def judge_batch(
     caught = perturbation_checks([(ti.task, unit, judged, ti.candidates) for ti, unit, _, judged, _ in staged], scorers)
 
     verdicts = []
-    for (ti, unit, assessed, judged, relation), swap_ok, caught_ok in zip(staged, swaps, caught):
+    for (ti, _unit, assessed, judged, relation), swap_ok, caught_ok in zip(staged, swaps, caught):
         checks = _self_checks(swap_ok, caught_ok, [a.two_judges_agree for a in assessed])
         for check, ok in checks.items():
             monitor.record(ti.task.unit, check.removesuffix("_agree").removesuffix("_caught"), ok)

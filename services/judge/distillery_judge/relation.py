@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 
 from distillery.contracts.events import JudgedCandidate, Task
-from distillery.domain.scoring import DECLINE_CUE, normalize_answer
 from distillery.contracts.spec import UnitSpec
+from distillery.domain.scoring import DECLINE_CUE, normalize_answer
 from distillery.domain.text import constraints
 
 _WORDS = re.compile(r"[a-z0-9]+")

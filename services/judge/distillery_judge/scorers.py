@@ -15,11 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from distillery.domain.backends import Backend, make_backend
-from distillery.domain.embeddings import Embedder
 from distillery.contracts.events import Task
 from distillery.contracts.spec import CapabilitySpec, Dimension
-
+from distillery.domain.backends import Backend, make_backend
+from distillery.domain.embeddings import Embedder
 
 # Sentences aimed at whoever grades the answer. They never help the task, so they are
 # removed before the model sees the text, and the candidate is tagged `judge_directive`.

@@ -15,8 +15,8 @@ import re
 from collections import deque
 from fractions import Fraction
 
-from distillery.domain.scoring import extract_final_answer, parse_tool_calls
 from distillery.contracts.spec import CapabilitySpec
+from distillery.domain.scoring import extract_final_answer, parse_tool_calls
 
 log = logging.getLogger("distillery.judge")
 

@@ -1,8 +1,7 @@
-"""The router's deps (spec, learned value table, task index) and its start/stop hooks."""
+"""Building the router's deps from settings and spec, and its start/stop hooks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from distillery.contracts.events import CandidatesJudged
@@ -10,16 +9,8 @@ from distillery.contracts.settings import load_settings
 from distillery.contracts.spec import load_spec
 from distillery.runtime.bus import Bus
 from distillery.runtime.kafka import replay
-from distillery.runtime.wiring import Context
-from distillery_router.feedback import ValueTable
-from distillery_router.ingest import RouterSettings, TaskIndex, ingest_server
-
-
-@dataclass(kw_only=True)
-class RouterDeps(Context):
-    settings: RouterSettings = field(default_factory=RouterSettings)
-    table: ValueTable = field(default_factory=ValueTable)  # value routing: acceptance and cost per teacher
-    index: TaskIndex = field(default_factory=TaskIndex)  # what the gRPC ingest reports as a task's status
+from distillery_router.handlers import RouterDeps, on_candidates_judged, uses_strategy
+from distillery_router.ingest import RouterSettings, ingest_server
 
 
 def bootstrap() -> RouterDeps:
@@ -27,22 +18,9 @@ def bootstrap() -> RouterDeps:
     return RouterDeps(spec=load_spec(settings.spec_path), settings=settings)
 
 
-def uses_strategy(strategy: str):
-    def enabled(deps: RouterDeps) -> bool:
-        return any(unit.routing.strategy == strategy for unit in deps.spec.units.values())
-
-    return enabled
-
-
-def retries_enabled(deps: RouterDeps) -> bool:
-    return any(unit.max_attempts > 1 for unit in deps.spec.units.values())
-
-
 def hooks(deps: RouterDeps, bus: Bus) -> dict[str, Any]:
     """The gRPC ingest (when DISTILLERY_GRPC_PORT is set) and, for value routing, the table rebuilt
     from the verdicts topic so a restart keeps what was learned."""
-    from distillery_router.handlers import on_candidates_judged
-
     async def rebuild_value_table() -> None:
         for verdict in (await replay(deps.settings, deps.topics.verdicts, CandidatesJudged)).events:
             on_candidates_judged(verdict, deps)

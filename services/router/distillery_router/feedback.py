@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from distillery.contracts.events import ACCEPTED_POOLS, CandidatesJudged
 
 
-
 @dataclass
 class Stats:
     accepted: int = 0

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from distillery.contracts.events import CandidateGenerated, CandidatesJudged, RegenerationRequested, TaskSubmitted
-from distillery.runtime.wiring import Out, Subscription
+from distillery.runtime.wiring import Context, Out, Subscription
 from distillery_router import metrics
-from distillery_router.bootstrap import RouterDeps, retries_enabled, uses_strategy
+from distillery_router.feedback import ValueTable
+from distillery_router.ingest import RouterSettings, TaskIndex
 from distillery_router.logic import next_chain_step, regenerate, route
 
 # The size bound is on the task (as submit and ingest measure it); the event envelope around it
 # (ids, producer, time, trace) adds a few hundred bytes that must not tip a task over the limit.
 ENVELOPE_BYTES = 4096
+
+
+@dataclass(kw_only=True)
+class RouterDeps(Context):
+    settings: RouterSettings = field(default_factory=RouterSettings)
+    table: ValueTable = field(default_factory=ValueTable)  # value routing: acceptance and cost per teacher
+    index: TaskIndex = field(default_factory=TaskIndex)  # what the gRPC ingest reports as a task's status
+
+
+def uses_strategy(strategy: str):
+    def enabled(deps: RouterDeps) -> bool:
+        return any(unit.routing.strategy == strategy for unit in deps.spec.units.values())
+
+    return enabled
+
+
+def retries_enabled(deps: RouterDeps) -> bool:
+    return any(unit.max_attempts > 1 for unit in deps.spec.units.values())
 
 
 def on_task_submitted(event: TaskSubmitted, deps: RouterDeps) -> list[Out]:

@@ -23,12 +23,12 @@ import grpc
 from prometheus_client import Counter
 from pydantic import Field, model_validator
 
-from distillery.runtime.bus import Bus, Out
-from distillery.contracts.submission import validate_task
 from distillery.contracts.events import Task
 from distillery.contracts.grpc_gen.distill.v1 import ingest_pb2, ingest_pb2_grpc
 from distillery.contracts.settings import ConfigError, ServiceSettings, require_files
 from distillery.contracts.spec import CapabilitySpec
+from distillery.contracts.submission import validate_task
+from distillery.runtime.bus import Bus, Out
 
 log = logging.getLogger("distillery.router.ingest")
 
@@ -161,7 +161,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         self.bus = bus
         self.index = index
 
-    async def SubmitTasks(  # noqa: N802 - the RPC's name
+    async def SubmitTasks(
         self, request_iterator: AsyncIterator[ingest_pb2.TaskInput], context: grpc.aio.ServicerContext
     ) -> ingest_pb2.SubmitSummary:
         limit = self.settings.ingest_max_tasks_per_call
@@ -195,7 +195,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         INGESTED.labels("rejected").inc(len(results) - len(accepted))
         return ingest_pb2.SubmitSummary(results=results)
 
-    async def GetTaskStatus(  # noqa: N802 - the RPC's name
+    async def GetTaskStatus(
         self, request: ingest_pb2.TaskStatusRequest, context: grpc.aio.ServicerContext
     ) -> ingest_pb2.TaskStatus:
         if not request.task_id:
@@ -242,7 +242,7 @@ class BearerAuth(grpc.aio.ServerInterceptor):
 
 
 def _refusal(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandler:
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: ARG001
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
 
     kinds = {(False, False): grpc.unary_unary_rpc_method_handler, (True, False): grpc.stream_unary_rpc_method_handler,

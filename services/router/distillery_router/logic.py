@@ -10,10 +10,18 @@ import re
 from dataclasses import dataclass
 
 from distillery.contracts import ids
-from distillery.runtime.bus import Rejected
-from distillery.contracts.events import (CandidateGenerated, Chain, ChainStep, GenerationRequested, RegenerationRequested, Task,
-                               TaskSubmitted, Trace)
+from distillery.contracts.events import (
+    CandidateGenerated,
+    Chain,
+    ChainStep,
+    GenerationRequested,
+    RegenerationRequested,
+    Task,
+    TaskSubmitted,
+    Trace,
+)
 from distillery.contracts.spec import CapabilitySpec, ExpertRule, UnitSpec
+from distillery.runtime.bus import Rejected
 from distillery_router.feedback import ValueTable
 
 # The request a teacher answers for a pure price estimate: ~300 prompt, ~100 completion tokens.

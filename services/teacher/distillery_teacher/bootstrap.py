@@ -1,42 +1,15 @@
-"""The teacher's deps (its settings, spec entry and backend) and its start/stop hooks."""
+"""Building the teacher's deps (its spec entry and backend) from settings and spec, and its start/stop hooks."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
-
-from distillery.contracts.settings import ConfigError, ServiceSettings, load_settings
-from distillery.contracts.spec import TeacherSpec, load_spec
-from distillery.domain.backends import Backend, TransformersBackend, make_backend
+from distillery.contracts.settings import ConfigError, load_settings
+from distillery.contracts.spec import load_spec
+from distillery.domain.backends import TransformersBackend, make_backend
 from distillery.runtime.bus import Bus
-from distillery.runtime.wiring import Context
-
-
-class TeacherSettings(ServiceSettings):
-    teacher_id: str = Field(min_length=1)
-    device: str = "cpu"
-    preload: bool = True
-
-
-@dataclass(kw_only=True)
-class TeacherDeps(Context):
-    settings: TeacherSettings
-    backend: Backend
-
-    def __post_init__(self) -> None:
-        # A teacher consumes only its own request topic, in its own group, so each teacher scales by its own lag.
-        self.params = {**self.params, "teacher_id": self.settings.teacher_id}
-
-    @property
-    def teacher_id(self) -> str:
-        return self.settings.teacher_id
-
-    @property
-    def teacher(self) -> TeacherSpec:
-        return self.spec.teachers[self.teacher_id]
+from distillery_teacher.handlers import TeacherDeps, TeacherSettings
 
 
 def bootstrap() -> TeacherDeps:
@@ -49,7 +22,7 @@ def bootstrap() -> TeacherDeps:
     return TeacherDeps(spec=spec, settings=settings, backend=backend)
 
 
-def hooks(deps: TeacherDeps, bus: Bus) -> dict[str, Any]:  # noqa: ARG001 - the teacher's hooks need no bus
+def hooks(deps: TeacherDeps, bus: Bus) -> dict[str, Any]:
     backend: Any = deps.backend
     if deps.teacher.backend == "openai":
         # The service starts even when the model server is down; readiness follows the server.

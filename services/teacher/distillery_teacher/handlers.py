@@ -3,14 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import Field
 
 from distillery.contracts.channels import TEACHER_STEM
 from distillery.contracts.events import CandidateGenerated, GenerationRequested
-from distillery.runtime.wiring import In, Out, Subscription
+from distillery.contracts.settings import ServiceSettings
+from distillery.contracts.spec import TeacherSpec
+from distillery.domain.backends import Backend
+from distillery.runtime.wiring import Context, In, Out, Subscription
 from distillery_teacher import metrics
-from distillery_teacher.bootstrap import TeacherDeps
 from distillery_teacher.logic import answer
+
+
+class TeacherSettings(ServiceSettings):
+    teacher_id: str = Field(min_length=1)
+    device: str = "cpu"
+    preload: bool = True
+
+
+@dataclass(kw_only=True)
+class TeacherDeps(Context):
+    settings: TeacherSettings
+    backend: Backend
+
+    def __post_init__(self) -> None:
+        # A teacher consumes only its own request topic, in its own group, so each teacher scales by its own lag.
+        self.params = {**self.params, "teacher_id": self.settings.teacher_id}
+
+    @property
+    def teacher_id(self) -> str:
+        return self.settings.teacher_id
+
+    @property
+    def teacher(self) -> TeacherSpec:
+        return self.spec.teachers[self.teacher_id]
 
 
 async def on_generation_requested(items: list[In[GenerationRequested]], deps: TeacherDeps) -> list[Out]:

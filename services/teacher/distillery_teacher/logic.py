@@ -7,11 +7,11 @@ from collections import defaultdict
 
 from distillery.contracts import ids
 from distillery.contracts.events import CandidateGenerated, GenerationRequested, TokenLogprobs, TopTokens, Trace, Usage
+from distillery.contracts.spec import CapabilitySpec, TeacherSpec
+from distillery.domain.backends import Backend
 from distillery.domain.generate import Generation
 from distillery.domain.prompts import teacher_messages
 from distillery_teacher.trajectory import run_trajectories
-from distillery.contracts.spec import CapabilitySpec, TeacherSpec
-from distillery.domain.backends import Backend
 
 log = logging.getLogger("distillery.teacher")
 

@@ -64,7 +64,7 @@ def _scored_generator_class():
         token_logprobs: list[float] = field(default_factory=list)
 
     class ScoredGenerator(Generator):
-        def _record(self, tokens, probs, prompt_tokens, stopped_at, stop, seconds):  # noqa: PLR0913
+        def _record(self, tokens, probs, prompt_tokens, stopped_at, stop, seconds):
             gen = super()._record(tokens, probs, prompt_tokens, stopped_at, stop, seconds)
             n = gen.completion_tokens
             logprobs = torch.log(probs[:n].double()).clamp(min=MIN_LOGPROB).tolist()
@@ -201,7 +201,7 @@ class Batcher:
                 try:
                     gens = await asyncio.to_thread(self.generator.generate, [j.prompt for j in group], max_tokens,
                                                    list(stop) or None, temperature, len(group))
-                except Exception as exc:  # noqa: BLE001 - the requests of this batch get a 500
+                except Exception as exc:
                     log.exception("generation failed")
                     for job in group:
                         if not job.future.done():

@@ -23,12 +23,12 @@ import sys
 from pathlib import Path
 
 from distillery.contracts import ids
-from distillery.domain.backends import Backend, generation_row, make_backend
 from distillery.contracts.events import CandidateGenerated, GenerationRequested, Task
-from distillery.domain.recording import read_tasks, recorded_pairs, recorded_teachers
-from distillery.domain.generate import Generation
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import CapabilitySpec, load_spec
+from distillery.domain.backends import Backend, generation_row, make_backend
+from distillery.domain.generate import Generation
+from distillery.domain.recording import read_tasks, recorded_pairs, recorded_teachers
 from distillery_teacher.logic import answer
 
 PRODUCED_BY = "teacher@record"

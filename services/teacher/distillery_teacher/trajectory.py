@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from distillery.domain.backends import Backend
 from distillery.contracts.events import CandidateGenerated, GenerationRequested, Usage
-from distillery.domain.generate import Generation
 from distillery.contracts.spec import CapabilitySpec, TeacherSpec
+from distillery.domain.backends import Backend
+from distillery.domain.generate import Generation
 from distillery.domain.trajectory import LoopItem, Run, run_loops
 
 

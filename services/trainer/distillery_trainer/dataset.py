@@ -10,9 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from distillery.contracts import ids
-from distillery.contracts.events import CandidateGenerated, Provenance, SampleCurated, SampleEvent, SampleRetracted, Task, live_samples
-from distillery.domain.sampling import representative, upsampled
+from distillery.contracts.events import (
+    CandidateGenerated,
+    Provenance,
+    SampleCurated,
+    SampleEvent,
+    SampleRetracted,
+    Task,
+    live_samples,
+)
 from distillery.contracts.spec import StudentSpec
+from distillery.domain.sampling import representative, upsampled
 
 # Curriculum order: the plain answer first, then the steps, the style, the tool trajectories.
 PATHWAY_ORDER = ("answer", "process", "style", "tool_trajectory")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from distillery.contracts.events import CandidateGenerated, StudentTrained, Trace, TrainingRequested, parse_sample_record
+from distillery.contracts.events import (
+    CandidateGenerated,
+    StudentTrained,
+    Trace,
+    TrainingRequested,
+    parse_sample_record,
+)
 from distillery.runtime.bus import Rejected
 from distillery.runtime.wiring import DeadLetter, In, Out, Subscription
 from distillery_trainer import metrics

@@ -9,14 +9,9 @@ not only the one token the teacher chose, without the teacher being loaded at tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-if TYPE_CHECKING:
-    from distillery_trainer.sft import Example
 
 TopLogprobs = list[list[tuple[int, float]]]
 PositionTops = list[list[tuple[int, float]] | None]  # one row's top-k lists by position, None where unknown
@@ -109,40 +104,3 @@ def restricted_kl(
     log_teacher = F.log_softmax(teacher_logprobs, dim=-1)
     terms = torch.where(present, log_teacher.exp() * (log_teacher - log_student), 0.0)
     return terms.sum(dim=-1)
-
-
-def kl_to_teacher(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    examples: list[Example],
-    max_seq_len: int,
-    batch_size: int = 8,
-) -> float:
-    """Mean per-token :func:`restricted_kl` over the target positions of examples whose teacher
-    tokens match their target; a held-out measure of how closely a student follows the teacher.
-
-    Runs in eval mode without gradients and puts the model back in the mode it was in.
-    """
-    # sft imports this module (Example.teacher, the KD loss), so it can only be imported here.
-    from distillery.domain.models import ensure_pad_token
-    from distillery_trainer.sft import collate, target_logits, tokenize_examples
-
-    rows = [row for row in tokenize_examples(tokenizer, examples, max_seq_len)[0] if row["teacher"] is not None]
-    if not rows:
-        raise ValueError("no example carries teacher tokens that match its target")
-    pad_id = ensure_pad_token(tokenizer).pad_token_id
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            batch = collate(rows[start : start + batch_size], pad_id, model.device, with_teacher=True)
-            logits, (rows_at, cols_at) = target_logits(model, batch)
-            teacher_ids = batch["teacher_ids"][:, 1:][rows_at, cols_at]
-            teacher_logprobs = batch["teacher_logprobs"][:, 1:][rows_at, cols_at]
-            signal = torch.isfinite(teacher_logprobs).any(dim=-1)
-            kl = restricted_kl(logits[signal], teacher_ids[signal], teacher_logprobs[signal])
-            total += kl.sum().item()
-            count += kl.numel()
-    model.train(was_training)
-    return total / count

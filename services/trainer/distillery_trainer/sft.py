@@ -21,8 +21,15 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distillery_trainer.kd import PositionTops, TeacherTokens, kd_token_loss, match_teacher, pad_top_logprobs
 from distillery.domain.models import ensure_pad_token
+from distillery_trainer.kd import (
+    PositionTops,
+    TeacherTokens,
+    kd_token_loss,
+    match_teacher,
+    pad_top_logprobs,
+    restricted_kl,
+)
 
 IGNORE_INDEX = -100
 
@@ -471,3 +478,36 @@ def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def kl_to_teacher(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[Example],
+    max_seq_len: int,
+    batch_size: int = 8,
+) -> float:
+    """Mean per-token :func:`restricted_kl` over the target positions of examples whose teacher
+    tokens match their target; a held-out measure of how closely a student follows the teacher.
+
+    Runs in eval mode without gradients and puts the model back in the mode it was in.
+    """
+    rows = [row for row in tokenize_examples(tokenizer, examples, max_seq_len)[0] if row["teacher"] is not None]
+    if not rows:
+        raise ValueError("no example carries teacher tokens that match its target")
+    pad_id = ensure_pad_token(tokenizer).pad_token_id
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = collate(rows[start : start + batch_size], pad_id, model.device, with_teacher=True)
+            logits, (rows_at, cols_at) = target_logits(model, batch)
+            teacher_ids = batch["teacher_ids"][:, 1:][rows_at, cols_at]
+            teacher_logprobs = batch["teacher_logprobs"][:, 1:][rows_at, cols_at]
+            signal = torch.isfinite(teacher_logprobs).any(dim=-1)
+            kl = restricted_kl(logits[signal], teacher_ids[signal], teacher_logprobs[signal])
+            total += kl.sum().item()
+            count += kl.numel()
+    model.train(was_training)
+    return total / count

@@ -18,11 +18,18 @@ from pydantic import ValidationError
 
 from distillery.contracts import ids
 from distillery.contracts.events import CandidateGenerated, SampleCurated, TokenLogprobs, Variant
-from distillery.domain.students import load_base, student_prompt
 from distillery.contracts.spec import CapabilitySpec, StudentSpec, UnitSpec
+from distillery.domain.students import load_base, student_prompt
 from distillery.domain.trajectory import closure_line, recorded_step, training_turns
-from distillery_trainer.dataset import (build, dataset_line, manifest, raw_samples, render_target, samples_per_unit,
-                                        task_of)
+from distillery_trainer.dataset import (
+    build,
+    dataset_line,
+    manifest,
+    raw_samples,
+    render_target,
+    samples_per_unit,
+    task_of,
+)
 
 Progress = Callable[[int, int, float], None]
 
@@ -121,8 +128,8 @@ def student_turns(tokenizer: Any, unit: UnitSpec, sample: SampleCurated, fields:
 def examples_of(p: dict[str, Any], recipe: StudentSpec, inputs: Inputs, tokenizer: Any) -> list:
     """Training examples, one per row of the plan; with logit distillation, the distill teacher's
     samples carry its tokens (not a trajectory's turns: its cached tokens are of no single turn)."""
-    from distillery_trainer.kd import TeacherTokens
     from distillery.domain.models import tokenizer_fingerprint
+    from distillery_trainer.kd import TeacherTokens
     from distillery_trainer.sft import Example
 
     cached = teacher_tokens(recipe, inputs.candidates, tokenizer_fingerprint(tokenizer))

@@ -123,61 +123,38 @@ def main_input(service: str) -> tuple[Channel, Consumer]:
     return next((ch, c) for ch, c in consumers_of(service) if c.scales_on)
 
 
+class _Topic:
+    """A topic name under the instance's prefix: ``Topics("t").verdicts == "t.verdicts.v1"``."""
+
+    def __init__(self, stem: str) -> None:
+        self.stem = stem
+
+    def __get__(self, topics: Topics | None, owner: type) -> str:
+        return channel(self.stem).topic(topics.prefix) if topics is not None else self.stem
+
+
 @dataclass(frozen=True)
 class Topics:
     """Topic names under one prefix (default ``distill``; tests use their own)."""
 
     prefix: str = "distill"
 
-    def _name(self, stem: str) -> str:
-        return channel(stem).topic(self.prefix)
+    tasks = _Topic("tasks")
+    candidates = _Topic("candidates")
+    verdicts = _Topic("verdicts")
+    regeneration = _Topic("regeneration")
+    samples = _Topic("samples")
+    reviews = _Topic("reviews")  # human decisions on the review pool (keyed by task)
+    training_requests = _Topic("training.requests")
+    students = _Topic("students")
+    evaluations = _Topic("evaluations")
+    dlq = _Topic("dlq")
 
     def of(self, stem: str, teacher_id: str | None = None) -> str:
         return channel(stem).topic(self.prefix, teacher_id)
 
-    @property
-    def tasks(self) -> str:
-        return self._name("tasks")
-
     def generation_requests(self, teacher_id: str) -> str:
         return self.of(TEACHER_STEM, teacher_id)
-
-    @property
-    def candidates(self) -> str:
-        return self._name("candidates")
-
-    @property
-    def verdicts(self) -> str:
-        return self._name("verdicts")
-
-    @property
-    def regeneration(self) -> str:
-        return self._name("regeneration")
-
-    @property
-    def samples(self) -> str:
-        return self._name("samples")
-
-    @property
-    def reviews(self) -> str:
-        """Human decisions on the review pool (keyed by task)."""
-        return self._name("reviews")
-
-    @property
-    def training_requests(self) -> str:
-        return self._name("training.requests")
-
-    @property
-    def students(self) -> str:
-        return self._name("students")
-
-    @property
-    def evaluations(self) -> str:
-        return self._name("evaluations")
-
-    @property
-    def dlq(self) -> str:
-        return self._name("dlq")
 
     def all_topics(self, teacher_ids: list[str]) -> dict[str, int]:
         """Every topic of a deployment with its partition count."""

@@ -1,4 +1,4 @@
-"""The event contracts (ARCHITECTURE §2): frozen pydantic models with an envelope.
+"""The event contracts (docs/architecture.md §2): frozen pydantic models with an envelope.
 
 Events are past-tense facts. Every event carries ``event_id`` (a deterministic
 content hash of its cause, see :mod:`distillery.contracts.ids`), ``schema_version``,

@@ -1,4 +1,4 @@
-"""Deterministic ids: content hashes of their causes (ARCHITECTURE §3).
+"""Deterministic ids: content hashes of their causes (docs/architecture.md §3).
 
 A redelivered event yields the same ids, so consumers drop duplicates by id.
 """

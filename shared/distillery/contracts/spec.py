@@ -1,4 +1,4 @@
-"""The capability spec (ARCHITECTURE §5): one YAML file declaring every capability unit.
+"""The capability spec (docs/architecture.md §5): one YAML file declaring every capability unit.
 
 It is the "student responsibility spec": what each unit must, may and must not do,
 its output form and pathways, risk, which teachers answer and how, the judge's
@@ -204,7 +204,7 @@ def default_dimensions() -> list[Dimension]:
 
 
 class SelfChecks(SpecModel):
-    """The judge checking itself on this unit (ARCHITECTURE §4, judge layer 4)."""
+    """The judge checking itself on this unit (docs/architecture.md §4, judge layer 4)."""
 
     position_swap: bool = False  # pairwise model comparison of the top two candidates, in both orders
     perturbation_rate: float = Field(default=0.0, ge=0, le=1)  # share of accepted candidates re-judged with a planted error
@@ -277,7 +277,7 @@ class Tiers(SpecModel):
 
 
 class EditorSpec(SpecModel):
-    """How the editor turns this unit's accepted candidates into samples (ARCHITECTURE §4, editor)."""
+    """How the editor turns this unit's accepted candidates into samples (docs/architecture.md §4, editor)."""
 
     # compression keeps these fields whole (the final answer always); the others are compressed
     essential: list[Literal["rationale", "limits", "evidence"]] = Field(default_factory=lambda: ["limits"])

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from distillery.domain.generate import Generation
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import TeacherSpec
+from distillery.domain.generate import Generation
 
 
 class Backend(Protocol):

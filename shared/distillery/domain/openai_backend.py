@@ -35,9 +35,9 @@ from concurrent.futures import Future
 
 import openai
 
-from distillery.domain.generate import Generation
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import TeacherSpec
+from distillery.domain.generate import Generation
 
 log = logging.getLogger("distillery.teacher.openai")
 

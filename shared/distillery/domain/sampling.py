@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Iterable
 from itertools import zip_longest
-from typing import Any, TypeVar
+from operator import attrgetter
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -16,17 +17,13 @@ T = TypeVar("T")
 _NONE = object()  # a cluster that has run out of items, in a round
 
 
-def _attr(name: str) -> Callable[[Any], Any]:
-    return lambda item: getattr(item, name)
-
-
 def representative(
     items: Iterable[T],
     budget: int,
     *,
-    cluster_of: Callable[[T], Hashable | None] = _attr("cluster"),
-    weight_of: Callable[[T], float] = _attr("weight"),
-    id_of: Callable[[T], str] = _attr("sample_id"),
+    cluster_of: Callable[[T], Hashable | None] = attrgetter("cluster"),
+    weight_of: Callable[[T], float] = attrgetter("weight"),
+    id_of: Callable[[T], str] = attrgetter("sample_id"),
 ) -> list[T]:
     """Up to ``budget`` items, round-robin across clusters: every cluster gives one item before any
     gives a second. Within a cluster, the largest weight first (hard cases), ties by smallest id.
@@ -44,7 +41,7 @@ def representative(
     return [item for _, item in zip(range(max(budget, 0)), rounds)]
 
 
-def upsampled(items: Iterable[T], weight_of: Callable[[T], float] = _attr("weight")) -> list[T]:
+def upsampled(items: Iterable[T], weight_of: Callable[[T], float] = attrgetter("weight")) -> list[T]:
     """Each item repeated about ``weight`` times (hard-case upsampling), deterministically.
 
     Fractional weights carry over from item to item (error diffusion), so the total number of

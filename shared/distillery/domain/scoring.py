@@ -575,26 +575,31 @@ def check_reference(task: Task, text: str, kind: str) -> ReferenceResult:
     """
     if kind not in REFERENCE_KINDS:
         raise ValueError(f"unknown reference kind {kind!r}; expected one of {REFERENCE_KINDS}")
-    text = text or ""
-    ref = task.reference
     if kind == "none":
         return ReferenceResult(correct=None)
-
     if kind == "final_answer":
-        final = extract_final_answer(text)
-        checks = {"final_answer_present": final is not None, "final_answer_marked": _marked(text)}
-        reasons: list[str] = []
-        if final is None:
-            reasons.append("no_final_answer")
-        if ref is None or ref.answer is None:
-            return ReferenceResult(None, reasons, checks, final, None)
-        ok = answers_equal(final, ref.answer)
-        checks["final_answer_matches"] = ok
-        if final is not None and not ok:
-            reasons.append("wrong_final_answer")
-        return ReferenceResult(ok, reasons, checks, final, None)
+        return _check_final_answer(task, text or "")
+    return _check_tool_call(task, text or "")
 
-    # kind == "tool_call"
+
+def _check_final_answer(task: Task, text: str) -> ReferenceResult:
+    ref = task.reference
+    final = extract_final_answer(text)
+    checks = {"final_answer_present": final is not None, "final_answer_marked": _marked(text)}
+    reasons: list[str] = []
+    if final is None:
+        reasons.append("no_final_answer")
+    if ref is None or ref.answer is None:
+        return ReferenceResult(None, reasons, checks, final, None)
+    ok = answers_equal(final, ref.answer)
+    checks["final_answer_matches"] = ok
+    if final is not None and not ok:
+        reasons.append("wrong_final_answer")
+    return ReferenceResult(ok, reasons, checks, final, None)
+
+
+def _check_tool_call(task: Task, text: str) -> ReferenceResult:
+    ref = task.reference
     calls = parse_tool_calls(text)
     if ref is not None and ref.no_call:
         # BFCL's irrelevance metric is "no call"; the unit also asks to say so, which
@@ -615,22 +620,26 @@ def check_reference(task: Task, text: str, kind: str) -> ReferenceResult:
         valid = not problems
         checks["tool_call_valid"] = valid
         reasons.extend(problems)
-    has_reference = ref is not None and ref.tool_calls is not None
-    if not has_reference:
+    if ref is None or ref.tool_calls is None:
         return ReferenceResult(None, reasons, checks, None, calls)
     matched = False
     if calls is not None:
-        matched, why = match_tool_calls(calls, ref.tool_calls or [])
+        matched, why = match_tool_calls(calls, ref.tool_calls)
         if not matched and calls:
-            coarse = why.split(":", 1)[0]
-            if coarse in ("missing_argument", "unexpected_argument", "wrong_value"):
-                coarse = "wrong_arguments"
-            reasons.extend([coarse, why] if coarse != why else [why])
+            reasons.extend(_mismatch_reasons(why))
     checks["tool_call_matches_reference"] = matched
     correct = bool(calls) and valid and matched
     if not calls and not ref.tool_calls:
         correct = True  # an empty expected call list: calling nothing is right
     return ReferenceResult(correct, _dedupe(reasons), checks, None, calls)
+
+
+def _mismatch_reasons(why: str) -> list[str]:
+    """The coarse reason (argument problems are all ``wrong_arguments``) and the detailed one."""
+    coarse = why.split(":", 1)[0]
+    if coarse in ("missing_argument", "unexpected_argument", "wrong_value"):
+        coarse = "wrong_arguments"
+    return [coarse, why] if coarse != why else [why]
 
 
 def _marked(text: str) -> bool:

@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from distillery.contracts.events import Task
-from distillery.domain.prompts import system_prompt
 from distillery.contracts.spec import CapabilitySpec, StudentSpec, UnitSpec
-
+from distillery.domain.prompts import system_prompt
 
 # The registry model each student base reads: tiny students take SmolLM2's tokenizer, smollm2-135m its weights.
 BASE_MODELS = {"tiny-llama": "smollm2-135m-instruct", "smollm2-135m": "smollm2-135m-instruct"}
@@ -19,8 +18,8 @@ BASE_MODELS = {"tiny-llama": "smollm2-135m-instruct", "smollm2-135m": "smollm2-1
 
 def check_student_bases(spec: CapabilitySpec) -> None:
     """Stop a service at startup when a student's base cannot load, naming the package to install."""
-    from distillery.domain.models import missing_packages
     from distillery.contracts.settings import ConfigError
+    from distillery.domain.models import missing_packages
 
     for name, recipe in spec.students.items():
         missing = missing_packages(BASE_MODELS[recipe.base])

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from distillery.domain.backends import Backend
 from distillery.contracts.events import Chain, Task, TrajectoryStep
+from distillery.contracts.spec import CapabilitySpec, UnitSpec
+from distillery.domain.backends import Backend
 from distillery.domain.generate import Generation
 from distillery.domain.prompts import signature, teacher_messages
 from distillery.domain.scoring import parse_tool_calls
-from distillery.contracts.spec import CapabilitySpec, UnitSpec
 from distillery.domain.tools import REGISTRY, call_tool
 
 PROTOCOL = (

@@ -1,4 +1,4 @@
-"""The at-least-once batch runtime every service uses (ARCHITECTURE §3, §9).
+"""The at-least-once batch runtime every service uses (docs/architecture.md §3, §9).
 
 One hop: consume a batch, validate each record into its event model (invalid
 ones become dead letters with the reason), run the service's logic, publish every
@@ -27,8 +27,8 @@ from pydantic import ValidationError
 
 from distillery.contracts import ids
 from distillery.contracts.events import Event, EventDeadLettered, Trace, parse_event
-from distillery.runtime.kafka import client_kwargs
 from distillery.contracts.settings import ServiceSettings
+from distillery.runtime.kafka import client_kwargs
 
 log = logging.getLogger("distillery.runtime.bus")
 E = TypeVar("E", bound=Event)
@@ -174,20 +174,10 @@ class Bus:
         return valid, dead
 
     def per_event(self, fn: Callable[[In[E]], list[Out]]) -> BatchHandler[E]:
-        """Turn a per-event function into a batch handler; an event whose logic raises
-        is dead-lettered as poison with the error, and the batch goes on."""
+        """Turn a per-event function into a batch handler (see :func:`each`)."""
 
         async def handle(items: list[In[E]]) -> list[Out]:
-            outs: list[Out] = []
-            for item in items:
-                try:
-                    outs.extend(fn(item))
-                except Rejected as exc:
-                    outs.append(self.dead_letter(item.record, str(exc), exc.reason))
-                except Exception as exc:  # noqa: BLE001 - poison events must not stop the service
-                    log.warning("poison event at %s: %s", item.record.offset, traceback.format_exc(limit=3))
-                    outs.append(self.dead_letter(item.record, _short_error(exc), "poison"))
-            return outs
+            return self.resolve(each(items, fn))
 
         return handle
 
@@ -261,6 +251,21 @@ class Bus:
             end = consumer.highwater(tp)
             if end is not None:
                 self.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - offset))
+
+
+def each(items: Iterable[In[E]], fn: Callable[[In[E]], list[Out]]) -> list[Out | DeadLetter]:
+    """``fn`` per event: an event it rejects, or whose logic raises, is dead-lettered alone (its
+    reason, or ``poison`` with the error) and the batch goes on."""
+    results: list[Out | DeadLetter] = []
+    for item in items:
+        try:
+            results.extend(fn(item))
+        except Rejected as exc:
+            results.append(DeadLetter(item.record, exc.reason, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - poison events must not stop the service
+            log.warning("poison event at %s: %s", item.record.offset, traceback.format_exc(limit=3))
+            results.append(DeadLetter(item.record, "poison", _short_error(exc)))
+    return results
 
 
 async def _raw_records(msg: Any) -> Any:

@@ -8,8 +8,8 @@ right on Tansu and on Apache Kafka alike.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -65,12 +65,12 @@ async def ensure_topics(settings: ServiceSettings, topics: dict[str, int]) -> No
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     # aiokafka's metadata covers only subscribed topics; add_topic makes it fetch this one too.
-    await consumer._client.add_topic(topic)  # noqa: SLF001 - no public API for an unsubscribed topic
+    await consumer._client.add_topic(topic)
     for _ in range(50):
         parts = consumer.partitions_for_topic(topic)
         if parts:
             return [TopicPartition(topic, p) for p in sorted(parts)]
-        await consumer._client.force_metadata_update()  # noqa: SLF001
+        await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)
     return []
 

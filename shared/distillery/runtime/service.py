@@ -21,11 +21,11 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from prometheus_client import REGISTRY, make_asgi_app
 
+from distillery.contracts.settings import ConfigError, ServiceSettings
+from distillery.contracts.spec import CapabilitySpec
 from distillery.runtime.bus import Bus
 from distillery.runtime.kafka import client_kwargs, ensure_topics
 from distillery.runtime.wiring import Context, Subscription, wire
-from distillery.contracts.settings import ConfigError, ServiceSettings
-from distillery.contracts.spec import CapabilitySpec
 
 
 def make_bus(settings: ServiceSettings, service: str, version: str) -> Bus:
@@ -61,7 +61,7 @@ def free_port() -> int:
 
 
 @get
-async def live(scope: Any) -> AsgiResponse:  # noqa: ARG001
+async def live(scope: Any) -> AsgiResponse:
     return AsgiResponse(b"ok", 200)
 
 
@@ -101,7 +101,7 @@ def _readiness(bus: Bus, ready_check: Callable[[], Awaitable[bool]] | None) -> A
         return make_ping_asgi(bus.broker, timeout=5.0)
 
     @get
-    async def ready(scope: Any) -> AsgiResponse:  # noqa: ARG001
+    async def ready(scope: Any) -> AsgiResponse:
         if not await bus.broker.ping(5.0):
             return AsgiResponse(b"broker not reachable", 503)
         if not await ready_check():

@@ -37,11 +37,11 @@ class Context:
     params: dict[str, str] = field(default_factory=dict)
 
 
-def always(deps: Any) -> bool:  # noqa: ARG001 - the default of Subscription.enabled
+def always(deps: Any) -> bool:
     return True
 
 
-def no_options(deps: Any) -> dict[str, Any]:  # noqa: ARG001 - the default of Subscription.options
+def no_options(deps: Any) -> dict[str, Any]:
     return {}
 
 
