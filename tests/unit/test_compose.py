@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 # compose service -> (the module holding its settings class, the Dockerfile's service)
-DISTILLERY = {"router": "distillery_router.ingest", "judge": "distillery_judge.handlers", "editor": "distillery_editor.bootstrap",
-              "trainer": "distillery_trainer.bootstrap", "evaluator": "distillery_evaluator.bootstrap",
+DISTILLERY = {"router": "distillery_router.ingest", "judge": "distillery_judge.handlers", "editor": "distillery_editor.handlers",
+              "trainer": "distillery_trainer.handlers", "evaluator": "distillery_evaluator.handlers",
               "teacher-smollm2": "distillery_teacher.handlers",
               "teacher-qwen-coder": "distillery_teacher.handlers", "teacher-vllm": "distillery_teacher.handlers"}
 

@@ -28,8 +28,7 @@ from distillery.contracts.events import (
 )
 from distillery.contracts.spec import load_spec
 from distillery.runtime.bus import In
-from distillery_evaluator.bootstrap import EvaluatorDeps, EvaluatorSettings
-from distillery_evaluator.handlers import on_student_trained
+from distillery_evaluator.handlers import EvaluatorDeps, EvaluatorSettings, on_student_trained
 from distillery_evaluator.logic import Output
 from distillery_evaluator.report import ReportData
 from distillery_evaluator.students import AFTER, BEFORE

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from distillery.contracts.events import EvaluationCompleted, EventDeadLettered
-from distillery_evaluator.bootstrap import EvaluatorDeps, EvaluatorSettings
-from distillery_evaluator.handlers import SUBSCRIPTIONS
+from distillery_evaluator.handlers import SUBSCRIPTIONS, EvaluatorDeps, EvaluatorSettings
 from tests.support import InMemoryService
 from tests.unit.test_evaluator_handlers import SPEC, Reader, Reports, Student, topics_with, trained
 

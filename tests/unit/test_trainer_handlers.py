@@ -23,8 +23,7 @@ from distillery.contracts.events import (
 from distillery.contracts.spec import load_spec
 from distillery.runtime.bus import DeadLetter, In, Out
 from distillery.runtime.kafka import Replayed
-from distillery_trainer.bootstrap import TrainerDeps, TrainerSettings
-from distillery_trainer.handlers import on_training_requested
+from distillery_trainer.handlers import TrainerDeps, TrainerSettings, on_training_requested
 from distillery_trainer.training import Inputs
 from tests.support import ROOT
 

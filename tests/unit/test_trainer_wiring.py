@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from distillery.contracts.events import EventDeadLettered, StudentTrained
-from distillery_trainer.bootstrap import TrainerDeps, TrainerSettings
-from distillery_trainer.handlers import SUBSCRIPTIONS
+from distillery_trainer.handlers import SUBSCRIPTIONS, TrainerDeps, TrainerSettings
 from tests.support import InMemoryService
 from tests.unit.test_trainer_handlers import SPEC, Runs, Topics, request, sample
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from distillery.contracts import ids
 from distillery.contracts.events import (
@@ -18,9 +21,10 @@ from distillery.contracts.events import (
     TaskSubmitted,
     Trace,
 )
-from distillery.runtime.wiring import In, Out, Subscription
-from distillery_evaluator import attribution, metrics
-from distillery_evaluator.bootstrap import EvaluatorDeps
+from distillery.contracts.settings import ServiceSettings
+from distillery.runtime.kafka import replay
+from distillery.runtime.wiring import Context, In, Out, Subscription
+from distillery_evaluator import attribution, metrics, report, students
 from distillery_evaluator.logic import (
     agreement,
     best_teachers,
@@ -35,6 +39,33 @@ from distillery_evaluator.logic import (
 )
 from distillery_evaluator.report import ReportData
 from distillery_evaluator.signals import Round, StopConfig, stop_signals
+
+Read = Callable[[str, type], Awaitable[list[Any]]]  # (topic, event model) -> the topic's events, in order
+
+
+class EvaluatorSettings(ServiceSettings):
+    device: str = "cpu"
+
+
+@dataclass(kw_only=True)
+class EvaluatorDeps(Context):
+    settings: EvaluatorSettings = field(default_factory=EvaluatorSettings)
+    read: Read | None = None  # None: replay from the settings' broker
+    # (trained, recipe, spec, tasks, device, include_before) -> the student's outputs on the held-out tasks
+    student_outputs: Callable[..., list[Any]] = students.student_outputs
+    # (report data, folder) -> the written files by name; its plots are most of an evaluation without a model
+    write_report: Callable[[report.ReportData, Path], dict[str, Path]] = report.write_report
+
+    def __post_init__(self) -> None:
+        if self.read is None:
+            self.read = topic_reader(self.settings)
+
+
+def topic_reader(settings: ServiceSettings) -> Read:
+    async def read(topic: str, model: type) -> list[Any]:
+        return (await replay(settings, topic, model)).events
+
+    return read
 
 
 async def on_student_trained(items: list[In[StudentTrained]], deps: EvaluatorDeps) -> list[Out]:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 from distillery.contracts.events import (
     CandidateGenerated,
@@ -11,12 +16,33 @@ from distillery.contracts.events import (
     TrainingRequested,
     parse_sample_record,
 )
+from distillery.contracts.settings import ServiceSettings
 from distillery.runtime.bus import Rejected
-from distillery.runtime.wiring import DeadLetter, In, Out, Subscription
-from distillery_trainer import metrics
-from distillery_trainer.bootstrap import TrainerDeps
+from distillery.runtime.kafka import Replayed, replay
+from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
+from distillery_trainer import metrics, training
 from distillery_trainer.dataset import repository
 from distillery_trainer.training import Inputs
+
+# (topic, event model or parse function, partition -> end offset or None) -> the topic read to there
+Read = Callable[[str, Any, dict[int, int] | None], Awaitable[Replayed]]
+
+
+class TrainerSettings(ServiceSettings):
+    artifact_dir: Path = Path(".distillery/artifacts")
+    device: str = "cpu"
+
+
+@dataclass(kw_only=True)
+class TrainerDeps(Context):
+    settings: TrainerSettings = field(default_factory=TrainerSettings)
+    read: Read | None = None  # None: replay from the settings' broker
+    run: Callable[..., dict[str, Any]] = training.run  # one training run -> its lineage record
+
+    def __post_init__(self) -> None:
+        if self.read is None:
+            self.read = partial(replay, self.settings)
+
 
 LINEAGE_FIELDS = ("student_id", "student", "version", "artifact_dir", "base_model", "recipe", "manifest", "loss_curve",
                   "train_seconds", "train_cost_usd")
