@@ -32,7 +32,7 @@ def submit_file(state: stack.StackState, file: Path) -> tuple[int, int]:
     if not file.is_file():
         raise ConfigError(f"no such file: {file}")
     settings = pipeline.settings_for(state)
-    events, errors = parse_tasks(file.read_text(), load_spec(state.spec_path), settings.max_task_bytes, "cli@submit")
+    events, errors = parse_tasks(file.read_bytes(), load_spec(state.spec_path), settings.max_task_bytes, "cli@submit")
     for error in errors:
         err.print(f"[red]{file}:{error.line}[/red]: {error.reason}")
     items = [(settings.topics.tasks, e.task_id, e.model_dump_json().encode()) for e in events]

@@ -207,3 +207,13 @@ def test_waiting_for_training_stops_with_the_reason_the_trainer_refused(tmp_path
     with pytest.raises(ConfigError, match=r"the trainer refused the request: student 'tiny': the snapshot has no "
                                           r"samples for unit\(s\) \['math_steps'\]"):
         main._wait_trained(state, "tiny", before=0, timeout_s=5, request_id="train_abc")
+
+
+def test_a_line_that_is_not_utf8_is_reported_and_every_other_line_still_parses(spec) -> None:
+    good = json.dumps({"unit": "math_steps", "prompt": "What is 2 + 2?"}).encode()
+    other = json.dumps({"unit": "math_steps", "prompt": "Combien font 3 + 4 ? (é)"}, ensure_ascii=False).encode()
+    broken = b'{"unit": "math_steps", "prompt": "caf\xe9"}'  # Latin-1, not UTF-8
+    events, errors = parse_tasks(b"\n".join([good, broken, other, b""]), spec, MAX, "cli@submit")
+    assert [e.task.prompt for e in events] == ["What is 2 + 2?", "Combien font 3 + 4 ? (é)"]
+    column = broken.index(b"\xe9") + 1
+    assert [(e.line, e.reason) for e in errors] == [(2, f"not valid UTF-8 (byte 0xe9 at column {column})")]

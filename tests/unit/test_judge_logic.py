@@ -307,3 +307,20 @@ def test_judge_task_verdict_id_is_deterministic(spec, tasks) -> None:
     again = judge_task(task, [(cand, None)], 1, spec, "v1", "judge@b")
     other = judge_task(task, [(cand, None)], 1, spec, "v2", "judge@a")
     assert first.verdict_id == again.verdict_id != other.verdict_id
+
+
+@pytest.mark.parametrize("call, reason", [
+    ({"name": "not_declared", "arguments": {}}, "unknown_function:not_declared"),
+    (None, "wrong_type:"),  # the declared function, an integer argument given as a string
+])
+def test_an_invalid_call_never_reaches_train_even_without_a_reference(spec, tasks, call, reason) -> None:
+    task = tasks["tool_call"].model_copy(update={"reference": None})
+    if call is None:
+        call = json.loads(right_call(tasks["tool_call"]))
+        int_arg = next(a for a, v in call["arguments"].items() if isinstance(v, int))
+        call["arguments"][int_arg] = str(call["arguments"][int_arg])
+    jc = judge(spec, task, json.dumps(call))
+    assert jc.pool == "discard" and jc.checks["tool_call_valid"] is False
+    assert any(r.startswith(reason) for r in jc.reasons), jc.reasons
+    # the same task answered with a valid call still trains without a reference
+    assert judge(spec, task, right_call(tasks["tool_call"])).pool == "train"

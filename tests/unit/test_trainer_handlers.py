@@ -149,3 +149,22 @@ def test_unknown_students_and_untrainable_requests_are_dead_lettered_and_the_bat
     failing = Runs(ValueError("no samples of unit 'math_steps' in the snapshot"))
     (dead,) = asyncio.run(on_training_requested([item(request())], deps_with(topics, failing, tmp_path)))
     assert isinstance(dead, DeadLetter) and dead.reason == "untrainable" and "no samples" in dead.error
+
+
+class GarbledTopics(Topics):
+    """The samples topic also holds two records that are not sample events (replay skips them)."""
+
+    async def read(self, topic: str, parse, upto: dict[int, int] | None) -> Replayed:
+        replayed = await super().read(topic, parse, upto)
+        return Replayed(replayed.items, replayed.end_offsets, skipped=2)
+
+
+def test_records_that_are_not_samples_are_counted_never_trained_and_never_skipped_silently(tmp_path) -> None:
+    topics_of = TrainerSettings(topic_prefix="unit").topics
+    runs = Runs()
+    deps = deps_with(GarbledTopics({topics_of.samples: [sample(0), sample(1)]}), runs, tmp_path)
+    labels = {"topic": topics_of.samples}
+    before = REGISTRY.get_sample_value("distillery_trainer_unreadable_records_total", labels) or 0.0
+    (out,) = asyncio.run(on_training_requested([item(request())], deps))
+    assert isinstance(out, Out) and [s.sample_id for s in runs.inputs[0].samples] == ["s0", "s1"]
+    assert REGISTRY.get_sample_value("distillery_trainer_unreadable_records_total", labels) == before + 2

@@ -201,6 +201,8 @@ def _pool(f: _Floor) -> tuple[str, list[str]]:
         return "discard", failed
     if f.ref.correct is False:
         return "discard", f.ref.reasons or ["reference_mismatch"]
+    if f.ref.checks.get("tool_call_valid") is False:  # an undeclared function or wrong arguments, with or
+        return "discard", f.ref.reasons  # without a reference: never a call the student learns to make
     low = [f"low:{d.name}" for d in f.unit.judge.dimensions if d.name in f.dims and f.dims[d.name] < d.threshold]
     if low:  # the reference says right but a scorer disagrees: the judge is split
         return ("hard_case", ["judge_split", *low]) if f.ref.correct else ("discard", low)

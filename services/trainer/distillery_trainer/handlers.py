@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,6 +45,7 @@ class TrainerDeps(Context):
             self.read = partial(replay, self.settings)
 
 
+log = logging.getLogger("distillery.trainer")
 LINEAGE_FIELDS = ("student_id", "student", "version", "artifact_dir", "base_model", "recipe", "manifest", "loss_curve",
                   "train_seconds", "train_cost_usd")
 
@@ -98,13 +100,22 @@ async def read_inputs(request: TrainingRequested, deps: TrainerDeps) -> tuple[In
     topics = deps.topics
     # the editor's records; anything else on the topic is skipped
     snapshot = await deps.read(topics.samples, parse_sample_record, snapshot_ends(request, topics.samples))
+    count_unreadable(topics.samples, snapshot)
     samples, retracted = repository(snapshot.events)
     offsets = {topics.samples: snapshot.end_offsets}
     candidates: list[CandidateGenerated] = []
     if needs_candidates(request, deps):
         replayed = await deps.read(topics.candidates, CandidateGenerated, snapshot_ends(request, topics.candidates))
+        count_unreadable(topics.candidates, replayed)
         candidates, offsets[topics.candidates] = replayed.events, replayed.end_offsets
     return Inputs(samples, candidates, offsets), retracted
+
+
+def count_unreadable(topic: str, replayed: Replayed) -> None:
+    """Records that are not events of the topic never train, and are never skipped silently."""
+    if replayed.skipped:
+        metrics.UNREADABLE.labels(topic).inc(replayed.skipped)
+        log.warning("%d record(s) of %s are not events of the topic: left out of the snapshot", replayed.skipped, topic)
 
 
 def snapshot_ends(request: TrainingRequested, topic: str) -> dict[int, int] | None:

@@ -9,3 +9,5 @@ RUNS = Counter("distillery_trainer_runs_total", "Finished training runs", ["stud
 SAMPLES = Gauge("distillery_trainer_dataset_samples", "Samples in the last snapshot of a student", ["student"])
 THROUGHPUT = Gauge("distillery_trainer_tokens_per_second", "Training tokens per second of the last run", ["student"])
 KD_EXAMPLES = Gauge("distillery_trainer_kd_examples", "Examples of the last run with a logit-distillation signal", ["student"])
+UNREADABLE = Counter("distillery_trainer_unreadable_records_total",
+                     "Records of a snapshot that are not events of their topic (skipped, counted here)", ["topic"])

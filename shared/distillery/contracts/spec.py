@@ -515,7 +515,7 @@ class CapabilitySpec(SpecModel):
 
 
 # The judge's pool policy (distillery_judge.logic): bump when the same spec would pool differently.
-JUDGE_POLICY = "judge-v2"
+JUDGE_POLICY = "judge-v3"  # v3: an invalid tool call is discarded without a reference too
 
 
 def judge_version(spec: CapabilitySpec) -> str:

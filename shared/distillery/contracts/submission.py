@@ -18,19 +18,36 @@ class LineError:
     reason: str
 
 
-def parse_tasks(text: str, spec: CapabilitySpec | None, max_bytes: int, produced_by: str) -> tuple[list[TaskSubmitted], list[LineError]]:
-    """Valid lines become TaskSubmitted events; the others are reported, not fatal."""
+def parse_tasks(text: str | bytes, spec: CapabilitySpec | None, max_bytes: int,
+                produced_by: str) -> tuple[list[TaskSubmitted], list[LineError]]:
+    """Valid lines become TaskSubmitted events; the others are reported, not fatal. Given bytes,
+    each line is decoded on its own, so one line that is not UTF-8 costs only that line."""
     events: list[TaskSubmitted] = []
     errors: list[LineError] = []
-    # split on \n only: U+2028 and friends are valid inside JSON strings
-    for number, line in enumerate((raw.rstrip("\r") for raw in text.split("\n")), start=1):
-        if not line.strip():
-            continue
+    for number, line in _lines(text):
         try:
+            line = _decoded(line)
+            if not line.strip():
+                continue
             events.append(_parse_line(line, spec, max_bytes, produced_by))
         except ValueError as exc:
             errors.append(LineError(number, str(exc)))
     return events, errors
+
+
+def _lines(text: str | bytes):
+    """(line number, line) split on \n only: U+2028 and friends are valid inside JSON strings."""
+    newline, cr = ("\n", "\r") if isinstance(text, str) else (b"\n", b"\r")
+    return enumerate((raw.rstrip(cr) for raw in text.split(newline)), start=1)
+
+
+def _decoded(line: str | bytes) -> str:
+    if isinstance(line, str):
+        return line
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})") from None
 
 
 def _task_id(data: dict) -> str:
