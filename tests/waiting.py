@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from distillery.contracts.events import Event, parse_event
+from distillery.contracts.events import Event
 from distillery.contracts.settings import ServiceSettings
-from distillery.runtime.kafka import read_snapshot
+from distillery.runtime.kafka import replay
 
 T = TypeVar("T")
 
 
 def events(settings: ServiceSettings, topic: str, model: type[Event]) -> list:
-    snapshot = asyncio.run(read_snapshot(settings, topic))
-    out = []
-    for record in snapshot.records:
-        with contextlib.suppress(Exception):
-            out.append(parse_event(model, record.value))
-    return out
+    """The topic's events that parse as ``model`` (the runtime's replay, run to the topic's end)."""
+    return asyncio.run(replay(settings, topic, model)).events
 
 
 def wait_for(fetch: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 60, every_s: float = 0.5) -> T:

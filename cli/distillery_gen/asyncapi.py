@@ -46,7 +46,8 @@ def document(prefix: str = "distill") -> dict[str, Any]:
             "address": f"{prefix}.{stem}.v1",
             "description": f"Kafka topic, {ch.partitions} partition(s), keyed by the event's entity id or task. "
                            f"Sent by: {', '.join(senders)}. Received by: {', '.join(received_by)}.",
-            "messages": {m.__name__: {"$ref": f"#/components/messages/{m.__name__}"} for m in ch.events},
+            "messages": {m.__name__: {"$ref": f"#/components/messages/{m.__name__}"}
+                         for m in (*ch.events, *ch.also_accepts)},
         }
         if "{teacher_id}" in stem:
             channel["parameters"] = {"teacher_id": {"description": "The teacher deployment (spec key under teachers:)."}}
@@ -59,6 +60,13 @@ def document(prefix: str = "distill") -> dict[str, Any]:
         messages[model.__name__] = {"name": model.__name__, "contentType": "application/json",
                                     "summary": (model.__doc__ or model.__name__).strip().splitlines()[0],
                                     "payload": {"$ref": f"#/components/schemas/{model.__name__}"}}
+    for model in {m for ch in CHANNELS for m in ch.also_accepts}:
+        messages[model.__name__] = {
+            "name": model.__name__, "contentType": "application/json",
+            "summary": "A bare task from an upstream producer: the JSONL line of `distillery submit`, without the "
+                       "event envelope; task_id is optional (computed as submit computes it). The router validates "
+                       "it as submit does and wraps it in a TaskSubmitted; an invalid one is dead-lettered.",
+            "payload": {"$ref": f"#/components/schemas/{model.__name__}"}}
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "Distillery", "version": VERSION,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from distillery.contracts.events import CandidateGenerated, CandidatesJudged, RegenerationRequested, TaskSubmitted
+from distillery.contracts.submission import parse_task_record
 from distillery.runtime.wiring import Context, Out, Subscription
 from distillery_router import metrics
 from distillery_router.feedback import ValueTable
@@ -70,12 +72,16 @@ def on_candidates_judged(event: CandidatesJudged, deps: RouterDeps) -> list[Out]
     return []
 
 
-def task_size_limit(deps: RouterDeps) -> dict[str, int]:
-    return {"max_bytes": deps.settings.max_task_bytes + ENVELOPE_BYTES}
+def tasks_front_door(deps: RouterDeps) -> dict[str, Any]:
+    """The tasks topic is bounded in size, and takes events or bare task objects from upstream producers."""
+    def parse(payload: bytes) -> TaskSubmitted:
+        return parse_task_record(payload, deps.spec, deps.settings.max_task_bytes)
+
+    return {"max_bytes": deps.settings.max_task_bytes + ENVELOPE_BYTES, "parse": parse}
 
 
 SUBSCRIPTIONS = [
-    Subscription("tasks", TaskSubmitted, on_task_submitted, options=task_size_limit),
+    Subscription("tasks", TaskSubmitted, on_task_submitted, options=tasks_front_door),
     Subscription("regeneration", RegenerationRequested, on_regeneration_requested, "-regeneration",
                  enabled=retries_enabled),
     Subscription("candidates", CandidateGenerated, on_candidate_generated, "-chain", enabled=uses_strategy("chain")),

@@ -47,6 +47,8 @@ class Channel:
     producers: tuple[str, ...]
     consumers: tuple[Consumer, ...] = ()
     readers: tuple[str, ...] = ()  # who reads the whole topic at start or on demand, without a group
+    # payloads the consumers accept besides the events (the tasks topic's bare task objects)
+    also_accepts: tuple[type, ...] = ()
 
     def topic(self, prefix: str = "distill", teacher_id: str | None = None) -> str:
         stem = self.stem.format(teacher_id=teacher_id) if teacher_id is not None else self.stem
@@ -59,7 +61,8 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("tasks", (events.TaskSubmitted,), 4,
             producers=("upstream producers", "distillery submit", "router (gRPC ingest)"),
             consumers=(Consumer("router", purpose="route each task to its teachers", scales_on=True),),
-            readers=("evaluator (held-out tasks)",)),
+            readers=("evaluator (held-out tasks)",),
+            also_accepts=(events.Task,)),  # a bare task (the JSONL line), wrapped by the router
     Channel(TEACHER_STEM, (events.GenerationRequested,), 4,
             producers=("router",),
             consumers=(Consumer("teacher", purpose="answer requests for this teacher", scales_on=True),)),

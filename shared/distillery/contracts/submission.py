@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from distillery.contracts import ids
-from distillery.contracts.events import Task, TaskSubmitted, ToolSpec, Trace
+from distillery.contracts.events import Task, TaskSubmitted, ToolSpec, Trace, parse_event
 from distillery.contracts.spec import CapabilitySpec
 
 
@@ -100,3 +100,17 @@ def validate_task(data: object, spec: CapabilitySpec | None, max_bytes: int, pro
     if spec is not None and task.unit not in spec.units:
         raise ValueError(f"unknown capability unit '{task.unit}' (spec has {', '.join(sorted(spec.units))})")
     return TaskSubmitted(task_id=task.task_id, task=task, produced_by=produced_by, trace=Trace(task_id=task.task_id))
+
+
+# The producer named on a bare task's envelope: it came from outside the pipeline.
+UPSTREAM = "upstream"
+
+
+def parse_task_record(payload: bytes, spec: CapabilitySpec | None, max_bytes: int) -> TaskSubmitted:
+    """A record on the tasks topic: a ``TaskSubmitted`` event, or a bare task object as an upstream
+    system writes it (the JSONL line format, ``task_id`` optional), validated as ``submit`` validates
+    a line and wrapped in the envelope. Raises ValueError with the reason (the record is dead-lettered)."""
+    data = json.loads(payload)
+    if isinstance(data, dict) and "task" in data:  # an envelope: the event model decides
+        return parse_event(TaskSubmitted, data)
+    return validate_task(data, spec, max_bytes, UPSTREAM, size=len(payload))

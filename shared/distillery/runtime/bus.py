@@ -155,9 +155,11 @@ class Bus:
     # -- inputs ------------------------------------------------------------------
 
     def decode(
-        self, records: Iterable[ConsumerRecord], model: type[E], max_bytes: int | None = None
+        self, records: Iterable[ConsumerRecord], model: type[E], max_bytes: int | None = None,
+        parse: Callable[[bytes], E] | None = None,
     ) -> tuple[list[In[E]], list[Out]]:
-        """Validate each record; invalid or oversized ones become dead letters, the rest go on."""
+        """Validate each record (with ``parse`` where the channel accepts more than its event model);
+        invalid or oversized ones become dead letters, the rest go on."""
         valid: list[In[E]] = []
         dead: list[Out] = []
         for record in records:
@@ -166,7 +168,9 @@ class Bus:
                 dead.append(self.dead_letter(record, f"{size} bytes > limit {max_bytes}", "oversized"))
                 continue
             try:
-                valid.append(In(parse_event(model, record.value or b""), record))  # type: ignore[arg-type]
+                payload = record.value or b""
+                event = parse(payload) if parse is not None else parse_event(model, payload)
+                valid.append(In(event, record))  # type: ignore[arg-type]
             except (ValidationError, ValueError, UnicodeDecodeError) as exc:
                 dead.append(self.dead_letter(record, _short_error(exc), "invalid"))
         for item in valid:
@@ -194,6 +198,7 @@ class Bus:
         on_failed: Callable[[], None] | None = None,
         max_records: int | None = None,
         max_bytes: int | None = None,
+        parse: Callable[[bytes], E] | None = None,
         **subscriber_options: Any,
     ) -> Any:
         """Register a batch subscriber with publish-then-commit semantics.
@@ -203,7 +208,8 @@ class Bus:
         serialises batches with that consumer's own background flushes.
         ``on_published`` / ``on_failed`` let in-memory state (the editor's dedup
         index) change only once the batch's outputs are durable. ``max_bytes``
-        dead-letters larger records as ``oversized`` (the router bounds tasks).
+        dead-letters larger records as ``oversized`` (the router bounds tasks). ``parse`` replaces the
+        event model's own validation (the router also accepts bare tasks on the tasks topic).
         """
         topic_list = [topics] if isinstance(topics, str) else topics
 
@@ -223,7 +229,7 @@ class Bus:
             self.consumers[group_id] = msg.consumer
             async with lock or contextlib.nullcontext():
                 with self.batch_seconds.time():
-                    items, dead = self.decode(records, model, max_bytes)
+                    items, dead = self.decode(records, model, max_bytes, parse)
                     try:
                         outs = await handler(items) if items else []
                         await self.publish([*outs, *dead])
