@@ -71,13 +71,15 @@ def status(run_dir: Path = RUN_DIR) -> None:
     pools = Table("pool", "candidates", title="judge pools")
     for pool, count in sorted(pipeline.pools(settings).items()):
         pools.add_row(pool, str(count))
-    services = Table("service", "pid", "alive", "lag", title="services")
+    services = Table("service", "version", "pid", "alive", "lag", title="services")
     lags = pipeline.lags(state)
     for proc in state.processes:
         lag = str(lags.get(proc.name, "-"))
         if proc.name == "editor" and "editor-reviews" in lags:  # the editor reads two topics
             lag += f" (+{lags['editor-reviews']} reviews)"
-        services.add_row(proc.name, str(proc.pid), "yes" if stack.pid_alive(proc.pid) else "[red]no[/red]", lag)
+        alive = stack.pid_alive(proc.pid)
+        version = pipeline.service_version(state, proc) if alive else None
+        services.add_row(proc.name, version or "-", str(proc.pid), "yes" if alive else "[red]no[/red]", lag)
     for table in (topics, pools, services):
         console.print(table)
 

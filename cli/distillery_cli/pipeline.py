@@ -115,6 +115,12 @@ def metric_value(state: StackState, service: str, name: str, label: str | None =
     return labels.get(label) if label else value
 
 
+def service_version(state: StackState, proc) -> str | None:
+    """The version a running service reports (``distillery_<service>_build_info``), None if it does not answer."""
+    service = proc.module.removeprefix("distillery_")
+    return metric_value(state, proc.name, f"distillery_{service}_build_info", label="version")
+
+
 def refusals(settings: ServiceSettings, request_ids: list[str]) -> dict[str, str]:
     """Why the trainer dead-lettered each of these training requests, for those it did."""
     wanted = set(request_ids)

@@ -165,6 +165,11 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
     assert names and not names - exported, f"rules use metrics no service exports: {sorted(names - exported)}"
     for pattern in patterns:
         assert any(re.fullmatch(pattern, name) for name in exported), pattern
+    # every service reports the version it runs (build_info), and `distillery status` shows it
+    assert {p.name: pipeline_cli.service_version(state, p) for p in state.processes} == \
+        {p.name: "0.1.0" for p in state.processes}
+    status = CliRunner().invoke(app, ["status", "--run-dir", state.run_dir])
+    assert status.exit_code == 0 and "version" in status.output and "0.1.0" in status.output
     judge = next(p for p in state.processes if p.name == "judge")
     with urllib.request.urlopen(f"http://127.0.0.1:{judge.port}/metrics", timeout=10) as resp:
         lag = re.findall(r'distillery_judge_consumer_lag\{partition="\d+",topic="([^"]+)"\} (\S+)', resp.read().decode())

@@ -8,20 +8,23 @@ Changing the wire format means a new schema_version, an upcaster, and a new gold
 from __future__ import annotations
 
 import json
+import typing
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from distillery.contracts import events, ids
 from distillery.contracts.events import (
     Event,
+    NewerSchema,
     Reference,
     Task,
     TaskSubmitted,
     Trace,
     TrainingRequested,
+    known_version,
     new_task,
     parse_event,
 )
@@ -158,12 +161,52 @@ def test_golden_event_id_is_its_entity_id(name: str) -> None:
     assert parse_event(cls, data).event_id == data[cls.id_field]  # derived when absent
 
 
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``Task``, ``Usage | None``, ``list[ToolCall]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for arg in typing.get_args(annotation) if (m := _model_in(arg)) is not None), None)
+
+
+def _with_additions(cls: type[BaseModel], data: dict) -> dict:
+    """The object as a newer producer writes it: an extra field in it and in every nested model object."""
+    out = {**data, "added_by_a_newer_producer": {"x": 1}}
+    for name, field in cls.model_fields.items():
+        sub, value = _model_in(field.annotation), data.get(name)
+        if sub is not None and isinstance(value, dict):
+            out[name] = _with_additions(sub, value)
+        elif sub is not None and isinstance(value, list):
+            out[name] = [_with_additions(sub, v) if isinstance(v, dict) else v for v in value]
+    return out
+
+
 @pytest.mark.parametrize("name", sorted(EVENT_CLASSES))
-def test_golden_with_an_unknown_field_is_rejected(name: str) -> None:
-    data = golden(name)
-    data["surprise"] = 1
+def test_readers_ignore_fields_from_a_newer_producer_and_never_republish_them(name: str) -> None:
+    cls, data = EVENT_CLASSES[name], golden(name)
+    plain = parse_event(cls, json.dumps(data))
+    tolerant = parse_event(cls, json.dumps(_with_additions(cls, data)))
+    assert tolerant.model_dump() == plain.model_dump()
+    assert "added_by_a_newer_producer" not in tolerant.model_dump_json()
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_CLASSES))
+def test_writers_stay_strict(name: str) -> None:
+    cls, data = EVENT_CLASSES[name], golden(name)
     with pytest.raises(ValidationError):
-        parse_event(EVENT_CLASSES[name], json.dumps(data))
+        cls(**parse_event(cls, json.dumps(data)).model_dump(), surprise=1)
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_CLASSES))
+def test_a_newer_schema_version_is_refused_naming_both_versions(name: str) -> None:
+    cls, data = EVENT_CLASSES[name], golden(name)
+    known = known_version(cls)
+    newer = {**data, "schema_version": known + 1}
+    for payload in (json.dumps(newer), newer):
+        with pytest.raises(NewerSchema, match=f"{name} schema_version {known + 1} is newer than this reader's {known}"):
+            parse_event(cls, payload)
+    broken = {**newer, cls.id_field: 12}  # a newer shape that does not validate still says why
+    with pytest.raises(NewerSchema):
+        parse_event(cls, json.dumps(broken))
 
 
 def test_golden_nested_shapes() -> None:

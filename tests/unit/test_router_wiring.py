@@ -79,3 +79,40 @@ async def test_a_bare_task_object_is_wrapped_validated_and_routed_like_a_submitt
     assert all(r.task.prompt == bare["prompt"] for r in requests)
     (dead,) = [parse_event(EventDeadLettered, body) for body in got[bus.topics.dlq]]
     assert "unknown capability unit 'nope'" in dead.error
+
+
+@pytest.mark.asyncio
+async def test_a_newer_producers_extra_fields_are_ignored_and_a_newer_schema_version_is_dead_lettered() -> None:
+    import json
+
+    settings = RouterSettings(topic_prefix="skew")
+    deps = RouterDeps(spec=SPEC, settings=settings)
+    bus = make_bus(settings, "router_version_skew", "test")
+    wire(bus, "router", SUBSCRIPTIONS, deps)
+    deps.topics, deps.produced_by = bus.topics, bus.produced_by
+    bus.in_memory = True
+    got: dict[str, list[bytes]] = {}
+
+    def catcher(topic):
+        async def catch(msg: KafkaMessage) -> None:
+            got.setdefault(topic, []).append(msg.body)
+        return catch
+
+    teachers = sorted(SPEC.teachers)
+    for topic in [bus.topics.generation_requests(t) for t in teachers] + [bus.topics.dlq]:
+        bus.broker.subscriber(topic, group_id=f"catch-{topic}")(catcher(topic))
+    unit = next(iter(SPEC.units))
+    task = new_task(unit, "What is 5 * 5?")
+    event = json.loads(TaskSubmitted(task_id=task.task_id, task=task, produced_by="newer",
+                                     trace=Trace(task_id=task.task_id)).model_dump_json())
+    newer_fields = {**event, "priority": "high", "task": {**event["task"], "locale": "fr"}}
+    async with TestKafkaBroker(bus.broker) as client:
+        await client.publish(json.dumps(newer_fields).encode(), bus.topics.tasks)
+        await client.publish(json.dumps({**event, "schema_version": 2}).encode(), bus.topics.tasks)
+    requests = [parse_event(GenerationRequested, body) for t in teachers
+                for body in got.get(bus.topics.generation_requests(t), [])]
+    assert requests and {r.task.task_id for r in requests} == {task.task_id}
+    assert all(b"locale" not in body for t in teachers for body in got.get(bus.topics.generation_requests(t), []))
+    (dead,) = [parse_event(EventDeadLettered, body) for body in got[bus.topics.dlq]]
+    assert dead.error == ("newer_schema: TaskSubmitted schema_version 2 is newer than this reader's 1: "
+                          "replay it after upgrading")

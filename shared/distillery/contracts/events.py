@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distillery.contracts import ids
 
@@ -489,15 +489,52 @@ def new_task(unit: str, prompt: str, **fields: Any) -> Task:
 UPCASTERS: dict[tuple[str, int], Any] = {("SampleCurated", 1): _sample_v1_to_v2}
 
 
+class NewerSchema(ValueError):
+    """An event written by a newer producer than this reader: dead-letter it, replay it after upgrading."""
+
+
+def known_version(model: type[Event]) -> int:
+    return int(model.model_fields["schema_version"].default)
+
+
 def parse_event(model: type[Event], payload: bytes | str | dict[str, Any]) -> Event:
-    """Validate a wire payload into ``model``, upcasting older schema versions first."""
+    """Validate a wire payload into ``model``, upcasting older schema versions first.
+
+    Readers are tolerant, writers strict: fields this reader does not know (a newer producer's
+    optional additions) are ignored, and so never re-published; constructing an event in code still
+    refuses them. A ``schema_version`` above the reader's raises :class:`NewerSchema`."""
     if isinstance(payload, dict):
-        return model.model_validate(_upcast(model, payload))
+        return _checked(model, model.model_validate(_upcast(model, _not_newer(model, payload)), extra="ignore"))
     if not any(name == model.__name__ for name, _ in UPCASTERS):
-        return model.model_validate_json(payload)  # the fast path: nothing to upcast for this model
+        try:  # the fast path: nothing to upcast for this model
+            return _checked(model, model.model_validate_json(payload, extra="ignore"))
+        except ValidationError:
+            _not_newer(model, _json_object(payload))  # a newer version explains the failure better
+            raise
+    return parse_event(model, _json_object(payload))
+
+
+def _json_object(payload: bytes | str) -> dict[str, Any]:
     import json
 
-    return model.model_validate(_upcast(model, json.loads(payload)))
+    data = json.loads(payload)
+    if not isinstance(data, dict):
+        raise ValueError(f"an event is a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _not_newer(model: type[Event], data: dict[str, Any]) -> dict[str, Any]:
+    version = data.get("schema_version", 1)
+    if isinstance(version, int) and version > known_version(model):
+        raise NewerSchema(f"{model.__name__} schema_version {version} is newer than this reader's "
+                          f"{known_version(model)}: replay it after upgrading")
+    return data
+
+
+def _checked(model: type[Event], event: Event) -> Event:
+    if event.schema_version > known_version(model):
+        _not_newer(model, {"schema_version": event.schema_version})
+    return event
 
 
 def _upcast(model: type[Event], data: dict[str, Any]) -> dict[str, Any]:

@@ -22,11 +22,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 from pydantic import ValidationError
 
 from distillery.contracts import ids
-from distillery.contracts.events import Event, EventDeadLettered, Trace, parse_event
+from distillery.contracts.events import Event, EventDeadLettered, NewerSchema, Trace, parse_event
 from distillery.contracts.settings import ServiceSettings
 from distillery.runtime.kafka import client_kwargs
 
@@ -97,6 +97,8 @@ class Bus:
         self.batch_seconds = Histogram(f"{prefix}_batch_seconds", "Seconds per consumed batch, publish included")
         self.lag = Gauge(f"{prefix}_consumer_lag", "Records behind the partition's end after the last committed batch",
                          ["topic", "partition"])
+        # services deploy and version on their own: which version runs is a metric (and a column of `status`)
+        Info(f"{prefix}_build", "The running service's version").info({"version": version})
 
     # -- outputs -----------------------------------------------------------------
 
@@ -171,6 +173,8 @@ class Bus:
                 payload = record.value or b""
                 event = parse(payload) if parse is not None else parse_event(model, payload)
                 valid.append(In(event, record))  # type: ignore[arg-type]
+            except NewerSchema as exc:
+                dead.append(self.dead_letter(record, str(exc), "newer_schema"))
             except (ValidationError, ValueError, UnicodeDecodeError) as exc:
                 dead.append(self.dead_letter(record, _short_error(exc), "invalid"))
         for item in valid:
