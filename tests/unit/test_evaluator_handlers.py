@@ -212,3 +212,15 @@ def test_the_run_that_completes_an_experiment_writes_its_attribution(tmp_path) -
     assert {(r["unit"], r["variant"]) for r in rows} >= {("math_steps", "naive"), ("math_steps", "full")}
     (_, _, no_table), (report_dir, _, table) = last.reports.written
     assert no_table is None and report_dir == experiment_dir and table == rows
+
+
+def test_a_judge_replay_does_not_pay_for_the_teachers_answers_twice(tmp_path) -> None:
+    train_task = math(9, split="train")
+    replayed = verdict(train_task, 0.25).model_copy(update={"verdict_id": "v_replay", "judge_version": "rules-v2"})
+    reader = Reader({**topics_with(), TOPICS.verdicts: [verdict(train_task, 0.25), replayed, verdict(train_task, 0.25)]})
+    deps = EvaluatorDeps(spec=SPEC, settings=EvaluatorSettings(topic_prefix="unit"), topics=TOPICS, read=reader.read,
+                         student_outputs=Student(), write_report=Reports())
+    (out,) = asyncio.run(on_student_trained([item(trained(tmp_path))], deps))
+    roi = out.event.roi
+    assert roi["offline_teacher_generation_usd"] == 0.25  # one answer, judged by two versions
+    assert roi["offline_judging_usd"] == 2 * SPEC.economics.judge_cost_per_candidate_usd

@@ -60,3 +60,24 @@ def test_optional_subscriptions_follow_the_spec() -> None:
     assert uses_strategy("value")(deps) == ("value" in strategies)
     assert uses_strategy("chain")(deps) == ("chain" in strategies)
     assert retries_enabled(deps) == any(u.max_attempts > 1 for u in SPEC.units.values())
+
+
+def test_a_judge_replay_replaces_what_the_old_version_said_instead_of_counting_twice() -> None:
+    from datetime import timedelta
+
+    deps = RouterDeps(spec=SPEC)
+    unit = next(iter(SPEC.units))
+    task = new_task(unit, "What is 8 + 9?")
+
+    def verdict(version: str, pool: str, minutes: int) -> CandidatesJudged:
+        cand = JudgedCandidate(candidate_id="cand_1", teacher_id="alpha", pool=pool, rank=1, score=1.0, text="17",
+                               cost_usd=0.02)
+        first = CandidatesJudged(verdict_id=ids.content_id("v", version), task=task, judge_version=version,
+                                 candidates=[cand], produced_by="judge@test", trace=Trace(task_id=task.task_id))
+        return first.model_copy(update={"produced_at": first.produced_at + timedelta(minutes=minutes)})
+
+    old, replayed = verdict("rules-v1", "train", 0), verdict("rules-v2", "discard", 5)
+    for event in (old, replayed, old):  # the live verdict, the replay's, then the live one redelivered
+        on_candidates_judged(event, deps)
+    stats = deps.table.stats[(unit, "alpha")]
+    assert (stats.judged, stats.accepted, round(stats.cost_usd, 4)) == (1, 0, 0.02)

@@ -129,12 +129,16 @@ def held_out_tasks(submitted: list[TaskSubmitted], units: list[str]) -> list[Tas
 
 
 async def offline_costs(trained: StudentTrained, verdicts, deps: EvaluatorDeps) -> dict[str, float]:
-    train_candidates = [jc for v in verdicts if v.task.split == "train" for jc in v.candidates]
+    """What the samples cost. A teacher's answer is paid once, however many judge versions read it
+    (a replay re-judges, it does not re-generate); judging is paid once per candidate and version."""
+    judged = {(jc.candidate_id, v.judge_version): jc for v in verdicts if v.task.split == "train"
+              for jc in v.candidates}
+    generated = {candidate_id: jc for (candidate_id, _), jc in judged.items()}
     econ = deps.spec.economics
     decisions = await deps.read(deps.topics.reviews, ReviewDecided)
     return {
-        "teacher_generation": sum(jc.cost_usd for jc in train_candidates),
-        "judging": len(train_candidates) * econ.judge_cost_per_candidate_usd,
+        "teacher_generation": sum(jc.cost_usd for jc in generated.values()),
+        "judging": len(judged) * econ.judge_cost_per_candidate_usd,
         "human_review": len(decisions) * econ.review_seconds_per_decision / 3600 * econ.reviewer_rate_usd_per_hour,
         "training": trained.train_cost_usd,
     }
