@@ -8,6 +8,7 @@ right on Tansu and on Apache Kafka alike.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -20,6 +21,7 @@ from distillery.contracts.events import parse_event
 from distillery.contracts.settings import ServiceSettings
 
 T = TypeVar("T")
+log = logging.getLogger("distillery.kafka")
 
 
 def client_kwargs(settings: ServiceSettings) -> dict[str, Any]:
@@ -156,6 +158,9 @@ async def replay(
             items.append((record, decode(record.value or b"")))
         except ValueError:  # pydantic's ValidationError and JSON errors are ValueErrors
             skipped += 1
+    if skipped:  # never silently: they were dead-lettered when consumed, or never belonged there
+        log.warning("%s: %d of %d record(s) are not events of the topic; left out", topic, skipped,
+                    len(snapshot.records))
     return Replayed(items, snapshot.end_offsets, skipped)
 
 
