@@ -141,11 +141,13 @@ class InMemoryService:
     ``publish`` sends one event to a channel, ``sent(stem)`` is what the service published there,
     parsed back from the bytes the broker carried."""
 
-    def __init__(self, service: str, subscriptions, deps, settings) -> None:
+    def __init__(self, service: str, subscriptions, deps, settings, metrics_name: str | None = None) -> None:
+        """``metrics_name``: a bus registers its metrics under the service's name, once per process;
+        a second in-memory instance of a service in one test run needs a name of its own."""
         from distillery.runtime.service import make_bus
         from distillery.runtime.wiring import wire
 
-        self.bus = make_bus(settings, service, "test")
+        self.bus = make_bus(settings, metrics_name or service, "test")
         deps.topics, deps.produced_by = self.bus.topics, self.bus.produced_by
         self.groups = wire(self.bus, service, subscriptions, deps)
         self.bus.in_memory = True

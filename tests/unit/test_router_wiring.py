@@ -4,21 +4,19 @@ the real broker: tests/service/test_router_routing.py.)"""
 
 from __future__ import annotations
 
-import pytest
-from faststream.kafka import TestKafkaBroker
-from faststream.kafka.annotations import KafkaMessage
+import json
 
+import pytest
+
+from distillery.contracts import ids
 from distillery.contracts.events import (
     EventDeadLettered,
     GenerationRequested,
     TaskSubmitted,
     Trace,
     new_task,
-    parse_event,
 )
 from distillery.contracts.spec import load_spec
-from distillery.runtime.service import make_bus
-from distillery.runtime.wiring import wire
 from distillery_router.handlers import SUBSCRIPTIONS, RouterDeps
 from distillery_router.ingest import RouterSettings
 from tests.support import ROOT, InMemoryService
@@ -46,73 +44,46 @@ async def test_a_task_on_the_tasks_topic_reaches_each_teachers_topic_and_garbage
     assert dead.source_topic == service.bus.topics.tasks and dead.error.startswith("invalid:")
 
 
+def in_memory_router(prefix: str, metrics_name: str) -> InMemoryService:
+    """The router's subscriptions on the in-memory broker, catching the teachers' topics and the DLQ."""
+    settings = RouterSettings(topic_prefix=prefix)
+    service = InMemoryService("router", SUBSCRIPTIONS, RouterDeps(spec=SPEC, settings=settings), settings, metrics_name)
+    service.catch(*(service.bus.topics.generation_requests(t) for t in SPEC.teachers), service.bus.topics.dlq)
+    return service
+
+
+def routed(service: InMemoryService) -> list[GenerationRequested]:
+    return [r for t in SPEC.teachers for r in service.sent(service.bus.topics.generation_requests(t), GenerationRequested)]
+
+
 @pytest.mark.asyncio
 async def test_a_bare_task_object_is_wrapped_validated_and_routed_like_a_submitted_line() -> None:
-    import json
-
-    from distillery.contracts import ids
-    from distillery_router import handlers
-
-    settings = RouterSettings(topic_prefix="front")
-    deps = RouterDeps(spec=SPEC, settings=settings)
-    bus = make_bus(settings, "router_front_door", "test")  # its own metric names: one bus per service name
-    wire(bus, "router", handlers.SUBSCRIPTIONS, deps)
-    deps.topics, deps.produced_by = bus.topics, bus.produced_by
-    bus.in_memory = True
-    got: dict[str, list[bytes]] = {}
-
-    def catcher(topic):
-        async def catch(msg: KafkaMessage) -> None:
-            got.setdefault(topic, []).append(msg.body)
-        return catch
-
-    teachers = sorted(SPEC.teachers)
-    for topic in [bus.topics.generation_requests(t) for t in teachers] + [bus.topics.dlq]:
-        bus.broker.subscriber(topic, group_id=f"catch-{topic}")(catcher(topic))
+    service = in_memory_router("front", "router_front_door")
     bare = {"unit": "math_steps", "prompt": "What is 9 * 8?"}
-    async with TestKafkaBroker(bus.broker) as client:
-        await client.publish(json.dumps(bare).encode(), bus.topics.tasks)
-        await client.publish(json.dumps({"unit": "nope", "prompt": "?"}).encode(), bus.topics.tasks)
-    requests = [parse_event(GenerationRequested, body) for t in teachers
-                for body in got.get(bus.topics.generation_requests(t), [])]
+    async with service:
+        await service.client.publish(json.dumps(bare).encode(), service.bus.topics.tasks)
+        await service.client.publish(json.dumps({"unit": "nope", "prompt": "?"}).encode(), service.bus.topics.tasks)
+    requests = routed(service)
     assert {r.task.task_id for r in requests} == {ids.task_id_for("math_steps", bare["prompt"], [])}
     assert all(r.task.prompt == bare["prompt"] for r in requests)
-    (dead,) = [parse_event(EventDeadLettered, body) for body in got[bus.topics.dlq]]
+    (dead,) = service.sent(service.bus.topics.dlq, EventDeadLettered)
     assert "unknown capability unit 'nope'" in dead.error
 
 
 @pytest.mark.asyncio
 async def test_a_newer_producers_extra_fields_are_ignored_and_a_newer_schema_version_is_dead_lettered() -> None:
-    import json
-
-    settings = RouterSettings(topic_prefix="skew")
-    deps = RouterDeps(spec=SPEC, settings=settings)
-    bus = make_bus(settings, "router_version_skew", "test")
-    wire(bus, "router", SUBSCRIPTIONS, deps)
-    deps.topics, deps.produced_by = bus.topics, bus.produced_by
-    bus.in_memory = True
-    got: dict[str, list[bytes]] = {}
-
-    def catcher(topic):
-        async def catch(msg: KafkaMessage) -> None:
-            got.setdefault(topic, []).append(msg.body)
-        return catch
-
-    teachers = sorted(SPEC.teachers)
-    for topic in [bus.topics.generation_requests(t) for t in teachers] + [bus.topics.dlq]:
-        bus.broker.subscriber(topic, group_id=f"catch-{topic}")(catcher(topic))
-    unit = next(iter(SPEC.units))
-    task = new_task(unit, "What is 5 * 5?")
+    service = in_memory_router("skew", "router_version_skew")
+    task = new_task(next(iter(SPEC.units)), "What is 5 * 5?")
     event = json.loads(TaskSubmitted(task_id=task.task_id, task=task, produced_by="newer",
                                      trace=Trace(task_id=task.task_id)).model_dump_json())
     newer_fields = {**event, "priority": "high", "task": {**event["task"], "locale": "fr"}}
-    async with TestKafkaBroker(bus.broker) as client:
-        await client.publish(json.dumps(newer_fields).encode(), bus.topics.tasks)
-        await client.publish(json.dumps({**event, "schema_version": 2}).encode(), bus.topics.tasks)
-    requests = [parse_event(GenerationRequested, body) for t in teachers
-                for body in got.get(bus.topics.generation_requests(t), [])]
+    async with service:
+        await service.client.publish(json.dumps(newer_fields).encode(), service.bus.topics.tasks)
+        await service.client.publish(json.dumps({**event, "schema_version": 2}).encode(), service.bus.topics.tasks)
+    requests = routed(service)
     assert requests and {r.task.task_id for r in requests} == {task.task_id}
-    assert all(b"locale" not in body for t in teachers for body in got.get(bus.topics.generation_requests(t), []))
-    (dead,) = [parse_event(EventDeadLettered, body) for body in got[bus.topics.dlq]]
+    bodies = [b for t in SPEC.teachers for b in service.received.get(service.bus.topics.generation_requests(t), [])]
+    assert bodies and all(b"locale" not in body and b"priority" not in body for body in bodies)
+    (dead,) = service.sent(service.bus.topics.dlq, EventDeadLettered)
     assert dead.error == ("newer_schema: TaskSubmitted schema_version 2 is newer than this reader's 1: "
                           "replay it after upgrading")
