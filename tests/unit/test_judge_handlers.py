@@ -145,3 +145,27 @@ async def test_rebuild_marks_tasks_this_version_judged_so_they_are_not_judged_tw
 
     again = await on_candidate_generated(batch(*answers.values()), restarted)  # the same candidates, redelivered
     assert [o.event.task.task_id for o in again] == [other.task_id]
+
+
+def test_the_self_check_gate_is_rebuilt_from_the_verdicts_so_a_restart_does_not_reopen_it() -> None:
+    data = copy.deepcopy(yaml.safe_load((ROOT / "examples" / "spec.yaml").read_text()))
+    data["units"]["math_steps"]["judge"]["self_checks"] = {"perturbation_rate": 1.0, "min_agreement": 0.9,
+                                                          "window": 10, "min_observations": 3}
+    spec = parse_spec(data)
+    before_crash = JudgeDeps(spec=spec)
+    for i in range(4):  # the planted errors slipped through: the gate closed
+        before_crash.monitor.record("math_steps", "perturbation", False)
+    assert before_crash.monitor.gate_closed("math_steps")
+    task = math_task("judged while the gate was closed")
+    verdicts = [CandidatesJudged(verdict_id=f"v{i}", task=task, judge_version=before_crash.version, candidates=[],
+                                 self_checks={"perturbation_caught": False}, produced_by="judge@test")
+                for i in range(4)]
+    restarted = JudgeDeps(spec=spec)
+    assert not restarted.monitor.gate_closed("math_steps")
+    for verdict in verdicts:
+        mark_judged(verdict, restarted)
+    assert restarted.monitor.gate_closed("math_steps") and restarted.monitor.rate("math_steps", "perturbation") == 0.0
+    other_version = JudgeDeps(spec=spec)
+    for verdict in verdicts:  # another judge version's outcomes are not this judge's
+        mark_judged(verdict.model_copy(update={"judge_version": "rules-v0-0000000000"}), other_version)
+    assert not other_version.monitor.gate_closed("math_steps")

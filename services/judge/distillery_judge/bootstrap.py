@@ -13,7 +13,7 @@ from distillery.contracts.spec import load_spec, with_label
 from distillery.runtime.bus import Bus
 from distillery.runtime.kafka import replay
 from distillery_judge import metrics
-from distillery_judge.handlers import JudgeDeps, JudgeSettings, flush_expired_once, mark_judged
+from distillery_judge.handlers import JudgeDeps, JudgeSettings, export_self_checks, flush_expired_once, mark_judged
 from distillery_judge.scorers import build_scorers
 
 FLUSH_EVERY_S = 0.5
@@ -69,6 +69,7 @@ def hooks(deps: JudgeDeps, bus: Bus) -> dict[str, Any]:
         """Tasks this judge version already judged, from the verdicts topic: no double verdicts after a crash."""
         for verdict in (await replay(deps.settings, deps.topics.verdicts, CandidatesJudged)).events:
             mark_judged(verdict, deps)
+        export_self_checks(deps)
 
     tasks: list[asyncio.Task] = []
 

@@ -19,7 +19,7 @@ from distillery_judge import metrics
 from distillery_judge.aggregate import Aggregator, OpenTask
 from distillery_judge.logic import TaskInput, judge_batch, regeneration_for
 from distillery_judge.scorers import Scorers
-from distillery_judge.selfcheck import SelfCheckMonitor
+from distillery_judge.selfcheck import SelfCheckMonitor, check_of
 
 
 class JudgeSettings(ServiceSettings):
@@ -137,9 +137,15 @@ async def flush_expired_once(deps: JudgeDeps, now: float | None = None) -> list[
 
 
 def mark_judged(verdict: CandidatesJudged, deps: JudgeDeps) -> None:
-    """A verdict of this judge version (from the verdicts topic): its task is not judged again."""
-    if verdict.judge_version == deps.version:
-        deps.aggregator.mark_judged(verdict.task.task_id, verdict.attempt)
+    """A verdict of this judge version (from the verdicts topic): its task is not judged again, and
+    its self-check outcomes refill the rolling windows, so a gate closed before a restart stays
+    closed (the windows are refilled in the topic's order)."""
+    if verdict.judge_version != deps.version:
+        return
+    deps.aggregator.mark_judged(verdict.task.task_id, verdict.attempt)
+    if verdict.task.unit in deps.spec.units:
+        for outcome, ok in verdict.self_checks.items():
+            deps.monitor.record(verdict.task.unit, check_of(outcome), ok)
 
 
 def held_commits(deps: JudgeDeps) -> dict[str, Any]:

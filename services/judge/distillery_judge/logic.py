@@ -37,7 +37,7 @@ from distillery_judge.scorers import (
     reference_text,
     strip_judge_directives,
 )
-from distillery_judge.selfcheck import SelfCheckMonitor, perturb, sampled
+from distillery_judge.selfcheck import SelfCheckMonitor, check_of, perturb, sampled
 
 
 def format_ok(text: str, output_format: str) -> bool:
@@ -414,7 +414,7 @@ def judge_batch(
     for (ti, _unit, assessed, judged, relation), swap_ok, caught_ok in zip(staged, swaps, caught):
         checks = _self_checks(swap_ok, caught_ok, [a.two_judges_agree for a in assessed])
         for check, ok in checks.items():
-            monitor.record(ti.task.unit, check.removesuffix("_agree").removesuffix("_caught"), ok)
+            monitor.record(ti.task.unit, check_of(check), ok)
         if checks.get("position_swap_agree") is False:
             judged = _to_review(judged, "position_swap_disagreement")
         if checks.get("two_judge_agree") is False:

@@ -77,6 +77,11 @@ def _wrong_number(number: str) -> str:
     return str(value.numerator) if value.denominator == 1 else str(float(value))
 
 
+def check_of(outcome: str) -> str:
+    """The check an outcome key of a verdict's ``self_checks`` belongs to (``perturbation_caught``)."""
+    return outcome.removesuffix("_agree").removesuffix("_caught")
+
+
 class SelfCheckMonitor:
     """Rolling self-check outcomes per unit and check; the gate per unit."""
 
