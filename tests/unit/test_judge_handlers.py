@@ -153,7 +153,7 @@ def test_the_self_check_gate_is_rebuilt_from_the_verdicts_so_a_restart_does_not_
                                                           "window": 10, "min_observations": 3}
     spec = parse_spec(data)
     before_crash = JudgeDeps(spec=spec)
-    for i in range(4):  # the planted errors slipped through: the gate closed
+    for _ in range(4):  # the planted errors slipped through: the gate closed
         before_crash.monitor.record("math_steps", "perturbation", False)
     assert before_crash.monitor.gate_closed("math_steps")
     task = math_task("judged while the gate was closed")
