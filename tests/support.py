@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 from faststream.kafka.annotations import KafkaMessage
@@ -181,3 +182,75 @@ class InMemoryService:
 
     async def __aexit__(self, *exc) -> None:
         await self._test.__aexit__(*exc)
+
+
+class RealPrometheus:
+    """The Prometheus server (Debian's `prometheus` package) on loopback, scraping every process of a
+    running stack each second, with the project's alert rules loaded. The rules' `for:` holds are
+    set to 0s, so an alert fires on its first true evaluation instead of after minutes: the
+    expressions themselves are the committed ones."""
+
+    def __init__(self, state, workdir: Path) -> None:
+        import re
+        import shutil
+
+        from distillery.runtime.service import free_port
+
+        self.binary = shutil.which("prometheus")
+        self.workdir, self.port, self.process = workdir, free_port(), None
+        rules = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text()
+        (workdir / "alerts.yml").write_text(re.sub(r"(?m)^(\s*)for: \S+$", r"\1for: 0s", rules))
+        jobs: dict[str, list[str]] = {}
+        for proc in state.processes:  # the job is the service, as in deploy/prometheus/prometheus.yml
+            jobs.setdefault(proc.module.removeprefix("distillery_"), []).append(f"127.0.0.1:{proc.port}")
+        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": ["alerts.yml"],
+                  "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
+                                     for job, targets in jobs.items()]}
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    def __enter__(self) -> RealPrometheus:
+        import subprocess
+
+        log = open(self.workdir / "prometheus.log", "w")  # the server writes it until it stops
+        self.process = subprocess.Popen(
+            [self.binary, f"--config.file={self.workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={self.workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        from tests.waiting import wait_for
+
+        wait_for(self._ready, bool, timeout_s=30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+    def _ready(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def api(self, path: str, **params: str) -> Any:
+        import urllib.parse
+        import urllib.request
+
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/{path}?{query}", timeout=10) as resp:
+            body = json.loads(resp.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def firing(self) -> set[str]:
+        return {a["labels"]["alertname"] for a in self.api("alerts")["alerts"] if a["state"] == "firing"}
+
+    def has_series(self, name: str) -> bool:
+        return bool(self.api("series", **{"match[]": f'{{__name__="{name}"}}'}))
+
+    def knows(self, name: str) -> bool:
+        """Stored samples, or the scraped HELP/TYPE of the family (a counter's family drops `_total`)."""
+        return self.has_series(name) or any(self.api("metadata", metric=family)
+                                            for family in {name, name.removesuffix("_total")})

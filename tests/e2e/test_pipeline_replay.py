@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import shutil
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -34,7 +37,13 @@ from distillery.runtime.service import free_port
 from distillery_cli import pipeline as pipeline_cli
 from distillery_cli import stack
 from distillery_cli.main import app
-from tests.support import assert_config_error, exported_metric_names, metrics_used_by_deploy, replay_spec
+from tests.support import (
+    RealPrometheus,
+    assert_config_error,
+    exported_metric_names,
+    metrics_used_by_deploy,
+    replay_spec,
+)
 from tests.waiting import events, wait_for
 
 # Configured secrets: a Kafka SASL password (unused on this PLAINTEXT broker, but set) and the
@@ -59,7 +68,19 @@ def pipeline(tmp_path, kafka_bootstrap, topic_prefix):
         stack.stop(state)
 
 
-def test_workload_flows_through_all_six_services(pipeline, settings):
+@pytest.fixture
+def prometheus(pipeline, tmp_path):
+    """A real Prometheus scraping the stack with the alert rules; None where the binary is missing."""
+    if shutil.which("prometheus") is None:
+        yield None  # the Debian package 'prometheus' (.ci/run installs it); its checks below are skipped
+        return
+    workdir = tmp_path / "prometheus"
+    workdir.mkdir()
+    with RealPrometheus(pipeline[0], workdir) as server:
+        yield server
+
+
+def test_workload_flows_through_all_six_services(pipeline, prometheus, settings):
     state, spec_path, workload = pipeline
     spec = load_spec(spec_path)
     text = "\n".join(__import__("json").dumps(t) for t in workload) + "\n{broken\n"
@@ -165,6 +186,24 @@ def test_workload_flows_through_all_six_services(pipeline, settings):
     assert names and not names - exported, f"rules use metrics no service exports: {sorted(names - exported)}"
     for pattern in patterns:
         assert any(re.fullmatch(pattern, name) for name in exported), pattern
+
+    # and a real Prometheus scraped them all: every target up, every metric the rules and dashboards
+    # query stored, and DeadLetters firing on the poison task the router dead-lettered
+    if prometheus is not None:
+        targets = prometheus.api("targets")["activeTargets"]
+        assert len(targets) == len(state.processes) and all(t["health"] == "up" for t in targets), targets
+        # a labelled metric nothing has counted yet has no series, but Prometheus knows it from the scrape
+        unknown = wait_for(lambda: {n for n in names if not prometheus.knows(n)}, lambda left: not left, timeout_s=30)
+        assert not unknown
+        assert prometheus.has_series("distillery_router_dead_letters_total")
+        assert "DeadLetters" in wait_for(prometheus.firing, lambda alerts: "DeadLetters" in alerts, timeout_s=60)
+        # a stopped consumer reports no lag of its own: its failing scrape fires ServiceDown
+        editor = state.process("editor")
+        os.kill(editor.pid, signal.SIGSTOP)
+        try:
+            assert "ServiceDown" in wait_for(prometheus.firing, lambda alerts: "ServiceDown" in alerts, timeout_s=60)
+        finally:
+            os.kill(editor.pid, signal.SIGCONT)
     # every service reports the version it runs (build_info), and `distillery status` shows it
     assert {p.name: pipeline_cli.service_version(state, p) for p in state.processes} == \
         {p.name: "0.1.0" for p in state.processes}
