@@ -217,3 +217,9 @@ def test_a_line_that_is_not_utf8_is_reported_and_every_other_line_still_parses(s
     assert [e.task.prompt for e in events] == ["What is 2 + 2?", "Combien font 3 + 4 ? (é)"]
     column = broken.index(b"\xe9") + 1
     assert [(e.line, e.reason) for e in errors] == [(2, f"not valid UTF-8 (byte 0xe9 at column {column})")]
+
+
+def test_a_line_nested_too_deeply_is_reported_not_raised(spec) -> None:
+    deep = '{"unit": "math_steps", "prompt": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    events, errors = parse_tasks(deep + "\n" + json.dumps({"unit": "math_steps", "prompt": "1 + 1?"}), spec, 10**7, "x")
+    assert len(events) == 1 and [(e.line, e.reason) for e in errors] == [(1, "JSON nested too deeply")]

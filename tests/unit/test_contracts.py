@@ -292,3 +292,10 @@ def test_normalized_hash_ignores_case_and_whitespace() -> None:
 def test_normalized_hash_keeps_what_matters() -> None:
     assert ids.normalized_hash("#### 7") != ids.normalized_hash("#### 8")
     assert ids.normalized_hash("a b") != ids.normalized_hash("ab")
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_CLASSES))
+def test_a_record_nested_too_deeply_is_a_value_error_never_a_recursion_error(name: str) -> None:
+    deep = b'{"schema_version": 1, "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    with pytest.raises(ValueError):
+        parse_event(EVENT_CLASSES[name], deep)

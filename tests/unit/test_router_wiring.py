@@ -63,11 +63,13 @@ async def test_a_bare_task_object_is_wrapped_validated_and_routed_like_a_submitt
     async with service:
         await service.client.publish(json.dumps(bare).encode(), service.bus.topics.tasks)
         await service.client.publish(json.dumps({"unit": "nope", "prompt": "?"}).encode(), service.bus.topics.tasks)
+        await service.client.publish(b"[" * 200_000 + b"]" * 200_000, service.bus.topics.tasks)
     requests = routed(service)
     assert {r.task.task_id for r in requests} == {ids.task_id_for("math_steps", bare["prompt"], [])}
     assert all(r.task.prompt == bare["prompt"] for r in requests)
-    (dead,) = service.sent(service.bus.topics.dlq, EventDeadLettered)
-    assert "unknown capability unit 'nope'" in dead.error
+    unknown, deep = service.sent(service.bus.topics.dlq, EventDeadLettered)
+    assert "unknown capability unit 'nope'" in unknown.error
+    assert deep.error == "invalid: ValueError: JSON nested too deeply"
 
 
 @pytest.mark.asyncio

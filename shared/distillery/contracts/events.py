@@ -8,6 +8,7 @@ Readers upcast older schema versions through :data:`UPCASTERS`.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
 
@@ -514,10 +515,17 @@ def parse_event(model: type[Event], payload: bytes | str | dict[str, Any]) -> Ev
     return parse_event(model, _json_object(payload))
 
 
-def _json_object(payload: bytes | str) -> dict[str, Any]:
-    import json
+def load_json(payload: bytes | str) -> Any:
+    """JSON from the wire. Every failure is a ValueError: a record nested too deeply for the parser
+    (a RecursionError) must be dead-lettered like any invalid one, never stop a batch."""
+    try:
+        return json.loads(payload)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
-    data = json.loads(payload)
+
+def _json_object(payload: bytes | str) -> dict[str, Any]:
+    data = load_json(payload)
     if not isinstance(data, dict):
         raise ValueError(f"an event is a JSON object, not {type(data).__name__}")
     return data

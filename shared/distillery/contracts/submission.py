@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from distillery.contracts import ids
-from distillery.contracts.events import Task, TaskSubmitted, ToolSpec, Trace, parse_event
+from distillery.contracts.events import Task, TaskSubmitted, ToolSpec, Trace, load_json, parse_event
 from distillery.contracts.spec import CapabilitySpec
 
 
@@ -63,7 +63,7 @@ def _parse_line(line: str, spec: CapabilitySpec | None, max_bytes: int, produced
     size = len(line.encode())
     check_size(size, max_bytes)
     try:
-        data = json.loads(line)
+        data = load_json(line)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     return validate_task(data, spec, max_bytes, produced_by, size=size)
@@ -110,7 +110,7 @@ def parse_task_record(payload: bytes, spec: CapabilitySpec | None, max_bytes: in
     """A record on the tasks topic: a ``TaskSubmitted`` event, or a bare task object as an upstream
     system writes it (the JSONL line format, ``task_id`` optional), validated as ``submit`` validates
     a line and wrapped in the envelope. Raises ValueError with the reason (the record is dead-lettered)."""
-    data = json.loads(payload)
+    data = load_json(payload)
     if isinstance(data, dict) and "task" in data:  # an envelope: the event model decides
         return parse_event(TaskSubmitted, data)
     return validate_task(data, spec, max_bytes, UPSTREAM, size=len(payload))
