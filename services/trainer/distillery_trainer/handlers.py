@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -45,7 +44,6 @@ class TrainerDeps(Context):
             self.read = partial(replay, self.settings)
 
 
-log = logging.getLogger("distillery.trainer")
 LINEAGE_FIELDS = ("student_id", "student", "version", "artifact_dir", "base_model", "recipe", "manifest", "loss_curve",
                   "train_seconds", "train_cost_usd")
 
@@ -112,10 +110,9 @@ async def read_inputs(request: TrainingRequested, deps: TrainerDeps) -> tuple[In
 
 
 def count_unreadable(topic: str, replayed: Replayed) -> None:
-    """Records that are not events of the topic never train, and are never skipped silently."""
+    """Records that are not events of the topic never train; replay logs them, the metric counts them."""
     if replayed.skipped:
         metrics.UNREADABLE.labels(topic).inc(replayed.skipped)
-        log.warning("%d record(s) of %s are not events of the topic: left out of the snapshot", replayed.skipped, topic)
 
 
 def snapshot_ends(request: TrainingRequested, topic: str) -> dict[int, int] | None:

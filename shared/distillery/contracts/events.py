@@ -505,13 +505,15 @@ def parse_event(model: type[Event], payload: bytes | str | dict[str, Any]) -> Ev
     optional additions) are ignored, and so never re-published; constructing an event in code still
     refuses them. A ``schema_version`` above the reader's raises :class:`NewerSchema`."""
     if isinstance(payload, dict):
-        return _checked(model, model.model_validate(_upcast(model, _not_newer(model, payload)), extra="ignore"))
+        return model.model_validate(_upcast(model, _not_newer(model, payload)), extra="ignore")
     if not any(name == model.__name__ for name, _ in UPCASTERS):
         try:  # the fast path: nothing to upcast for this model
-            return _checked(model, model.model_validate_json(payload, extra="ignore"))
+            event = model.model_validate_json(payload, extra="ignore")
         except ValidationError:
-            _not_newer(model, _json_object(payload))  # a newer version explains the failure better
+            _raise_if_newer(model, payload)  # a newer version explains the failure better
             raise
+        _not_newer(model, {"schema_version": event.schema_version})
+        return event
     return parse_event(model, _json_object(payload))
 
 
@@ -539,10 +541,14 @@ def _not_newer(model: type[Event], data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _checked(model: type[Event], event: Event) -> Event:
-    if event.schema_version > known_version(model):
-        _not_newer(model, {"schema_version": event.schema_version})
-    return event
+def _raise_if_newer(model: type[Event], payload: bytes | str) -> None:
+    """NewerSchema if the payload is an object of a newer version; anything else keeps its own error."""
+    try:
+        data = load_json(payload)
+    except ValueError:
+        return
+    if isinstance(data, dict):
+        _not_newer(model, data)
 
 
 def _upcast(model: type[Event], data: dict[str, Any]) -> dict[str, Any]:
