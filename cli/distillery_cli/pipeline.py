@@ -8,7 +8,7 @@ from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from distillery.contracts.channels import CHANNELS, group_name
+from distillery.contracts.channels import CHANNELS, Channel, Consumer, group_name
 from distillery.contracts.events import (
     CandidatesJudged,
     EvaluationCompleted,
@@ -68,10 +68,9 @@ def group_topics(state: StackState) -> dict[str, tuple[str, str]]:
     groups = {}
     for channel in CHANNELS:
         for consumer in channel.consumers:
-            if consumer.optional or consumer.service in ("teacher", "judge"):
-                continue
-            groups[consumer.service + consumer.suffix] = (group_name(consumer.service, consumer.suffix),
-                                                          topics.of(channel.stem))
+            if consumer.optional or consumer.broadcast or consumer.service in ("teacher", "judge"):
+                continue  # (a broadcast consumer has no group, so no lag)
+            groups[row_name(channel, consumer)] = (group_name(consumer.service, consumer.suffix), topics.of(channel.stem))
     for proc in state.processes:
         if proc.name.startswith("teacher-"):
             teacher = proc.name.removeprefix("teacher-")
@@ -82,6 +81,12 @@ def group_topics(state: StackState) -> dict[str, tuple[str, str]]:
             if judge_group:
                 groups[proc.name] = (judge_group, topics.candidates)
     return groups
+
+
+def row_name(channel: Channel, consumer: Consumer) -> str:
+    """``editor``; a second channel read by the same consumer is named too: ``editor (reviews)``."""
+    name = consumer.service + consumer.suffix
+    return f"{name} ({channel.stem})" if consumer.together_with else name
 
 
 def lags(state: StackState) -> dict[str, int]:

@@ -1,8 +1,10 @@
 """``distillery review``: the human review pool, and the decisions a reviewer publishes on it.
 
 The pool is read from the topics, never from a service: a candidate waits for review when the
-latest verdict of its task put it in ``review`` and the reviews topic holds no decision on it.
-A decision is a ``ReviewDecided`` event on the reviews topic, keyed by task id; the editor
+latest verdict of its task put it in ``review``, or when the editor put one of its live samples in
+``review`` (over the token budget, unmet style, unparseable, a contrast without a correction, a
+low tier), and the reviews topic holds no decision on it.
+A decision is a ``ReviewDecided`` event on the reviews topic, keyed by unit like verdicts; the editor
 honours it (accept: a sample in the chosen pool; reject: the candidate's samples retracted).
 """
 
@@ -24,11 +26,14 @@ from distillery.contracts.events import (
     CandidatesJudged,
     JudgedCandidate,
     ReviewDecided,
+    SampleEvent,
     Trace,
     decision_id_for,
+    live_samples,
+    parse_sample_record,
 )
 from distillery.contracts.settings import ConfigError, ServiceSettings
-from distillery.runtime.kafka import produce_all
+from distillery.runtime.kafka import produce_all, replay
 from distillery_cli import pipeline, stack
 from distillery_cli.output import RUN_DIR, console, err, resolve_by_prefix, short_id
 
@@ -41,10 +46,17 @@ EXCERPT_CHARS = 60
 
 @dataclass(frozen=True)
 class ReviewItem:
-    """One judged candidate with the verdict that judged it."""
+    """One judged candidate with the verdict that judged it; ``editor_reason`` when the editor, not the
+    judge, sent it to review."""
 
     verdict: CandidatesJudged
     candidate: JudgedCandidate
+    editor_reason: str = ""
+
+    @property
+    def reasons(self) -> str:
+        judge = ", ".join(self.candidate.reasons)
+        return f"editor: {self.editor_reason}; judge: {judge}" if self.editor_reason else judge
 
     @property
     def candidate_id(self) -> str:
@@ -66,7 +78,7 @@ class ReviewItem:
 def latest_verdicts(verdicts: Iterable[CandidatesJudged]) -> dict[str, CandidatesJudged]:
     """Task id -> the task's latest verdict (any judge version).
 
-    Verdicts are keyed by task id, so all verdicts of a task share one partition and arrive in
+    Verdicts are keyed by unit, so all verdicts of a task share one partition and arrive in
     offset order: the last one read is the one with the highest offset.
     """
     latest: dict[str, CandidatesJudged] = {}
@@ -84,14 +96,34 @@ def latest_decisions(decisions: Iterable[ReviewDecided]) -> dict[str, ReviewDeci
     return {d.candidate.candidate_id: d for d in decisions}
 
 
+def editor_review_items(latest: dict[str, CandidatesJudged], samples: Iterable[SampleEvent]) -> list[ReviewItem]:
+    """Candidates with a live sample the editor put in ``review``, under the verdict that governs them
+    (a sample of a superseded judge version is not waiting for anyone)."""
+    items: dict[str, ReviewItem] = {}
+    for sample in live_samples(list(samples)):
+        prov = sample.provenance
+        verdict = latest.get(prov.task_id)
+        if sample.pool != "review" or verdict is None or verdict.judge_version != prov.judge_version:
+            continue
+        jc = next((c for c in verdict.candidates if c.candidate_id == prov.candidate_id), None)
+        if jc is not None and prov.candidate_id not in items:
+            reason = sample.metadata.get("review_reason", "sent to review by the editor")
+            items[prov.candidate_id] = ReviewItem(verdict, jc, f"{sample.pathway}: {reason}")
+    return list(items.values())
+
+
 def review_queue(latest: dict[str, CandidatesJudged], decided: Collection[str],
-                 unit: str | None = None) -> list[ReviewItem]:
-    """Candidates in ``review`` under their task's latest verdict, not yet decided; most uncertain first.
+                 unit: str | None = None, samples: Iterable[SampleEvent] = ()) -> list[ReviewItem]:
+    """Candidates in ``review`` under their task's latest verdict or in the editor's review pool
+    (``samples``: the samples topic), not yet decided; most uncertain first.
 
     Held-out (eval) tasks never become samples, so their candidates are not worth a reviewer's time.
     """
-    waiting = [item for item in judged_items(latest)
-               if item.candidate.pool == "review" and item.candidate_id not in decided
+    judge_review = [item for item in judged_items(latest) if item.candidate.pool == "review"]
+    in_review = {item.candidate_id for item in judge_review}
+    editor_review = [item for item in editor_review_items(latest, samples) if item.candidate_id not in in_review]
+    waiting = [item for item in judge_review + editor_review
+               if item.candidate_id not in decided
                and item.verdict.task.split == "train" and (unit is None or item.unit == unit)]
     return sorted(waiting, key=lambda item: item.uncertainty_rank)
 
@@ -140,7 +172,7 @@ def build_decision(item: ReviewItem, decision: str, pool: str | None, note: str,
 def decision_warnings(item: ReviewItem, earlier: ReviewDecided | None) -> list[str]:
     """What the reviewer should know before the decision goes out; none of it blocks it."""
     warnings = []
-    if item.candidate.pool != "review":
+    if item.candidate.pool != "review" and not item.editor_reason:
         warnings.append(f"candidate {short_id(item.candidate_id)} is in pool '{item.candidate.pool}', not 'review' "
                         f"(judge {item.verdict.judge_version}); the human decision overrides it")
     if item.verdict.task.split == "eval":
@@ -181,9 +213,13 @@ def read_decisions(settings: ServiceSettings) -> list[ReviewDecided]:
     return pipeline.events(settings, settings.topics.reviews, ReviewDecided)
 
 
+def read_sample_history(settings: ServiceSettings) -> list[SampleEvent]:
+    return asyncio.run(replay(settings, settings.topics.samples, parse_sample_record)).events
+
+
 def load_queue(settings: ServiceSettings, unit: str | None = None) -> list[ReviewItem]:
     decided = latest_decisions(read_decisions(settings))
-    return review_queue(latest_verdicts(read_verdicts(settings)), decided, unit)
+    return review_queue(latest_verdicts(read_verdicts(settings)), decided, unit, read_sample_history(settings))
 
 
 def publish_decision(settings: ServiceSettings, event: ReviewDecided) -> None:
@@ -194,7 +230,9 @@ def publish_decision(settings: ServiceSettings, event: ReviewDecided) -> None:
 def decide(settings: ServiceSettings, candidate: str, decision: str, pool: str | None, note: str = "",
            reviewer: str | None = None) -> tuple[ReviewDecided, list[str]]:
     """Resolve the candidate, publish the decision; returns the event and the warnings shown to the user."""
-    item = resolve_candidate(candidate, judged_items(latest_verdicts(read_verdicts(settings))))
+    latest = latest_verdicts(read_verdicts(settings))
+    editor_items = {i.candidate_id: i for i in editor_review_items(latest, read_sample_history(settings))}
+    item = resolve_candidate(candidate, [editor_items.get(i.candidate_id, i) for i in judged_items(latest)])
     earlier = latest_decisions(read_decisions(settings)).get(item.candidate_id)
     event = build_decision(item, decision, pool, note, reviewer or default_reviewer())
     publish_decision(settings, event)
@@ -230,7 +268,7 @@ def print_queue(queue: list[ReviewItem], limit: int) -> None:
     for item in shown:
         jc = item.candidate
         table.add_row(short_id(jc.candidate_id), item.unit, jc.teacher_id, f"{jc.score:.2f}",
-                      ", ".join(jc.reasons), excerpt(jc.text))
+                      item.reasons, excerpt(jc.text))
     console.print(table)
 
 

@@ -17,13 +17,19 @@ from typing import Any
 from pydantic import BaseModel
 
 from distillery import __version__ as VERSION
-from distillery.contracts.channels import CHANNELS, SERVICE_GROUPS, Channel
+from distillery.contracts.channels import CHANNELS, SERVICE_GROUPS, Channel, Consumer
 
 
 def receivers(channel: Channel) -> list[str]:
     """Who receives on a channel: its consumers (with their groups) and its whole-topic readers."""
-    groups = [f"{c.service} (group {SERVICE_GROUPS[c.service]}{c.suffix})" for c in channel.consumers]
-    return groups + list(channel.readers)
+    return [receiver(c) for c in channel.consumers] + list(channel.readers)
+
+
+def receiver(c: Consumer) -> str:
+    if c.broadcast:
+        return f"{c.service} (every replica, no group: {c.purpose})"
+    shared = f", with {c.together_with} in one consumer" if c.together_with else ""
+    return f"{c.service} (group {SERVICE_GROUPS[c.service]}{c.suffix}{shared})"
 
 
 def _schemas(models: list[type[BaseModel]]) -> dict[str, Any]:

@@ -181,7 +181,7 @@ def test_the_decision_event_carries_the_verdicts_candidate(verdicts) -> None:
     assert (event.judge_version, event.verdict_id) == (NEW, v.verdict_id)
     assert (event.decision, event.pool, event.note, event.reviewer) == ("accept", "hard_case", "borderline but right", "ana")
     assert event.produced_by == f"cli@{__version__}"
-    assert event.key == event.trace.task_id == "task-2"
+    assert event.key == v.task.unit and event.trace.task_id == "task-2"  # keyed by unit, like verdicts
 
 
 def test_deciding_outside_the_review_pool_or_twice_warns(verdicts) -> None:
@@ -281,6 +281,7 @@ def run_dir(tmp_path, monkeypatch, verdicts, published) -> Path:
     """A fake pipeline whose topics hold ``verdicts`` and no decision; decisions go to ``published``."""
     monkeypatch.setattr(review, "read_verdicts", lambda settings: verdicts)
     monkeypatch.setattr(review, "read_decisions", lambda settings: list(published))
+    monkeypatch.setattr(review, "read_sample_history", lambda settings: [])  # the editor sent nothing to review
     monkeypatch.setattr(review, "publish_decision", lambda settings, event: published.append(event))
     monkeypatch.setattr(replay.pipeline, "events", lambda settings, topic, model: verdicts)
     return fake_state(tmp_path / "run")

@@ -127,3 +127,34 @@ def test_a_human_reject_retracts_the_sample_and_a_restarted_editor_still_honours
     assert restarted.state.decision(decision.candidate.candidate_id) == decision
     assert restarted.state.live_samples(EGGS.task_id) == []
     assert verdicts(restarted, (replayed, 1)) == []
+
+
+def test_a_sample_the_editor_sent_to_review_is_listed_and_a_human_accept_takes_effect() -> None:
+    from distillery_cli import review  # the reviewer's side: the same functions `distillery review` runs
+
+    data = SPEC.model_dump()
+    data["units"]["math_steps"]["editor"]["token_budget"] = 8  # this answer is over budget
+    deps = EditorDeps(spec=type(SPEC).model_validate(data), settings=SETTINGS, topics=SETTINGS.topics,
+                      produced_by="editor@test")
+    judged = verdict(EGGS, "nine eggs are left over to sell at the farmers market every single day")
+    history = [o.event for o in verdicts(deps, (judged, 0))]
+    deps.state.commit()
+    assert history and {s.pool for s in history} == {"review"}  # the judge said train; the editor doubts
+
+    (item,) = review.review_queue(review.latest_verdicts([judged]), set(), None, history)
+    assert item.candidate_id == judged.candidates[0].candidate_id and "over token budget" in item.reasons
+    decision = review.build_decision(item, "accept", "train", "long but right", "ana")
+    outs = asyncio.run(on_review_decided([In(decision, record(REVIEWS, 0))], deps))
+    deps.state.commit()
+    retracted = [o.event for o in outs if isinstance(o.event, SampleRetracted)]
+    admitted = [o.event for o in outs if isinstance(o.event, SampleCurated)]
+    # the human's version takes the same ids, in the human's pool, with the editor's doubt kept as a note
+    assert sorted(r.sample_id for r in retracted) == sorted(s.sample_id for s in admitted) == sorted(
+        s.sample_id for s in history)
+    assert {s.pool for s in admitted} == {"train"} and all("over token budget" in s.metadata["review_overridden"]
+                                                           for s in admitted)
+    assert {s.pool for s in deps.state.live_samples(EGGS.task_id)} == {"train"}
+    decided = review.latest_decisions([decision])
+    assert review.review_queue(review.latest_verdicts([judged]), decided, None, [*history, *retracted, *admitted]) == []
+    # redelivered, the decision changes nothing
+    assert asyncio.run(on_review_decided([In(decision, record(REVIEWS, 0))], deps)) == []

@@ -1,5 +1,5 @@
-"""The editor's wiring on FastStream's in-memory TestKafkaBroker: its two subscriptions, the channel
-table's topics and groups, the shared batch discipline (commit once published) and dead-lettering.
+"""The editor's wiring on FastStream's in-memory TestKafkaBroker: one consumer of verdicts and reviews
+(co-partitioned by unit, one group), the channel table's topics, the shared batch discipline (commit once published) and dead-lettering.
 (The same service against the real broker: tests/service/test_editor_retraction.py.)"""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ async def test_a_verdict_becomes_samples_and_unknown_units_or_garbage_reach_the_
     settings = ServiceSettings(topic_prefix="wired")
     deps = EditorDeps(spec=SPEC, settings=settings)  # no embeddings: no model (clusters are off)
     service = InMemoryService("editor", SUBSCRIPTIONS, deps, settings)
-    assert service.groups == ["distillery-editor", "distillery-editor-reviews"]
+    assert service.groups == ["distillery-editor"]  # verdicts and reviews, read by one consumer
     topics = service.bus.topics
     service.catch(topics.samples, topics.dlq)
     async with service:

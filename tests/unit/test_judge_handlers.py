@@ -20,7 +20,14 @@ from distillery.contracts.events import (
 )
 from distillery.contracts.spec import load_spec, parse_spec
 from distillery.runtime.wiring import DeadLetter, In
-from distillery_judge.handlers import JudgeDeps, JudgeSettings, flush_expired_once, mark_judged, on_candidate_generated
+from distillery_judge.handlers import (
+    JudgeDeps,
+    JudgeSettings,
+    flush_expired_once,
+    mark_judged,
+    on_candidate_generated,
+    on_peer_verdicts,
+)
 from tests.support import ROOT, candidate
 
 SPEC = load_spec(ROOT / "examples" / "spec.yaml")
@@ -169,3 +176,42 @@ def test_the_self_check_gate_is_rebuilt_from_the_verdicts_so_a_restart_does_not_
     for verdict in verdicts:  # another judge version's outcomes are not this judge's
         mark_judged(verdict.model_copy(update={"judge_version": "rules-v0-0000000000"}), other_version)
     assert not other_version.monitor.gate_closed("math_steps")
+
+
+def verdict_record(verdict: CandidatesJudged, offset: int, partition: int = 0) -> ConsumerRecord:
+    value = verdict.model_dump_json().encode()
+    return ConsumerRecord(topic="distill.verdicts.v1", partition=partition, offset=offset, timestamp=0,
+                          timestamp_type=0, key=verdict.key.encode(), value=value, checksum=None,
+                          serialized_key_size=len(verdict.key), serialized_value_size=len(value), headers=())
+
+
+async def test_replicas_share_judged_tasks_and_gates_through_the_verdicts_they_follow() -> None:
+    data = copy.deepcopy(yaml.safe_load((ROOT / "examples" / "spec.yaml").read_text()))
+    data["units"]["math_steps"]["judge"]["self_checks"] = {"perturbation_rate": 1.0, "min_agreement": 0.9,
+                                                          "window": 10, "min_observations": 3}
+    spec = parse_spec(data)
+    here, peer = JudgeDeps(spec=spec), JudgeDeps(spec=spec)
+    # this replica holds a task open; the peer (which had its partition before a rebalance) judged it
+    task = math_task("judged by the peer")
+    await on_candidate_generated(batch(candidate(task, "#### 42", "qwen-coder", expected=2)), here)
+    assert here.aggregator.open
+    slipped = [CandidatesJudged(verdict_id=f"peer{i}", task=task if i == 0 else math_task(f"t{i}"), candidates=[],
+                                judge_version=here.version, self_checks={"perturbation_caught": False},
+                                produced_by="judge@test") for i in range(3)]
+    own = CandidatesJudged(verdict_id="own", task=math_task("mine"), judge_version=here.version, candidates=[],
+                           self_checks={"perturbation_caught": False}, produced_by="judge@test")
+    here.monitor.record("math_steps", "perturbation", False)  # recorded when this replica judged `own`
+    here.recorded_here.add(own.verdict_id)
+    here.rebuilt_to = {0: 1}  # offset 0 was read by the start-up rebuild
+    items = [In(slipped[0], verdict_record(slipped[0], 0)), In(own, verdict_record(own, 1)),
+             *[In(v, verdict_record(v, 2 + i)) for i, v in enumerate(slipped)]]
+    assert await on_peer_verdicts(items, here) == []
+    assert not here.aggregator.open  # judged elsewhere: no second verdict when it times out
+    assert await flush_expired_once(here, now=time.monotonic() + 3600) == []
+    # 1 own + 3 peer outcomes, each counted once: the gate closes as one judge's would
+    assert len(here.monitor.outcomes[("math_steps", "perturbation")]) == 4
+    assert here.monitor.gate_closed("math_steps") and not here.recorded_here
+    other = CandidatesJudged(verdict_id="v0", task=math_task("x"), judge_version="rules-v0-0000000000", candidates=[],
+                             self_checks={"perturbation_caught": False}, produced_by="judge@test")
+    await on_peer_verdicts([In(other, verdict_record(other, 9))], peer)  # another judge version's: not ours
+    assert not peer.monitor.outcomes

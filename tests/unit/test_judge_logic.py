@@ -289,7 +289,7 @@ def test_judge_task_builds_a_ranked_verdict(spec, tasks) -> None:
     assert verdict.candidates[0].source == src
     assert verdict.trace.task_id == task.task_id
     assert verdict.trace.causation_id == bad.event_id
-    assert verdict.key == task.task_id
+    assert verdict.key == task.unit  # keyed by unit: the editor's per-unit state lives on one replica
 
 
 def test_judge_task_counts_missing_candidates(spec, tasks) -> None:

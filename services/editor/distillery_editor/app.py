@@ -1,14 +1,14 @@
 """Editor wiring: verdicts and review decisions in, samples and retractions out; state rebuilt from topics
-(see handlers.SUBSCRIPTIONS and bootstrap.hooks)."""
+whenever partitions are assigned (see handlers.SUBSCRIPTIONS and handlers.RebuildOnAssign)."""
 
 from __future__ import annotations
 
 from distillery.runtime.service import assemble
 from distillery_editor import __version__
-from distillery_editor.bootstrap import bootstrap, hooks
+from distillery_editor.bootstrap import bootstrap
 from distillery_editor.handlers import SUBSCRIPTIONS
 
 
 def build():
     deps = bootstrap()
-    return assemble("editor", __version__, deps.settings, deps, SUBSCRIPTIONS, hooks)
+    return assemble("editor", __version__, deps.settings, deps, SUBSCRIPTIONS)

@@ -72,11 +72,27 @@ def on_decision(
         for retraction in outcome.retractions:
             state.retract(retraction)
     else:
-        outcome = Outcome()
-        # revive: a candidate rejected and then accepted again gets its retracted samples back
-        _admit(state, curate(accepted_verdict(decision), source, spec, produced_by), outcome, revive=True)
+        curated = curate(accepted_verdict(decision), source, spec, produced_by)
+        outcome = Outcome(retractions=replaced_by(state, decision, curated, source, produced_by))
+        for retraction in outcome.retractions:
+            state.retract(retraction)
+        # revive: a candidate rejected and then accepted again (or replaced just now) gets its ids back
+        _admit(state, curated, outcome, revive=True)
     state.decide(decision, source)  # remembered, so later verdicts (replays) honour it
     return outcome
+
+
+def replaced_by(state: EditorState, decision: ReviewDecided, curated: list[SampleCurated], source: SourceOffset,
+                produced_by: str) -> list[SampleRetracted]:
+    """Live samples of the accepted candidate that the accept changes (the editor had sent them to
+    review, or the judge to another pool): retracted, so the human's version takes their id."""
+    fresh = {sample.sample_id: sample for sample in curated}
+    reason = f"human accept into {decision.pool}: {decision.note}".rstrip(": ")
+    return [retraction_of(sample, HUMAN, reason, source, produced_by, decision.event_id)
+            for sample in state.live_samples(decision.task.task_id)
+            if sample.provenance.candidate_id == decision.candidate.candidate_id
+            and (new := fresh.get(sample.sample_id)) is not None
+            and (new.pool, new.content_hash) != (sample.pool, sample.content_hash)]
 
 
 def apply_decisions(

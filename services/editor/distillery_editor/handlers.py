@@ -1,7 +1,12 @@
 """The editor's use cases: verdicts become samples (and retractions), human review decisions override judges.
 
-Both handlers take a batch: the governing verdict and the latest decision are remembered by the
-offset of the record each came from, and a batch of verdicts shares one embedding call.
+One consumer reads verdicts and review decisions together. Both are keyed by unit, and the
+consumer is range-assigned, so all of a unit's verdicts and decisions reach one replica: the
+dedup and quota state of a unit lives in exactly one place (docs/architecture.md §16). The
+governing verdict and the latest decision are remembered by the offset of the record each came
+from, and a batch's verdicts share one embedding call. Whenever partitions are assigned, the state
+is rebuilt from the samples and reviews topics: a unit that moved here brings what the replica
+that had it admitted.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord
 
-from distillery.contracts.events import CandidatesJudged, ReviewDecided, SampleEvent, SourceOffset
+from distillery.contracts.events import CandidatesJudged, ReviewDecided, SampleEvent, SourceOffset, parse_sample_record
 from distillery.contracts.settings import ServiceSettings
 from distillery.domain.embeddings import EmbeddingCache
 from distillery.runtime.bus import Rejected, each
+from distillery.runtime.kafka import replay
 from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
 from distillery_editor import metrics
 from distillery_editor.governance import HUMAN, Outcome, on_decision, on_verdict
@@ -37,14 +43,18 @@ class EditorDeps(Context):
             self.state = EditorState(self.settings.topics.verdicts, self.spec, self.embeddings)
 
 
-async def on_candidates_judged(items: list[In[CandidatesJudged]], deps: EditorDeps) -> list[Out | DeadLetter]:
+Input = CandidatesJudged | ReviewDecided
+
+
+async def on_editor_inputs(items: list[In[Input]], deps: EditorDeps) -> list[Out | DeadLetter]:
+    """Verdicts and review decisions, in the order the consumer read them."""
     if deps.embeddings is not None:  # one model call for the batch's prompts, not one per verdict
-        deps.embeddings.prefetch([item.event.task.prompt for item in items])
-    return each(items, lambda item: on_verdict_item(item, deps))
+        deps.embeddings.prefetch([item.event.task.prompt for item in items if isinstance(item.event, CandidatesJudged)])
+    return each(items, lambda item: on_verdict_item(item, deps) if isinstance(item.event, CandidatesJudged)
+                else on_decision_item(item, deps))
 
 
-async def on_review_decided(items: list[In[ReviewDecided]], deps: EditorDeps) -> list[Out | DeadLetter]:
-    return each(items, lambda item: on_decision_item(item, deps))
+on_candidates_judged = on_review_decided = on_editor_inputs  # either kind alone is a batch of inputs too
 
 
 def on_verdict_item(item: In[CandidatesJudged], deps: EditorDeps) -> list[Out]:
@@ -60,6 +70,8 @@ def on_verdict_item(item: In[CandidatesJudged], deps: EditorDeps) -> list[Out]:
 
 
 def on_decision_item(item: In[ReviewDecided], deps: EditorDeps) -> list[Out]:
+    if item.event.task.unit not in deps.spec.units:
+        raise Rejected("unknown_unit", f"unknown unit '{item.event.task.unit}': not in the editor's spec")
     outcome = on_decision(deps.state, item.event, source_of(item.record), deps.spec, deps.produced_by)
     if not outcome.stale:
         metrics.DECISIONS.labels(item.event.decision).inc()
@@ -86,16 +98,42 @@ def restore_state(deps: EditorDeps, samples: Iterable[SampleEvent],
     deps.state.rebuild_decisions((decision, source_of(record)) for record, decision in reviews)
 
 
+async def rebuild_state(deps: EditorDeps) -> None:
+    """The state as the samples and reviews topics leave it now: a restarted or rebalanced editor must
+    not re-admit, re-add what was retracted, or hand a task back to an old judge."""
+    samples = await replay(deps.settings, deps.topics.samples, parse_sample_record)
+    reviews = await replay(deps.settings, deps.topics.reviews, ReviewDecided)
+    deps.state.reset()
+    restore_state(deps, samples.events, reviews.items)
+
+
+class RebuildOnAssign(ConsumerRebalanceListener):
+    """A rebalance waits for the batch in progress (its samples published, its offsets committed);
+    the replica that now owns a unit rebuilds its state from the samples topic, which holds them."""
+
+    def __init__(self, deps: EditorDeps) -> None:
+        self.deps = deps
+
+    async def on_partitions_revoked(self, revoked):
+        async with self.deps.lock:
+            return None
+
+    async def on_partitions_assigned(self, assigned):
+        async with self.deps.lock:
+            await rebuild_state(self.deps)
+
+
 def source_of(record: ConsumerRecord) -> SourceOffset:
     return SourceOffset(topic=record.topic, partition=record.partition, offset=record.offset)
 
 
 def one_batch_at_a_time(deps: EditorDeps) -> dict[str, Any]:
     """The state's pending changes stay only once the batch's outputs are published (see state.py)."""
-    return {"lock": deps.lock, "on_published": deps.state.commit, "on_failed": deps.state.rollback}
+    return {"lock": deps.lock, "on_published": deps.state.commit, "on_failed": deps.state.rollback,
+            "listener": RebuildOnAssign(deps)}
 
 
 SUBSCRIPTIONS = [
-    Subscription("verdicts", CandidatesJudged, on_candidates_judged, batch=True, options=one_batch_at_a_time),
-    Subscription("reviews", ReviewDecided, on_review_decided, "-reviews", batch=True, options=one_batch_at_a_time),
+    Subscription("verdicts", CandidatesJudged, on_editor_inputs, batch=True, options=one_batch_at_a_time,
+                 also={"reviews": ReviewDecided}),
 ]

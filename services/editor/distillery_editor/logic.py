@@ -192,19 +192,21 @@ def build_sample(verdict: CandidatesJudged, jc: JudgedCandidate, unit: UnitSpec,
     if jc.pool == "contrastive":
         contrast, limits = answer_of(jc, unit), contrastive_limits(jc) + limits
         if not jc.correction:  # e.g. a human put it here: without the right answer there is nothing to contrast
-            notes["review_reason"] = "contrastive without a correction"
+            notes["unusable"] = "contrastive without a correction"
     limits_text = "\n".join(dict.fromkeys(limits))
     confidence = sample_confidence(jc)
     tier = tier_of(confidence, unit)
-    pool = tiered_pool(jc.pool, tier, unit)
+    human = HUMAN_ACCEPT in jc.reasons
+    pool = jc.pool if human else tiered_pool(jc.pool, tier, unit)  # a human's pool is final
+    if pool == "review" and jc.pool != "review":
+        notes["review_reason"] = f"{tier} tier: confidence {confidence}"
     before = tokens(jc.text)
     # what the student learns to write: the fields, and the steps where they are the lesson
     target = [rationale, limits_text, final] + ([json.dumps(steps)] if pathway == "tool_trajectory" else [])
     after = tokens("\n".join(x for x in target if x))
     if after > unit.editor.token_budget:  # never truncated silently: a human decides
         notes["review_reason"] = f"over token budget: {after} > {unit.editor.token_budget}"
-    if "review_reason" in notes:
-        pool = "review"
+    pool, notes = review_routing(pool, notes, human)
     return SampleCurated(
         sample_id=ids.sample_id_for(jc.candidate_id, verdict.judge_version, pathway),
         unit=task.unit, pathway=pathway, pool=pool, prompt=task.prompt, final=final, rationale=rationale,
@@ -219,6 +221,21 @@ def build_sample(verdict: CandidatesJudged, jc: JudgedCandidate, unit: UnitSpec,
         style_constraints=style_constraints, contrast=contrast,
         produced_by=produced_by, trace=Trace(task_id=task.task_id, causation_id=verdict.event_id),
     )
+
+
+def review_routing(pool: str, notes: dict[str, str], human: bool) -> tuple[str, dict[str, str]]:
+    """A sample the editor has doubts about goes to ``review``, where a human decides; once a human
+    accepted it, the doubt is kept as a note and the human's pool stands (a contrast without its
+    correction teaches nothing, so it waits for one whoever chose it)."""
+    if "unusable" in notes:
+        notes = {k: v for k, v in notes.items() if k != "unusable"}
+        return "review", {**notes, "review_reason": "contrastive without a correction"}
+    if "review_reason" not in notes:
+        return pool, notes
+    if human:
+        reason = notes["review_reason"]
+        return pool, {**{k: v for k, v in notes.items() if k != "review_reason"}, "review_overridden": reason}
+    return "review", notes
 
 
 def best_per_pool(verdict: CandidatesJudged) -> list[JudgedCandidate]:

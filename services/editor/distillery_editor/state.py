@@ -65,6 +65,7 @@ def cluster_text(sample: SampleCurated) -> str:
 
 class EditorState:
     def __init__(self, verdicts_topic: str, spec: CapabilitySpec | None = None, embed: Embed | None = None) -> None:
+        self._embed = embed
         # Only verdict records say which judge version governs a task; a human-accepted
         # sample's source is a reviews record, whose offsets do not compare with verdicts'.
         self.verdicts_topic = verdicts_topic
@@ -79,6 +80,10 @@ class EditorState:
         self.clusters = Clusters(embed) if embed is not None else None
         self._undo: list[Callable[[], None]] = []
         self._recording = True  # off while rebuilding: what was read from a topic is durable already
+
+    def reset(self) -> None:
+        """Forget everything (before a rebuild from the topics)."""
+        self.__init__(self.verdicts_topic, self.spec, self._embed)  # type: ignore[misc]
 
     # -- batch discipline -----------------------------------------------------------------
 

@@ -87,7 +87,11 @@ class Aggregator:
         self.in_flight.clear()
 
     def mark_judged(self, task_id: str, attempt: int = 1) -> None:
-        self.judged.add(round_key(task_id, attempt))
+        """Judged (here before a restart, or by another replica): never judged again. An open entry
+        is dropped, so it neither times out into a second verdict nor holds commits back."""
+        key = round_key(task_id, attempt)
+        self.judged.add(key)
+        self.open.pop(key, None)
 
     def commit_limit(self, tp: TopicPartition) -> int | None:
         """The first offset of the oldest task still open on ``tp`` (None: nothing held)."""

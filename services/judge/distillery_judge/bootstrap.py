@@ -67,8 +67,10 @@ def hooks(deps: JudgeDeps, bus: Bus) -> dict[str, Any]:
     """Tasks already judged are rebuilt before consuming; the flusher runs while the service does."""
     async def rebuild_judged() -> None:
         """Tasks this judge version already judged, from the verdicts topic: no double verdicts after a crash."""
-        for verdict in (await replay(deps.settings, deps.topics.verdicts, CandidatesJudged)).events:
+        replayed = await replay(deps.settings, deps.topics.verdicts, CandidatesJudged)
+        for verdict in replayed.events:
             mark_judged(verdict, deps)
+        deps.rebuilt_to = replayed.end_offsets  # the "-peers" follower goes on from here
         export_self_checks(deps)
 
     tasks: list[asyncio.Task] = []

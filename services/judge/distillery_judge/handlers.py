@@ -40,6 +40,11 @@ class JudgeDeps(Context):
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     scorers: Scorers = field(default_factory=Scorers)  # rules only unless the spec names models
     monitor: SelfCheckMonitor | None = None
+    # Every replica follows the verdicts topic (the "-peers" broadcast consumer). What the start-up
+    # rebuild already read (partition -> end offset), and verdicts this replica judged and recorded
+    # itself, are not counted again when the follower reads them.
+    rebuilt_to: dict[int, int] = field(default_factory=dict)
+    recorded_here: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.version = self.version or judge_version(self.spec)
@@ -94,6 +99,7 @@ def verdicts_for(entries: list[OpenTask], deps: JudgeDeps) -> list[Out]:
     outs = []
     for verdict in judge_batch(inputs, deps.spec, deps.version, deps.produced_by, deps.scorers, deps.monitor):
         count_verdict(verdict)
+        deps.recorded_here.add(verdict.verdict_id)
         outs.append(Out(deps.topics.verdicts, verdict))
         retry = None if deps.settings.replay else regeneration_for(verdict, deps.spec, deps.produced_by)
         if retry:
@@ -148,6 +154,22 @@ def mark_judged(verdict: CandidatesJudged, deps: JudgeDeps) -> None:
             deps.monitor.record(verdict.task.unit, check_of(outcome), ok)
 
 
+async def on_peer_verdicts(items: list[In[CandidatesJudged]], deps: JudgeDeps) -> list[Out | DeadLetter]:
+    """Every replica's verdicts, as they land: a task another replica judged is not judged here (its
+    partition may move here in a rebalance), and the self-check windows and gates see every replica's
+    outcomes, so N replicas gate a unit as one judge would."""
+    for item in items:
+        if item.record.offset < deps.rebuilt_to.get(item.record.partition, 0):
+            continue  # read by the start-up rebuild
+        if item.event.verdict_id in deps.recorded_here:
+            deps.recorded_here.discard(item.event.verdict_id)  # this replica's own: recorded when judged
+            continue
+        mark_judged(item.event, deps)
+    metrics.OPEN_TASKS.set(len(deps.aggregator.open))
+    export_self_checks(deps)
+    return []
+
+
 def held_commits(deps: JudgeDeps) -> dict[str, Any]:
     """Commits stay behind the oldest open task; a task counts as judged once its verdict is durable."""
     agg = deps.aggregator
@@ -157,4 +179,7 @@ def held_commits(deps: JudgeDeps) -> dict[str, Any]:
 
 SUBSCRIPTIONS = [
     Subscription("candidates", CandidateGenerated, on_candidate_generated, batch=True, options=held_commits),
+    # No lock: the follower changes state without awaiting, so no batch or flush sees it half done (and
+    # an in-memory broker delivers the judge's own verdicts while the publishing batch holds the lock).
+    Subscription("verdicts", CandidatesJudged, on_peer_verdicts, "-peers", batch=True),
 ]

@@ -37,6 +37,12 @@ class Consumer:
     purpose: str = ""
     scales_on: bool = False  # the subscription KEDA scales the service by (its main input)
     optional: bool = False  # subscribed only when the spec uses it (routing strategies, retries)
+    # every replica reads every partition from the start, without a group and without commits:
+    # state each replica must see whole (docs/architecture.md §16)
+    broadcast: bool = False
+    # read by the same consumer as this other channel (same group, range-assigned): both are keyed
+    # by the same key and have as many partitions, so one key's records of both reach one replica
+    together_with: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,9 @@ class Channel:
         return f"{prefix}.{stem}.v1"
 
 
-# Partition counts: judge and editor inputs get at least 4 so they can scale out. Everything about
-# one task is keyed by task_id, so one partition holds all of it.
+# Partition counts: judge and editor inputs get at least 4 so they can scale out. Events about one
+# task are keyed by task_id, so one partition holds all of it; verdicts and review decisions are
+# keyed by unit instead, because the editor's dedup and quotas are per unit (docs/architecture.md §16).
 CHANNELS: tuple[Channel, ...] = (
     Channel("tasks", (events.TaskSubmitted,), 4,
             producers=("upstream producers", "distillery submit", "router (gRPC ingest)"),
@@ -73,9 +80,11 @@ CHANNELS: tuple[Channel, ...] = (
             readers=("trainer (raw buckets, logit distillation)", "evaluator (held-out teacher answers)")),
     Channel("verdicts", (events.CandidatesJudged,), 4,
             producers=("judge",),
-            consumers=(Consumer("editor", purpose="map, compress, dedup, admit samples", scales_on=True),
+            consumers=(Consumer("editor", purpose="map, compress, dedup, admit samples (per unit)", scales_on=True),
                        Consumer("router", "-feedback", "learn acceptance and cost per teacher (value routing)",
-                                optional=True)),
+                                optional=True, broadcast=True),
+                       Consumer("judge", "-peers", "every replica's verdicts: tasks judged, self-check windows",
+                                broadcast=True)),
             readers=("judge (what it already judged)", "router (rebuilds its value table)",
                      "evaluator (offline cost)", "distillery status, replay")),
     Channel("regeneration", (events.RegenerationRequested,), 4,
@@ -87,7 +96,8 @@ CHANNELS: tuple[Channel, ...] = (
             readers=("trainer (dataset snapshot)", "editor (rebuilds its state)", "distillery samples")),
     Channel("reviews", (events.ReviewDecided,), 4,
             producers=("distillery review decide",),
-            consumers=(Consumer("editor", "-reviews", "apply human decisions on the review pool"),),
+            consumers=(Consumer("editor", purpose="apply human decisions on the review pool",
+                                together_with="verdicts"),),
             readers=("editor (rebuilds its state)", "evaluator (review cost)")),
     Channel("training.requests", (events.TrainingRequested,), 1,
             producers=("distillery train", "distillery attribute", "distillery experiment"),
@@ -147,7 +157,7 @@ class Topics:
     verdicts = _Topic("verdicts")
     regeneration = _Topic("regeneration")
     samples = _Topic("samples")
-    reviews = _Topic("reviews")  # human decisions on the review pool (keyed by task)
+    reviews = _Topic("reviews")  # human decisions on the review pool (keyed by unit)
     training_requests = _Topic("training.requests")
     students = _Topic("students")
     evaluations = _Topic("evaluations")

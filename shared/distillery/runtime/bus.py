@@ -157,11 +157,12 @@ class Bus:
     # -- inputs ------------------------------------------------------------------
 
     def decode(
-        self, records: Iterable[ConsumerRecord], model: type[E], max_bytes: int | None = None,
+        self, records: Iterable[ConsumerRecord], model: type[E] | dict[str, type[E]], max_bytes: int | None = None,
         parse: Callable[[bytes], E] | None = None,
     ) -> tuple[list[In[E]], list[Out]]:
-        """Validate each record (with ``parse`` where the channel accepts more than its event model);
-        invalid or oversized ones become dead letters, the rest go on."""
+        """Validate each record (with ``parse`` where the channel accepts more than its event model;
+        ``model`` per topic where one consumer reads several); invalid or oversized ones become
+        dead letters, the rest go on."""
         valid: list[In[E]] = []
         dead: list[Out] = []
         for record in records:
@@ -171,7 +172,8 @@ class Bus:
                 continue
             try:
                 payload = record.value or b""
-                event = parse(payload) if parse is not None else parse_event(model, payload)
+                model_here = model[record.topic] if isinstance(model, dict) else model
+                event = parse(payload) if parse is not None else parse_event(model_here, payload)
                 valid.append(In(event, record))  # type: ignore[arg-type]
             except NewerSchema as exc:
                 dead.append(self.dead_letter(record, str(exc), "newer_schema"))
@@ -192,10 +194,10 @@ class Bus:
     def subscribe(
         self,
         topics: str | list[str],
-        model: type[E],
+        model: type[E] | dict[str, type[E]],
         handler: BatchHandler[E],
         *,
-        group_id: str,
+        group_id: str | None,
         commit_limit: CommitLimit | None = None,
         lock: asyncio.Lock | None = None,
         on_published: Callable[[], None] | None = None,
@@ -212,10 +214,14 @@ class Bus:
         serialises batches with that consumer's own background flushes.
         ``on_published`` / ``on_failed`` let in-memory state (the editor's dedup
         index) change only once the batch's outputs are durable. ``max_bytes``
-        dead-letters larger records as ``oversized`` (the router bounds tasks). ``parse`` replaces the
+        dead-letters larger records as ``oversized`` (the router bounds tasks; by default, the
+        settings' ``max_event_bytes``). ``parse`` replaces the
         event model's own validation (the router also accepts bare tasks on the tasks topic).
+        ``group_id=None`` reads every partition from the start and commits nothing (a broadcast
+        consumer: state every replica must see).
         """
         topic_list = [topics] if isinstance(topics, str) else topics
+        max_bytes = self.settings.max_event_bytes if max_bytes is None else max_bytes
 
         @self.broker.subscriber(
             *topic_list,
@@ -230,7 +236,8 @@ class Bus:
         )
         async def consume(msg: KafkaMessage) -> None:
             records: tuple[ConsumerRecord, ...] = msg.raw_message  # type: ignore[assignment]
-            self.consumers[group_id] = msg.consumer
+            if group_id is not None:
+                self.consumers[group_id] = msg.consumer
             async with lock or contextlib.nullcontext():
                 with self.batch_seconds.time():
                     items, dead = self.decode(records, model, max_bytes, parse)
@@ -244,7 +251,7 @@ class Bus:
                         raise
                     if on_published:
                         on_published()
-                    if not self.in_memory:
+                    if not self.in_memory and group_id is not None:
                         await commit(msg.consumer, records, commit_limit)
                         self.record_lag(msg.consumer, records)
 

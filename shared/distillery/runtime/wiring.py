@@ -19,7 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from distillery.contracts.channels import BY_STEM
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+from distillery.contracts.channels import BY_STEM, Consumer
 from distillery.contracts.channels import Topics as Topics
 from distillery.contracts.events import Event
 from distillery.contracts.spec import CapabilitySpec
@@ -56,25 +58,43 @@ class Subscription:
     batch: bool = False
     enabled: Callable[[Any], bool] = always  # e.g. the router reads verdicts only for value routing
     options: Callable[[Any], dict[str, Any]] = no_options  # bus.subscribe keywords that need the deps
+    # channels read by the same consumer (their table entry says ``together_with`` this stem): stem -> model
+    also: dict[str, type[Event]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        channel = BY_STEM.get(self.stem)
-        if channel is None:
-            raise ValueError(f"subscription to unknown channel '{self.stem}'")
-        if self.model not in channel.events:
-            raise ValueError(f"{self.model.__name__} is not an event of channel '{self.stem}'")
+        for stem, model in {self.stem: self.model, **self.also}.items():
+            channel = BY_STEM.get(stem)
+            if channel is None:
+                raise ValueError(f"subscription to unknown channel '{stem}'")
+            if model not in channel.events:
+                raise ValueError(f"{model.__name__} is not an event of channel '{stem}'")
+
+    def consumer(self, service: str) -> Consumer:
+        """This subscription's entry in the channel table."""
+        return next(c for c in BY_STEM[self.stem].consumers if c.service == service and c.suffix == self.suffix)
 
 
 def wire(bus: Bus, service: str, subscriptions: Sequence[Subscription], deps: Context) -> list[str]:
-    """Register the enabled subscriptions on ``bus``; returns their consumer groups."""
+    """Register the enabled subscriptions on ``bus``; returns their consumer groups.
+
+    A broadcast consumer has no group: every replica reads every partition from the start.
+    Channels read together share one consumer, range-assigned, so partition i of each goes to the
+    same replica (they are co-partitioned: same key, same partition count).
+    """
     groups = []
     for sub in subscriptions:
         if not sub.enabled(deps):
             continue
-        topic = bus.topics.of(sub.stem, teacher_id=deps.params.get("teacher_id"))
-        group = bus.settings.group(service, sub.suffix, **deps.params)
-        bus.subscribe(topic, sub.model, _adapt(bus, sub, deps), group_id=group, **sub.options(deps))
-        groups.append(group)
+        teacher_id = deps.params.get("teacher_id")
+        models = {bus.topics.of(stem, teacher_id=teacher_id): model for stem, model in {sub.stem: sub.model, **sub.also}.items()}
+        options = sub.options(deps)
+        if sub.also:
+            options.setdefault("partition_assignment_strategy", (RangePartitionAssignor,))
+        group = None if sub.consumer(service).broadcast else bus.settings.group(service, sub.suffix, **deps.params)
+        model: Any = sub.model if len(models) == 1 else models
+        bus.subscribe(list(models), model, _adapt(bus, sub, deps), group_id=group, **options)
+        if group is not None:
+            groups.append(group)
     return groups
 
 
