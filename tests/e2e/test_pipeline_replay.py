@@ -60,7 +60,7 @@ def pipeline(tmp_path, kafka_bootstrap, topic_prefix):
     data["students"]["boundary"] = {**data["students"]["tiny"], "units": ["tool_boundary"], "pools": ["train", "refusal"]}
     spec_path.write_text(yaml.safe_dump(data, sort_keys=False))
     state = stack.start(spec_path, tmp_path / "run", topic_prefix, bootstrap=kafka_bootstrap,
-                        extra_env={**SECRETS, "DISTILLERY_GRPC_PORT": str(free_port())})
+                        extra_env={**SECRETS, "DISTILLERY_GRPC_PORT": str(free_port()), "DISTILLERY_LAG_WATCH_S": "1"})
     try:
         stack.wait_ready(state, timeout_s=120)
         yield state, spec_path, workload
@@ -197,11 +197,20 @@ def test_workload_flows_through_all_six_services(pipeline, prometheus, settings)
         assert not unknown
         assert prometheus.has_series("distillery_router_dead_letters_total")
         assert "DeadLetters" in wait_for(prometheus.firing, lambda alerts: "DeadLetters" in alerts, timeout_s=60)
-        # a stopped consumer reports no lag of its own: its failing scrape fires ServiceDown
+        # a stopped consumer reports nothing: its failing scrape fires ServiceDown, and the verdicts piling
+        # up behind it (redelivered copies here) fire ConsumerLagGrowing, measured by the judge at the broker
         editor = state.process("editor")
         os.kill(editor.pid, signal.SIGSTOP)
         try:
             assert "ServiceDown" in wait_for(prometheus.firing, lambda alerts: "ServiceDown" in alerts, timeout_s=60)
+            verdict = events(settings, settings.topics.verdicts, CandidatesJudged)[0]
+            copies = [(settings.topics.verdicts, verdict.key, verdict.model_dump_json().encode())] * 150
+            asyncio.run(produce_all(settings, copies))
+            assert "ConsumerLagGrowing" in wait_for(prometheus.firing, lambda alerts: "ConsumerLagGrowing" in alerts,
+                                                    timeout_s=60)
+            lagging = {(a["labels"].get("group"), a["labels"]["topic"]) for a in prometheus.api("alerts")["alerts"]
+                       if a["labels"]["alertname"] == "ConsumerLagGrowing"}
+            assert ("distillery-editor", settings.topics.verdicts) in lagging
         finally:
             os.kill(editor.pid, signal.SIGCONT)
     # every service reports the version it runs (build_info), and `distillery status` shows it

@@ -13,7 +13,7 @@ from distillery.contracts.events import CandidateGenerated, GenerationRequested
 from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import TeacherSpec
 from distillery.domain.backends import Backend
-from distillery.runtime.wiring import Context, In, Out, Subscription
+from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
 from distillery_teacher import metrics
 from distillery_teacher.logic import answer
 
@@ -42,13 +42,16 @@ class TeacherDeps(Context):
         return self.spec.teachers[self.teacher_id]
 
 
-async def on_generation_requested(items: list[In[GenerationRequested]], deps: TeacherDeps) -> list[Out]:
-    requests = [item.event for item in items]
+async def on_generation_requested(items: list[In[GenerationRequested]], deps: TeacherDeps) -> list[Out | DeadLetter]:
+    # a unit this spec does not know has no prompt: its request is dead-lettered alone, not the batch failed
+    unknown = [DeadLetter(item.record, "unknown_unit", f"unknown unit '{item.event.task.unit}': not in the teacher's spec")
+               for item in items if item.event.task.unit not in deps.spec.units]
+    requests = [item.event for item in items if item.event.task.unit in deps.spec.units]
     # Generation is CPU/GPU-bound: a worker thread keeps the event loop (and heartbeats) alive.
     candidates = await asyncio.to_thread(answer, requests, deps.backend, deps.spec, deps.teacher, deps.produced_by)
     for candidate in candidates:
         count(candidate, deps.teacher_id)
-    return [Out(deps.topics.candidates, c) for c in candidates]
+    return [*unknown, *(Out(deps.topics.candidates, c) for c in candidates)]
 
 
 def count(candidate: CandidateGenerated, teacher_id: str) -> None:

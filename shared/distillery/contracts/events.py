@@ -9,10 +9,11 @@ Readers upcast older schema versions through :data:`UPCASTERS`.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from distillery.contracts import ids
 
@@ -29,10 +30,30 @@ Split = Literal["train", "eval"]
 Tier = Literal["high", "medium", "low"]
 
 
-class Model(BaseModel):
-    """Internal models forbid unknown fields and never change after creation."""
+def _safe_id(value: str) -> str:
+    if not value.isprintable() or any(part in value for part in ("/", "\\", "..")):
+        raise ValueError("an id is printable text without '/', '\\' or '..'")
+    return value
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+def _safe_path(value: str) -> str:
+    if not value.isprintable() or ".." in re.split(r"[/\\]", value):
+        raise ValueError("a path is printable text without '..' segments")
+    return value
+
+
+# What services key state, dedup and files by: never empty, bounded, printable, and never a path
+# (no '/', '\\' or '..'), so a hostile id is dead-lettered as invalid, not used as a key or a file name.
+Id = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_safe_id)]
+OptionalId = Annotated[str, Field(max_length=256), AfterValidator(_safe_id)]  # "" where there is none
+SafePath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_safe_path)]  # no '..' escapes
+
+
+class Model(BaseModel):
+    """Internal models forbid unknown fields and never change after creation. A float is finite:
+    JSON has no infinity or NaN (1e400 parses as one), and they would go back on the wire as null."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def utcnow() -> datetime:
@@ -69,7 +90,7 @@ class Reference(Model):
 
 
 class Task(Model):
-    task_id: str
+    task_id: Id
     unit: str
     prompt: str
     tools: list[ToolSpec] = Field(default_factory=list)
@@ -156,13 +177,13 @@ class Event(Model):
 
 class TaskSubmitted(Event):
     id_field: ClassVar[str] = "task_id"
-    task_id: str
+    task_id: Id
     task: Task
 
 
 class GenerationRequested(Event):
     id_field: ClassVar[str] = "request_id"
-    request_id: str
+    request_id: Id
     task: Task
     teacher_id: str
     strategy: str
@@ -196,8 +217,8 @@ class TokenLogprobs(Model):
 
 class CandidateGenerated(Event):
     id_field: ClassVar[str] = "candidate_id"
-    candidate_id: str
-    request_id: str
+    candidate_id: Id
+    request_id: Id
     task: Task
     teacher_id: str
     strategy: str
@@ -217,7 +238,7 @@ class CandidateGenerated(Event):
 
 
 class JudgedCandidate(Model):
-    candidate_id: str
+    candidate_id: Id
     teacher_id: str
     text: str
     pool: Pool
@@ -244,7 +265,7 @@ class JudgedCandidate(Model):
 
 class CandidatesJudged(Event):
     id_field: ClassVar[str] = "verdict_id"
-    verdict_id: str
+    verdict_id: Id
     task: Task
     judge_version: str
     candidates: list[JudgedCandidate]
@@ -256,25 +277,31 @@ class CandidatesJudged(Event):
     # the judge's own checks on this task: position_swap_agree, perturbation_caught, two_judge_agree
     self_checks: dict[str, bool] = Field(default_factory=dict)
 
+    @property
+    def key(self) -> str:
+        """Keyed by unit: the editor's dedup and quotas are per unit, so one replica sees all of a unit
+        (a task's verdicts still share a partition, since a task has one unit)."""
+        return self.task.unit
+
 
 class RegenerationRequested(Event):
     """The judge asks the router for another, bounded attempt, with the reasons as feedback."""
 
     id_field: ClassVar[str] = "regeneration_id"
-    regeneration_id: str
+    regeneration_id: Id
     task: Task
     attempt: int
     teachers: list[str]
     feedback: str
-    verdict_id: str
+    verdict_id: Id
 
 
 class Provenance(Model):
-    task_id: str
-    candidate_id: str
+    task_id: Id
+    candidate_id: Id
     teacher_id: str
     judge_version: str
-    verdict_id: str
+    verdict_id: OptionalId  # "": an unjudged raw teacher answer (the trainer's raw buckets)
     source: SourceOffset | None = None
 
 
@@ -284,7 +311,7 @@ class SampleCurated(Event):
 
     id_field: ClassVar[str] = "sample_id"
     schema_version: int = 2
-    sample_id: str
+    sample_id: Id
     unit: str
     pathway: Pathway
     pool: Pool
@@ -325,13 +352,13 @@ class SampleRetracted(Event):
     """
 
     id_field: ClassVar[str] = "retraction_id"
-    sample_id: str
+    sample_id: Id
     judge_version: str
     reason: str
     task_id: str | None = None
     candidate_id: str | None = None
     source: SourceOffset | None = None
-    retraction_id: str = ""  # derived: h(sample_id, judge_version)
+    retraction_id: OptionalId = ""  # derived: h(sample_id, judge_version)
 
     def model_post_init(self, __context: Any) -> None:
         if not self.retraction_id:  # one retraction per sample and decider: a redelivery repeats the id
@@ -346,15 +373,20 @@ class ReviewDecided(Event):
     """A human decision on a candidate of the review pool; it outranks the model judge, replays included."""
 
     id_field: ClassVar[str] = "decision_id"
-    decision_id: str
+    decision_id: Id
     task: Task
     candidate: JudgedCandidate
     judge_version: str  # of the verdict that sent the candidate to review
-    verdict_id: str
+    verdict_id: Id
     decision: Decision
     pool: Pool | None = None  # accept: the pool the human put it in
     note: str = ""
     reviewer: str = ""
+
+    @property
+    def key(self) -> str:
+        """Keyed by unit, like verdicts: the editor reads both in one consumer, co-partitioned."""
+        return self.task.unit
 
 
 def decision_id_for(candidate_id: str, decision: str, pool: str | None, note: str, reviewer: str) -> str:
@@ -374,13 +406,13 @@ class Variant(Model):
     bucket: Literal["curated", "judge_filtered", "multi_teacher", "single_teacher"] = "curated"
     overrides: dict[str, Any] = Field(default_factory=dict)
     match: bool = False
-    experiment_id: str = ""
+    experiment_id: OptionalId = ""
     members: int = 1  # runs in the experiment, so the evaluator knows when the table is complete
 
 
 class TrainingRequested(Event):
     id_field: ClassVar[str] = "request_id"
-    request_id: str
+    request_id: Id
     student: str
     reason: str = "command"
     variant: Variant | None = None
@@ -390,10 +422,10 @@ class TrainingRequested(Event):
 
 class StudentTrained(Event):
     id_field: ClassVar[str] = "student_id"
-    student_id: str
+    student_id: Id
     student: str
     version: str
-    artifact_dir: str
+    artifact_dir: SafePath
     base_model: str
     recipe: dict[str, Any]
     manifest: dict[str, Any]
@@ -424,8 +456,8 @@ def subject_order(subject: str) -> tuple[int, str]:
 
 class EvaluationCompleted(Event):
     id_field: ClassVar[str] = "evaluation_id"
-    evaluation_id: str
-    student_id: str
+    evaluation_id: Id
+    student_id: Id
     scores: list[SubjectScore]
     roi: dict[str, float]
     report_path: str
@@ -442,7 +474,7 @@ class EvaluationCompleted(Event):
 
 class EventDeadLettered(Event):
     id_field: ClassVar[str] = "dead_letter_id"
-    dead_letter_id: str
+    dead_letter_id: Id
     service: str
     source_topic: str
     partition: int
@@ -552,8 +584,8 @@ def _raise_if_newer(model: type[Event], payload: bytes | str) -> None:
 
 
 def _upcast(model: type[Event], data: dict[str, Any]) -> dict[str, Any]:
-    version = int(data.get("schema_version", 1))
-    while (model.__name__, version) in UPCASTERS:
+    version = data.get("schema_version", 1)  # not an integer (1e400 is infinity): validation says so
+    while isinstance(version, int) and (model.__name__, version) in UPCASTERS:
         data = UPCASTERS[(model.__name__, version)](data)
-        version = int(data["schema_version"])
+        version = data["schema_version"]
     return data

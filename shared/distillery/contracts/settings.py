@@ -42,7 +42,11 @@ class ServiceSettings(BaseSettings):
     batch_max_records: int = Field(default=500, ge=1)
     batch_timeout_ms: int = Field(default=200, ge=1)
     max_task_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_event_bytes: int = Field(default=8 * 1024 * 1024, ge=1024,
+                                 description="a consumed record over this is dead-lettered as oversized")
     consumer_group: str = Field(default="", description="empty: the service's group in contracts.channels.SERVICE_GROUPS")
+    lag_watch_s: float = Field(default=15.0, ge=0, description="how often the lag of the groups reading this "
+                               "service's outputs is measured at the broker (0: never)")
     run_dir: Path = Path(".distillery/run")
     log_level: str = "INFO"
     torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default")

@@ -97,6 +97,10 @@ class Bus:
         self.batch_seconds = Histogram(f"{prefix}_batch_seconds", "Seconds per consumed batch, publish included")
         self.lag = Gauge(f"{prefix}_consumer_lag", "Records behind the partition's end after the last committed batch",
                          ["topic", "partition"])
+        # measured at the broker for the groups that read what this service writes: a stopped or hung
+        # consumer reports no lag of its own, so its producer reports it (see runtime.service.watch_downstream)
+        self.downstream_lag = Gauge(f"{prefix}_downstream_lag", "Records the consumer group has not committed yet, "
+                                    "on a topic this service writes to", ["group", "topic"])
         # services deploy and version on their own: which version runs is a metric (and a column of `status`)
         Info(f"{prefix}_build", "The running service's version").info({"version": version})
 
@@ -179,6 +183,8 @@ class Bus:
                 dead.append(self.dead_letter(record, str(exc), "newer_schema"))
             except (ValidationError, ValueError, UnicodeDecodeError) as exc:
                 dead.append(self.dead_letter(record, _short_error(exc), "invalid"))
+            except Exception as exc:  # noqa: BLE001 - a record no parser foresaw must not stall its partition
+                dead.append(self.dead_letter(record, _short_error(exc), "poison"))
         for item in valid:
             self.consumed.labels(item.record.topic).inc()
         return valid, dead

@@ -21,10 +21,11 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from prometheus_client import REGISTRY, make_asgi_app
 
+from distillery.contracts.channels import CHANNELS, TEACHER_STEM, group_name
 from distillery.contracts.settings import ConfigError, ServiceSettings
-from distillery.contracts.spec import CapabilitySpec
+from distillery.contracts.spec import CapabilitySpec, judge_version
 from distillery.runtime.bus import Bus
-from distillery.runtime.kafka import client_kwargs, ensure_topics
+from distillery.runtime.kafka import client_kwargs, consumer_lag, ensure_topics
 from distillery.runtime.wiring import Context, Subscription, wire
 
 
@@ -122,7 +123,53 @@ def assemble(
     bus = make_bus(settings, service, version)
     deps.produced_by, deps.topics = bus.produced_by, bus.topics  # one name for what the service produces
     wire(bus, service, subscriptions, deps)
-    return make_app(bus, deps.spec, **(hooks(deps, bus) if hooks else {})), settings
+    keywords = hooks(deps, bus) if hooks else {}
+    params = {"judge_version": judge_version(deps.spec), **deps.params}
+    watcher = DownstreamWatcher(bus, downstream_groups(service, params, list(deps.spec.teachers)))
+    keywords["on_startup"] = [*keywords.get("on_startup", []), watcher.start]
+    keywords["on_shutdown"] = [watcher.stop, *keywords.get("on_shutdown", [])]
+    return make_app(bus, deps.spec, **keywords), settings
+
+
+def downstream_groups(service: str, params: dict[str, str], teacher_ids: list[str]) -> list[tuple[str, str]]:
+    """(group, topic) of every consumer group reading a channel ``service`` produces, from the channel
+    table (a teacher's channel once per teacher); broadcast and optional consumers have no group to watch."""
+    out = []
+    for channel in CHANNELS:
+        if not any(producer.split()[0] == service for producer in channel.producers):
+            continue
+        for teacher_id in teacher_ids if channel.stem == TEACHER_STEM else [None]:
+            for consumer in channel.consumers:
+                if not (consumer.broadcast or consumer.optional):
+                    group = group_name(consumer.service, consumer.suffix, **{**params, "teacher_id": teacher_id or ""})
+                    out.append((group, channel.topic("{prefix}", teacher_id)))
+    return out
+
+
+class DownstreamWatcher:
+    """Measures, every ``lag_watch_s``, the lag of the groups reading this service's outputs."""
+
+    def __init__(self, bus: Bus, groups: list[tuple[str, str]]) -> None:
+        self.bus, self.groups, self.task = bus, groups, None
+
+    async def start(self) -> None:
+        if self.groups and self.bus.settings.lag_watch_s > 0 and not self.bus.in_memory:
+            self.task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.bus.settings.lag_watch_s)
+            for group, pattern in self.groups:
+                topic = pattern.replace("{prefix}", self.bus.topics.prefix, 1)
+                try:
+                    lag = (await consumer_lag(self.bus.settings, group, [topic]))[topic]
+                except Exception:  # noqa: BLE001 - the broker is away: measure again next time
+                    continue
+                self.bus.downstream_lag.labels(group, topic).set(lag)
 
 
 def serve(service: str, build: Callable[[], tuple[AsgiFastStream, ServiceSettings]]) -> None:
