@@ -200,7 +200,7 @@ def test_review_decisions_are_honoured_by_the_editor(tmp_path, kafka_bootstrap, 
         assert warned == []
         reviews = asyncio.run(read_snapshot(settings, settings.topics.reviews)).records
         assert [(r.key.decode(), parse_event(ReviewDecided, r.value)) for r in reviews] == [
-            (chosen.verdict.task.task_id, accepted)]
+            (chosen.verdict.task.unit, accepted)]  # keyed by unit, like the verdicts
         assert chosen.candidate_id not in {i.candidate_id for i in review.load_queue(settings)}
         human = wait_for(lambda: [s for s in curated(sample_history(settings))
                                   if s.provenance.candidate_id == chosen.candidate_id],
