@@ -23,6 +23,7 @@ from distillery.runtime.wiring import DeadLetter, In
 from distillery_judge.handlers import (
     JudgeDeps,
     JudgeSettings,
+    after_rebuild,
     flush_expired_once,
     mark_judged,
     on_candidate_generated,
@@ -202,9 +203,11 @@ async def test_replicas_share_judged_tasks_and_gates_through_the_verdicts_they_f
                            self_checks={"perturbation_caught": False}, produced_by="judge@test")
     here.monitor.record("math_steps", "perturbation", False)  # recorded when this replica judged `own`
     here.recorded_here.add(own.verdict_id)
-    here.rebuilt_to = {0: 1}  # offset 0 was read by the start-up rebuild
-    items = [In(slipped[0], verdict_record(slipped[0], 0)), In(own, verdict_record(own, 1)),
-             *[In(v, verdict_record(v, 2 + i)) for i, v in enumerate(slipped)]]
+    here.rebuilt_to = {0: 1}  # offset 0 was read by the start-up rebuild: the follower passes over it
+    skip = after_rebuild(here)["skip"]
+    assert skip(verdict_record(slipped[0], 0)) and not skip(verdict_record(slipped[0], 1))
+    assert not skip(verdict_record(slipped[0], 0, partition=1))
+    items = [In(own, verdict_record(own, 1)), *[In(v, verdict_record(v, 2 + i)) for i, v in enumerate(slipped)]]
     assert await on_peer_verdicts(items, here) == []
     assert not here.aggregator.open  # judged elsewhere: no second verdict when it times out
     assert await flush_expired_once(here, now=time.monotonic() + 3600) == []

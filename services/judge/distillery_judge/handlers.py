@@ -159,8 +159,6 @@ async def on_peer_verdicts(items: list[In[CandidatesJudged]], deps: JudgeDeps) -
     partition may move here in a rebalance), and the self-check windows and gates see every replica's
     outcomes, so N replicas gate a unit as one judge would."""
     for item in items:
-        if item.record.offset < deps.rebuilt_to.get(item.record.partition, 0):
-            continue  # read by the start-up rebuild
         if item.event.verdict_id in deps.recorded_here:
             deps.recorded_here.discard(item.event.verdict_id)  # this replica's own: recorded when judged
             continue
@@ -168,6 +166,12 @@ async def on_peer_verdicts(items: list[In[CandidatesJudged]], deps: JudgeDeps) -
     metrics.OPEN_TASKS.set(len(deps.aggregator.open))
     export_self_checks(deps)
     return []
+
+
+def after_rebuild(deps: JudgeDeps) -> dict[str, Any]:
+    """The follower passes over what the start-up rebuild read (it was counted, and any garbage in it
+    was dead-lettered by the consumers that own it), so a restart re-counts and re-dead-letters nothing."""
+    return {"skip": lambda record: record.offset < deps.rebuilt_to.get(record.partition, 0)}
 
 
 def held_commits(deps: JudgeDeps) -> dict[str, Any]:
@@ -181,5 +185,5 @@ SUBSCRIPTIONS = [
     Subscription("candidates", CandidateGenerated, on_candidate_generated, batch=True, options=held_commits),
     # No lock: the follower changes state without awaiting, so no batch or flush sees it half done (and
     # an in-memory broker delivers the judge's own verdicts while the publishing batch holds the lock).
-    Subscription("verdicts", CandidatesJudged, on_peer_verdicts, "-peers", batch=True),
+    Subscription("verdicts", CandidatesJudged, on_peer_verdicts, "-peers", batch=True, options=after_rebuild),
 ]

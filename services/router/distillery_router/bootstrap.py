@@ -22,8 +22,10 @@ def hooks(deps: RouterDeps, bus: Bus) -> dict[str, Any]:
     """The gRPC ingest (when DISTILLERY_GRPC_PORT is set) and, for value routing, the table rebuilt
     from the verdicts topic so a restart keeps what was learned."""
     async def rebuild_value_table() -> None:
-        for verdict in (await replay(deps.settings, deps.topics.verdicts, CandidatesJudged)).events:
+        replayed = await replay(deps.settings, deps.topics.verdicts, CandidatesJudged)
+        for verdict in replayed.events:
             on_candidates_judged(verdict, deps)
+        deps.rebuilt_to = replayed.end_offsets  # the "-feedback" follower goes on from here
 
     ingest = ingest_server(deps.settings, deps.spec, bus, deps.index)
     startup = [rebuild_value_table] if uses_strategy("value")(deps) else []

@@ -23,6 +23,9 @@ class RouterDeps(Context):
     settings: RouterSettings = field(default_factory=RouterSettings)
     table: ValueTable = field(default_factory=ValueTable)  # value routing: acceptance and cost per teacher
     index: TaskIndex = field(default_factory=TaskIndex)  # what the gRPC ingest reports as a task's status
+    # where the start-up rebuild of the value table stopped (partition -> end offset): every replica
+    # follows the verdicts topic from there (the "-feedback" broadcast consumer)
+    rebuilt_to: dict[int, int] = field(default_factory=dict)
 
 
 def uses_strategy(strategy: str):
@@ -72,6 +75,10 @@ def on_candidates_judged(event: CandidatesJudged, deps: RouterDeps) -> list[Out]
     return []
 
 
+def after_rebuild(deps: RouterDeps) -> dict[str, Any]:
+    return {"skip": lambda record: record.offset < deps.rebuilt_to.get(record.partition, 0)}
+
+
 def tasks_front_door(deps: RouterDeps) -> dict[str, Any]:
     """The tasks topic is bounded in size, and takes events or bare task objects from upstream producers."""
     def parse(payload: bytes) -> TaskSubmitted:
@@ -85,5 +92,6 @@ SUBSCRIPTIONS = [
     Subscription("regeneration", RegenerationRequested, on_regeneration_requested, "-regeneration",
                  enabled=retries_enabled),
     Subscription("candidates", CandidateGenerated, on_candidate_generated, "-chain", enabled=uses_strategy("chain")),
-    Subscription("verdicts", CandidatesJudged, on_candidates_judged, "-feedback", enabled=uses_strategy("value")),
+    Subscription("verdicts", CandidatesJudged, on_candidates_judged, "-feedback", enabled=uses_strategy("value"),
+                 options=after_rebuild),
 ]

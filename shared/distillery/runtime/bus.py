@@ -211,6 +211,7 @@ class Bus:
         max_records: int | None = None,
         max_bytes: int | None = None,
         parse: Callable[[bytes], E] | None = None,
+        skip: Callable[[ConsumerRecord], bool] | None = None,
         **subscriber_options: Any,
     ) -> Any:
         """Register a batch subscriber with publish-then-commit semantics.
@@ -224,7 +225,8 @@ class Bus:
         settings' ``max_event_bytes``). ``parse`` replaces the
         event model's own validation (the router also accepts bare tasks on the tasks topic).
         ``group_id=None`` reads every partition from the start and commits nothing (a broadcast
-        consumer: state every replica must see).
+        consumer: state every replica must see); ``skip`` passes over records before they are
+        decoded (those its start-up rebuild already read).
         """
         topic_list = [topics] if isinstance(topics, str) else topics
         max_bytes = self.settings.max_event_bytes if max_bytes is None else max_bytes
@@ -246,7 +248,8 @@ class Bus:
                 self.consumers[group_id] = msg.consumer
             async with lock or contextlib.nullcontext():
                 with self.batch_seconds.time():
-                    items, dead = self.decode(records, model, max_bytes, parse)
+                    fresh = [r for r in records if not skip(r)] if skip else records
+                    items, dead = self.decode(fresh, model, max_bytes, parse)
                     try:
                         outs = await handler(items) if items else []
                         await self.publish([*outs, *dead])
