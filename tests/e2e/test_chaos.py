@@ -44,7 +44,7 @@ from tests.waiting import events, wait_for
 pytestmark = pytest.mark.chaos
 
 SEED = 14
-KILLS = 24  # per disturbed run, then the stream finishes in peace (each restart costs a process start)
+KILLS = 12  # per disturbed run, then the stream finishes in peace (each restart costs a process start)
 KILLABLE = ("router", "judge", "editor", "teacher-alpha", "teacher-beta")
 SCALED = ("router", "judge", "editor")  # the services run twice in the two-replica run
 
@@ -95,7 +95,8 @@ def editor_caught_up(settings: ServiceSettings) -> bool:
     return lag.get(settings.topics.verdicts, 1) == 0
 
 
-def run_workload(tmp_path: Path, spec_path: Path, workload: list[dict], *, replicas: int, chaos: bool) -> Outcome:
+def run_workload(tmp_path: Path, spec_path: Path, workload: list[dict], *, replicas: int, chaos: bool,
+                 evaluate: bool = True) -> Outcome:
     rng = random.Random(SEED + replicas)
     started = time.monotonic()
     state = stack.start(spec_path, tmp_path / "run", f"chaos{replicas}{int(chaos)}")
@@ -126,7 +127,7 @@ def run_workload(tmp_path: Path, spec_path: Path, workload: list[dict], *, repli
             victim = rng.choice(names)
             restart(state, victim)
             kills.append(victim)
-            time.sleep(rng.uniform(0.3, 1.5))
+            time.sleep(rng.uniform(0.3, 1.0))
             if len(kills) >= KILLS:
                 break
         wait_for(done, lambda ok: ok, timeout_s=180, every_s=1)
@@ -140,12 +141,14 @@ def run_workload(tmp_path: Path, spec_path: Path, workload: list[dict], *, repli
             restart(state, "trainer")
             kills.append("trainer")
         trained = wait_for(lambda: events(settings, settings.topics.students, StudentTrained), bool, timeout_s=240)
-        if chaos:
-            time.sleep(rng.uniform(0.2, 1.0))
-            restart(state, "evaluator")
-            kills.append("evaluator")
-        evaluated = wait_for(lambda: events(settings, settings.topics.evaluations, EvaluationCompleted), bool,
-                             timeout_s=240)
+        evaluated = []
+        if evaluate:  # the evaluator is one replica whatever the run: it is killed in one disturbed run
+            if chaos:
+                time.sleep(rng.uniform(0.2, 1.0))
+                restart(state, "evaluator")
+                kills.append("evaluator")
+            evaluated = wait_for(lambda: events(settings, settings.topics.evaluations, EvaluationCompleted), bool,
+                                 timeout_s=240)
         history = asyncio.run(replay(settings, settings.topics.samples, parse_sample_record)).events
         students = events(settings, settings.topics.students, StudentTrained)
         assert len({s.student_id for s in students}) == 1, "one student per request, retrained or not"
@@ -164,12 +167,13 @@ def run_workload(tmp_path: Path, spec_path: Path, workload: list[dict], *, repli
 @pytest.mark.skipif(external_bootstrap() is not None, reason="freezes its own embedded broker")
 def test_random_kills_and_a_frozen_broker_change_nothing_with_one_or_two_replicas(tmp_path):
     spec_path, workload = chaos_spec(tmp_path)
-    calm = run_workload(tmp_path / "calm", spec_path, workload, replicas=1, chaos=False)
+    calm = run_workload(tmp_path / "calm", spec_path, workload, replicas=1, chaos=False, evaluate=False)
     assert calm.samples and all(n == 1 for n in calm.verdicts.values())
     assert calm.curated_records == len(calm.samples)
 
     for replicas in (1, 2):
-        wild = run_workload(tmp_path / f"chaos-{replicas}", spec_path, workload, replicas=replicas, chaos=True)
+        wild = run_workload(tmp_path / f"chaos-{replicas}", spec_path, workload, replicas=replicas, chaos=True,
+                            evaluate=replicas == 1)
         print(f"\nchaos, {replicas} replica(s): {len(wild.kills)} kills ({', '.join(wild.kills)}), broker frozen: "
               f"{wild.froze_broker}, {len(wild.verdicts)} tasks judged, {len(wild.samples)} live samples, "
               f"{wild.curated_records} sample records, {wild.seconds:.0f} s (calm run: {calm.seconds:.0f} s)")
@@ -179,4 +183,4 @@ def test_random_kills_and_a_frozen_broker_change_nothing_with_one_or_two_replica
         assert wild.curated_records == len(wild.samples), "a doubled sample"
         assert wild.samples == calm.samples
         assert (wild.dataset_sha, wild.student_id) == (calm.dataset_sha, calm.student_id)
-        assert wild.evaluated
+        assert wild.evaluated == (replicas == 1)

@@ -60,7 +60,7 @@ def pipeline(tmp_path, kafka_bootstrap, topic_prefix):
     data["students"]["boundary"] = {**data["students"]["tiny"], "units": ["tool_boundary"], "pools": ["train", "refusal"]}
     spec_path.write_text(yaml.safe_dump(data, sort_keys=False))
     state = stack.start(spec_path, tmp_path / "run", topic_prefix, bootstrap=kafka_bootstrap,
-                        extra_env={**SECRETS, "DISTILLERY_GRPC_PORT": str(free_port()), "DISTILLERY_LAG_WATCH_S": "1"})
+                        extra_env={**SECRETS, "DISTILLERY_GRPC_PORT": str(free_port()), "DISTILLERY_LAG_WATCH_S": "2"})
     try:
         stack.wait_ready(state, timeout_s=120)
         yield state, spec_path, workload
