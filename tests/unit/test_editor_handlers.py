@@ -23,7 +23,7 @@ from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import load_spec
 from distillery.runtime.wiring import DeadLetter, In, Out
 from distillery_editor.governance import HUMAN
-from distillery_editor.handlers import EditorDeps, on_candidates_judged, on_review_decided, restore_state
+from distillery_editor.handlers import EditorDeps, on_editor_inputs, restore_state
 from distillery_editor.state import EditorState
 from tests.support import ROOT
 
@@ -66,7 +66,7 @@ def rejected(task: Task, jc: JudgedCandidate) -> ReviewDecided:
 
 
 def verdicts(deps: EditorDeps, *items: tuple[CandidatesJudged, int]) -> list[Out | DeadLetter]:
-    return asyncio.run(on_candidates_judged([In(v, record(VERDICTS, offset)) for v, offset in items], deps))
+    return asyncio.run(on_editor_inputs([In(v, record(VERDICTS, offset)) for v, offset in items], deps))
 
 
 EGGS = math_task("Janet's ducks lay 16 eggs a day. She eats 3 and bakes with 4. How many are left to sell?", "9")
@@ -111,7 +111,7 @@ def test_a_human_reject_retracts_the_sample_and_a_restarted_editor_still_honours
     (sample,) = [o.event for o in verdicts(deps, (verdict(EGGS, "9"), 0)) if o.event.pathway == "answer"]
     deps.state.commit()
     decision = rejected(EGGS, accepted(EGGS, "9"))
-    outs = asyncio.run(on_review_decided([In(decision, record(REVIEWS, 0))], deps))
+    outs = asyncio.run(on_editor_inputs([In(decision, record(REVIEWS, 0))], deps))
     retractions = [o.event for o in outs if isinstance(o.event, SampleRetracted)]
     assert sample.sample_id in {r.sample_id for r in retractions} and {r.judge_version for r in retractions} == {HUMAN}
     assert all(o.topic == SAMPLES for o in outs)
@@ -144,7 +144,7 @@ def test_a_sample_the_editor_sent_to_review_is_listed_and_a_human_accept_takes_e
     (item,) = review.review_queue(review.latest_verdicts([judged]), set(), None, history)
     assert item.candidate_id == judged.candidates[0].candidate_id and "over token budget" in item.reasons
     decision = review.build_decision(item, "accept", "train", "long but right", "ana")
-    outs = asyncio.run(on_review_decided([In(decision, record(REVIEWS, 0))], deps))
+    outs = asyncio.run(on_editor_inputs([In(decision, record(REVIEWS, 0))], deps))
     deps.state.commit()
     retracted = [o.event for o in outs if isinstance(o.event, SampleRetracted)]
     admitted = [o.event for o in outs if isinstance(o.event, SampleCurated)]
@@ -157,4 +157,4 @@ def test_a_sample_the_editor_sent_to_review_is_listed_and_a_human_accept_takes_e
     decided = review.latest_decisions([decision])
     assert review.review_queue(review.latest_verdicts([judged]), decided, None, [*history, *retracted, *admitted]) == []
     # redelivered, the decision changes nothing
-    assert asyncio.run(on_review_decided([In(decision, record(REVIEWS, 0))], deps)) == []
+    assert asyncio.run(on_editor_inputs([In(decision, record(REVIEWS, 0))], deps)) == []

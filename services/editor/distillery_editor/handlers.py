@@ -54,8 +54,6 @@ async def on_editor_inputs(items: list[In[Input]], deps: EditorDeps) -> list[Out
                 else on_decision_item(item, deps))
 
 
-on_candidates_judged = on_review_decided = on_editor_inputs  # either kind alone is a batch of inputs too
-
 
 def on_verdict_item(item: In[CandidatesJudged], deps: EditorDeps) -> list[Out]:
     if item.event.task.unit not in deps.spec.units:

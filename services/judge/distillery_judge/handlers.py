@@ -14,7 +14,7 @@ from pydantic import Field
 from distillery.contracts.events import CandidateGenerated, CandidatesJudged
 from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import judge_version
-from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
+from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription, after_rebuild
 from distillery_judge import metrics
 from distillery_judge.aggregate import Aggregator, OpenTask
 from distillery_judge.logic import TaskInput, judge_batch, regeneration_for
@@ -166,12 +166,6 @@ async def on_peer_verdicts(items: list[In[CandidatesJudged]], deps: JudgeDeps) -
     metrics.OPEN_TASKS.set(len(deps.aggregator.open))
     export_self_checks(deps)
     return []
-
-
-def after_rebuild(deps: JudgeDeps) -> dict[str, Any]:
-    """The follower passes over what the start-up rebuild read (it was counted, and any garbage in it
-    was dead-lettered by the consumers that own it), so a restart re-counts and re-dead-letters nothing."""
-    return {"skip": lambda record: record.offset < deps.rebuilt_to.get(record.partition, 0)}
 
 
 def held_commits(deps: JudgeDeps) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from distillery.contracts.events import CandidateGenerated, CandidatesJudged, RegenerationRequested, TaskSubmitted
 from distillery.contracts.submission import parse_task_record
-from distillery.runtime.wiring import Context, Out, Subscription
+from distillery.runtime.wiring import Context, Out, Subscription, after_rebuild
 from distillery_router import metrics
 from distillery_router.feedback import ValueTable
 from distillery_router.ingest import RouterSettings, TaskIndex
@@ -73,10 +73,6 @@ def on_candidates_judged(event: CandidatesJudged, deps: RouterDeps) -> list[Out]
         metrics.COST_PER_ACCEPTED.labels(unit, jc.teacher_id).set(stats.cost_per_accepted if stats.accepted else -1)
         metrics.JUDGED.labels(unit, jc.teacher_id).set(stats.judged)
     return []
-
-
-def after_rebuild(deps: RouterDeps) -> dict[str, Any]:
-    return {"skip": lambda record: record.offset < deps.rebuilt_to.get(record.partition, 0)}
 
 
 def tasks_front_door(deps: RouterDeps) -> dict[str, Any]:

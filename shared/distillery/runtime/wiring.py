@@ -74,6 +74,13 @@ class Subscription:
         return next(c for c in BY_STEM[self.stem].consumers if c.service == service and c.suffix == self.suffix)
 
 
+def after_rebuild(deps: Any) -> dict[str, Any]:
+    """Options of a broadcast follower whose start-up rebuild read its topic up to ``deps.rebuilt_to``
+    (partition -> end offset): it passes over those records, so a restart neither counts them again
+    nor dead-letters their garbage a second time."""
+    return {"skip": lambda record: record.offset < deps.rebuilt_to.get(record.partition, 0)}
+
+
 def wire(bus: Bus, service: str, subscriptions: Sequence[Subscription], deps: Context) -> list[str]:
     """Register the enabled subscriptions on ``bus``; returns their consumer groups.
 
@@ -107,4 +114,4 @@ def _adapt(bus: Bus, sub: Subscription, deps: Context) -> Callable[[list[In[Any]
     return bus.per_event(lambda item: sub.handler(item.event, deps))
 
 
-__all__ = ["Context", "DeadLetter", "In", "Out", "Subscription", "Topics", "wire"]
+__all__ = ["Context", "DeadLetter", "In", "Out", "Subscription", "Topics", "after_rebuild", "wire"]
