@@ -28,6 +28,7 @@ from distillery.contracts.events import (
     Trace,
 )
 from distillery.contracts.spec import CapabilitySpec, StyleSpec, UnitSpec
+from distillery.domain.checkers import canonical_json, parse_json_answer
 from distillery.domain.samples import CONTRASTIVE_PATHWAY, hashed_tool_names, sample_weight
 from distillery.domain.text import FILLER_PHRASE, sentences
 from distillery.domain.tools import REGISTRY
@@ -46,8 +47,8 @@ _EMOJI = re.compile("[\U0001F300-\U0001FAFF\u2600-\u27BF]")
 
 def final_text(jc: JudgedCandidate, unit: UnitSpec) -> str:
     """The final answer in the unit's output form, canonicalised."""
-    if jc.pool == "refusal":
-        return REFUSAL
+    if jc.pool == "refusal" and not stated_gaps(jc):
+        return REFUSAL  # a structured answer that leaves a gap open keeps its own (null) fields
     if jc.pool == "contrastive" and jc.correction:
         return jc.correction
     return answer_of(jc, unit)
@@ -60,14 +61,29 @@ def answer_of(jc: JudgedCandidate, unit: UnitSpec) -> str:
         return json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
     if unit.output_form == "final_answer" and jc.final is not None:
         return f"#### {jc.final}"
+    if unit.output_form == "json" and (obj := parse_json_answer(jc.text)) is not None:
+        return canonical_json(obj)
     return jc.text.strip()
 
 
 # --- boundary annotations ------------------------------------------------------------------------
 
 
-def refusal_limits(task: Task) -> list[str]:
-    """What was missing, why answering stops, what to do instead."""
+def stated_gaps(jc: JudgedCandidate) -> list[str]:
+    """The required fields the input lacked and the answer left "not stated" (the judge's reasons)."""
+    return [r.split(":", 1)[1] for r in jc.reasons if r.startswith("missing_stated:")]
+
+
+def refusal_limits(task: Task, jc: JudgedCandidate | None = None, unit: UnitSpec | None = None) -> list[str]:
+    """What was missing, why answering stops, what to do instead. A missing detail's boundary names
+    the fields and carries the unit's must-nots; the tool boundary keeps its fixed wording."""
+    gaps = stated_gaps(jc) if jc is not None else []
+    if gaps:
+        fields = ", ".join(gaps)
+        return [f"Missing: the input does not state {fields}.",
+                "Why stop: any value there would be invented, not read from the input.",
+                f"Instead: leave {fields} null (not stated) and ask for it.",
+                *[f"Must not: {line}." for line in (unit.must_not if unit else [])]]
     names = ", ".join(t.name for t in task.tools) or "none"
     return [f"Missing: no declared function fits this request (declared: {names}).",
             "Why stop: calling a function that does not fit, or answering from memory, would be made up.",
@@ -126,6 +142,8 @@ def unparseable(jc: JudgedCandidate, unit: UnitSpec) -> str | None:
         return "unparseable: no tool call in the answer of a tool_call unit"
     if unit.output_form == "final_answer" and jc.final is None and unit.rules.reference == "final_answer":
         return "unparseable: no final answer in the answer of a final_answer unit"
+    if unit.output_form == "json" and parse_json_answer(jc.text) is None:
+        return "unparseable: no JSON object in the answer of a json unit"
     return None
 
 
@@ -187,7 +205,7 @@ def build_sample(verdict: CandidatesJudged, jc: JudgedCandidate, unit: UnitSpec,
     if unparsed:
         notes["review_reason"] = unparsed
     if jc.pool == "refusal":
-        limits = refusal_limits(task) + limits
+        limits = refusal_limits(task, jc, unit) + limits
     contrast = ""
     if jc.pool == "contrastive":
         contrast, limits = answer_of(jc, unit), contrastive_limits(jc) + limits

@@ -8,7 +8,16 @@ from statistics import mean
 
 from distillery.contracts.events import CandidateGenerated, SubjectScore, Task
 from distillery.contracts.spec import CapabilitySpec, UnitSpec
-from distillery.domain.scoring import answers_equal, check_reference, extract_final_answer, is_decline, parse_tool_calls
+from distillery.domain.checkers import (
+    CheckResult,
+    Scored,
+    canonical_json,
+    metric_values,
+    parse_json_answer,
+    run_checker,
+    unit_metric_names,
+)
+from distillery.domain.scoring import answers_equal, extract_final_answer, is_decline, parse_tool_calls
 from distillery_evaluator.signals import classify_error
 
 
@@ -72,17 +81,28 @@ def teacher_outputs(candidates: list[CandidateGenerated], tasks: list[Task], spe
     return outs
 
 
+_CHECKED: dict[tuple, CheckResult] = {}
+
+
+def checked(output: Output, spec: CapabilitySpec) -> CheckResult:
+    """The unit's checker on one output, the same one the judge runs (memoised: every figure of a
+    report asks again, and a model-based checker is not free)."""
+    key = (id(spec), output.task.unit, output.task.task_id, output.subject, output.text, output.missing)
+    if key not in _CHECKED:
+        if len(_CHECKED) > 200_000:
+            _CHECKED.clear()
+        unit = spec.units[output.task.unit]
+        _CHECKED[key] = run_checker(unit, output.task, "" if output.missing else output.text)
+    return _CHECKED[key]
+
+
 def is_correct(output: Output, spec: CapabilitySpec) -> bool:
-    """The unit's accuracy metric, through the same reference checks the judge uses."""
-    if output.missing:
-        return False
-    unit = spec.units[output.task.unit]
-    return bool(check_reference(output.task, output.text, unit.rules.reference).correct)
+    """The unit's accuracy metric, through the same checker the judge uses."""
+    return not output.missing and bool(checked(output, spec).correct)
 
 
 def reference_reasons(output: Output, spec: CapabilitySpec) -> list[str]:
-    unit = spec.units[output.task.unit]
-    return check_reference(output.task, output.text, unit.rules.reference).reasons
+    return checked(output, spec).reasons
 
 
 def error_classes(outputs: list[Output], spec: CapabilitySpec) -> dict[str, int]:
@@ -97,10 +117,9 @@ def error_classes(outputs: list[Output], spec: CapabilitySpec) -> dict[str, int]
 
 
 def unit_metrics(outputs: list[Output], spec: CapabilitySpec) -> list[dict]:
-    """The accuracy metrics each unit declares, per subject, plus refusal correctness.
-
-    ``exact_match`` (final answers), ``tool_call_accuracy`` (BFCL AST match, including "no call"
-    on irrelevance tasks), and refusal precision / recall: a subject should stop exactly on the
+    """The metrics each unit declares (``eval_metric`` and ``metrics``, by registry name; a
+    ``json_fields`` unit adds field accuracy, invented-value rate and missing-field recall), per
+    subject, plus refusal precision / recall: a subject should stop exactly on the
     tasks whose reference is "no call" (recall: it stops when it should; precision: only then).
     Refusal figures are computed over all of a subject's tasks (unit ``all``): a false refusal
     on a tool-call task counts against precision."""
@@ -109,9 +128,10 @@ def unit_metrics(outputs: list[Output], spec: CapabilitySpec) -> list[dict]:
     for out in outputs:
         groups[(out.task.unit, out.subject)].append(out)
     for (unit, subject), outs in sorted(groups.items()):
-        metric = spec.units[unit].eval_metric or "accuracy"
-        rows.append({"unit": unit, "subject": subject, "metric": metric,
-                     "value": round(mean(is_correct(o, spec) for o in outs), 4)})
+        scored = [Scored(o.task, o.text, checked(o, spec), missing=bool(o.missing)) for o in outs]
+        for name in unit_metric_names(spec.units[unit]):
+            rows += [{"unit": unit, "subject": subject, "metric": metric, "value": value}
+                     for metric, value in metric_values(name, scored).items()]
         rows.append({"unit": unit, "subject": subject, "metric": "output_tokens",
                      "value": round(mean(o.output_tokens for o in outs), 1)})
         if spec.units[unit].uses_tools:  # does it act (call a tool) at all, right or wrong?
@@ -147,6 +167,9 @@ def breakdown(outputs: list[Output], spec: CapabilitySpec) -> list[dict]:
 def same_answer(a: str, b: str, spec: CapabilitySpec, task: Task) -> bool:
     """Do two outputs say the same thing in the unit's form (final number, calls, or a decline)?"""
     form = spec.units[task.unit].output_form
+    if form == "json":
+        ja, jb = parse_json_answer(a), parse_json_answer(b)
+        return ja is not None and jb is not None and canonical_json(ja) == canonical_json(jb)
     if form == "final_answer":
         fa, fb = extract_final_answer(a), extract_final_answer(b)
         return fa is not None and answers_equal(fa, fb)

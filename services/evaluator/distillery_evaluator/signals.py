@@ -204,9 +204,10 @@ def error_shift(rounds: list[Round], config: StopConfig) -> Signal:
 
 # --- error classes ----------------------------------------------------------------------------
 
-_FORMAT_TAGS = {"no_final_answer", "unparseable_tool_call", "no_tool_call"}
+_FORMAT_TAGS = {"no_final_answer", "unparseable_tool_call", "no_tool_call", "unparseable_json", "not_a_label",
+                "checker_error"}
 _VALIDATION_TAGS = {"missing_required_argument", "unexpected_argument", "wrong_type", "invalid_enum_value"}
-_BOUNDARY_TAGS = {"called_tool_when_none_fits", "no_decline_stated"}
+_BOUNDARY_TAGS = {"called_tool_when_none_fits", "no_decline_stated", "invented_value"}
 # check_reference appends the tool-call match result as "<coarse>", "<coarse>:<detail>"
 _MATCH_TAGS = {"wrong_arguments", "wrong_function", "wrong_number_of_calls", "bad_reference"}
 _KNOWLEDGE_SCENARIOS = {"lookup", "knowledge"}
@@ -223,11 +224,13 @@ def classify_error(unit_form: str, task: Task, text: str, reasons: list[str],
     ``unit_tools`` the registry tools the unit declares (``tool_use`` units list their tools in
     the spec, not on the task). Rules, first match wins:
 
-    1. ``format``: ``no_final_answer``, ``unparseable_tool_call``, ``no_tool_call``, or a
+    1. ``format``: ``no_final_answer``, ``unparseable_tool_call``, ``no_tool_call``,
+       ``unparseable_json``, ``not_a_label``, ``checker_error``, or a
        signature-validation tag (``missing_required_argument``, ``unexpected_argument``,
        ``wrong_type``, ``invalid_enum_value``) *before* the match tags. A malformed answer is a
        format error whatever else is wrong with it.
-    2. ``boundary``: ``called_tool_when_none_fits`` or ``no_decline_stated`` (a no-call task).
+    2. ``boundary``: ``called_tool_when_none_fits`` or ``no_decline_stated`` (a no-call task), or
+       ``invented_value:<field>`` (a value the input does not state).
     3. ``tool_choice``: ``wrong_function``, ``wrong_number_of_calls``, or ``unknown_function``
        (a function the task does not declare is a choice mistake, not a syntax one).
     4. ``missing_knowledge`` / ``wrong_arguments``: ``wrong_arguments`` with detail

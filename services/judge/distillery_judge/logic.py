@@ -9,7 +9,6 @@ once so the model scorers see one batch.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -26,7 +25,8 @@ from distillery.contracts.events import (
     Trace,
 )
 from distillery.contracts.spec import CapabilitySpec, Dimension, Rules, UnitSpec
-from distillery.domain.scoring import ReferenceResult, check_reference, parse_tool_calls
+from distillery.domain.checkers import parse_json_answer, run_checker
+from distillery.domain.scoring import ReferenceResult, parse_tool_calls
 from distillery_judge.relation import relate
 from distillery_judge.scorers import (
     Embedder,
@@ -46,18 +46,8 @@ def format_ok(text: str, output_format: str) -> bool:
     if output_format == "final_answer":
         return "####" in text and bool(re.search(r"####\s*-?[\d$.,]", text))
     if output_format == "json":
-        return isinstance(_json_object(text), dict)
+        return parse_json_answer(text) is not None
     return bool(text.strip())
-
-
-def _json_object(text: str) -> object:
-    match = re.search(r"\{.*\}", text, re.DOTALL)
-    if match is None:
-        return None
-    try:
-        return json.loads(match.group())
-    except json.JSONDecodeError:
-        return None
 
 
 _JSON_TYPES = {"string": str, "number": (int, float), "integer": int, "boolean": bool, "array": list, "object": dict}
@@ -76,7 +66,7 @@ def rule_floor(text: str, rules: Rules) -> dict[str, bool]:
         "min_chars": len(text.strip()) >= rules.min_chars,
         "max_chars": len(text) <= rules.max_chars,
     }
-    obj = _json_object(text) if rules.output_format == "json" else None
+    obj = parse_json_answer(text) if rules.output_format == "json" else None
     for name in rules.required_fields:
         checks[f"required:{name}"] = name in obj if isinstance(obj, dict) else name in text
     for key, kind in rules.json_schema.items():
@@ -122,7 +112,7 @@ def _floor(task: Task, unit: UnitSpec, cand: CandidateGenerated, source: SourceO
     rule_checks = rule_floor(cand.text, unit.rules) if not cand.error else {"format": False}
     if unit.rules.require_tool_use and not cand.error:
         rule_checks["tool_used"] = any(step.error is None for step in cand.trajectory)
-    ref = check_reference(task, cand.text, unit.rules.reference) if not cand.error else ReferenceResult(None)
+    ref = run_checker(unit, task, cand.text) if not cand.error else ReferenceResult(None)
     return _Floor(task, unit, cand, source, rule_checks, ref, strip_judge_directives(cand.text)[1])
 
 
@@ -133,8 +123,9 @@ def _local_dimensions(f: _Floor) -> None:
             f.dims[dim.name] = sum(f.rule_checks.values()) / len(f.rule_checks)
             f.scorers[dim.name] = "rules"
         elif dim.scorer == "reference" and f.ref.correct is not None:
-            f.dims[dim.name] = float(f.ref.correct)
-            f.scorers[dim.name] = f"reference:{f.unit.rules.reference}"
+            # partial credit where the checker gives it (json_fields: the share of fields right)
+            f.dims[dim.name] = f.ref.score if f.ref.score is not None else float(f.ref.correct)
+            f.scorers[dim.name] = f"reference:{f.unit.reference_checker.name}"
 
 
 def _embedding_dimensions(floors: list[_Floor], embedder: Embedder | None) -> None:
@@ -143,7 +134,7 @@ def _embedding_dimensions(floors: list[_Floor], embedder: Embedder | None) -> No
         for dim in f.unit.judge.dimensions:
             if dim.scorer != "embedding" or not f.scoreable:
                 continue
-            anchor = f.task.prompt if dim.against == "prompt" else reference_text(f.task)
+            anchor = f.task.prompt if dim.against == "prompt" else reference_text(f.task, f.unit)
             if anchor is not None:  # no reference: the dimension is left out, the others carry the score
                 wanted.append((f, dim, anchor))
     if not wanted or embedder is None:
@@ -162,7 +153,7 @@ def _llm_dimensions(floors: list[_Floor], scorers: Scorers) -> None:
     todo = [f for f in floors if f.scoreable and _llm_dims(f.unit)]
     if not todo or scorers.model is None:
         return
-    requests = [ScoreRequest(f.cand.candidate_id, f.task, f.cand.text, _llm_dims(f.unit)) for f in todo]
+    requests = [ScoreRequest(f.cand.candidate_id, f.task, f.cand.text, _llm_dims(f.unit), f.unit) for f in todo]
     for f, result in zip(todo, scorers.model.score(requests)):
         if result.scores is None:
             f.judge_raw = result.raw
@@ -196,6 +187,9 @@ def _pool(f: _Floor) -> tuple[str, list[str]]:
         return "failure", ["broken_output"] + (["truncated"] if f.cand.finish_reason == "length" else [])
     if f.judge_raw is not None:
         return "failure", ["judge_malformed"]
+    broken_checker = [r for r in f.ref.reasons if r.startswith("checker_error:")]
+    if broken_checker:  # the checker raised on this answer: nobody knows whether it is right
+        return "failure", broken_checker
     failed = [f"rule:{name}" for name, ok in f.rule_checks.items() if not ok]
     if failed:
         return "discard", failed
@@ -208,6 +202,8 @@ def _pool(f: _Floor) -> tuple[str, list[str]]:
         return ("hard_case", ["judge_split", *low]) if f.ref.correct else ("discard", low)
     if f.ref.correct and f.task.reference is not None and f.task.reference.no_call:
         return "refusal", ["no_call_correct"]
+    if f.ref.correct and f.ref.gaps:  # says "not stated" where the input lacks a required detail
+        return "refusal", [f"missing_stated:{name}" for name in f.ref.gaps]
     confidence = f.cand.confidence
     if confidence is not None and confidence < f.unit.judge.hard_case_confidence:
         return "hard_case", ["rules_passed", "low_confidence"]
@@ -263,7 +259,7 @@ def _to_review(judged: list[JudgedCandidate], reason: str, pools=CORRECT_POOLS) 
 def add_corrections(task: Task, assessed: list[Assessed], unit: UnitSpec) -> list[JudgedCandidate]:
     """Wrong answers (a reference mismatch) become `contrastive`, kept against the reference."""
     out = []
-    fix = reference_text(task)
+    fix = reference_text(task, unit)
     for a in assessed:
         jc = a.jc
         if unit.judge.contrastive and a.correct is False and jc.pool == "discard" and fix is not None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from distillery.contracts.events import Task
-from distillery.contracts.spec import CapabilitySpec, Dimension
+from distillery.contracts.spec import CapabilitySpec, Dimension, UnitSpec
 from distillery.domain.backends import Backend, make_backend
+from distillery.domain.checkers import canonical_json
 from distillery.domain.embeddings import Embedder
 
 # Sentences aimed at whoever grades the answer. They never help the task, so they are
@@ -70,15 +71,20 @@ PAIR_SYSTEM = (
 RETRY_NUDGE = "\n\nYour previous reply could not be read. Reply with the JSON object only, numbers from 0 to 10."
 
 
-def reference_text(task: Task) -> str | None:
-    """The reference as text, for the rubric and for embedding similarity."""
+def reference_text(task: Task, unit: UnitSpec | None = None) -> str | None:
+    """The reference as text in the unit's answer form, for the rubric, embedding similarity and
+    a contrastive sample's correction (None: no reference, or one that is not an answer, e.g. a pattern)."""
     ref = task.reference
     if ref is None:
         return None
     if ref.no_call:
         return "No available function fits this request, so no function should be called."
+    if ref.fields is not None:
+        return canonical_json(ref.fields)
     if ref.answer is not None:
-        return f"#### {ref.answer}"
+        if unit is not None and unit.reference_checker.name == "regex_match":
+            return None  # a pattern to match, not an answer to learn
+        return f"#### {ref.answer}" if unit is None or unit.output_form == "final_answer" else ref.answer
     if ref.tool_calls:
         # BFCL lists the allowed values per argument; "" among them marks an argument that may be omitted
         calls = [{"name": fn, "arguments": {k: v[0] for k, v in args.items() if v and v[0] != ""}}
@@ -87,13 +93,26 @@ def reference_text(task: Task) -> str | None:
     return None
 
 
-def score_prompt(task: Task, text: str, dims: list[Dimension]) -> tuple[str, str]:
+def responsibility(unit: UnitSpec | None) -> str:
+    """The unit's responsibilities as rubric lines: what the answer must, may and must not do."""
+    if unit is None:
+        return ""
+    lines = [f"The answer's job: {unit.description.strip()}"] if unit.description.strip() else []
+    lines += [f"It must {x}" for x in unit.must] + [f"It may {x}" for x in unit.may]
+    lines += [f"It must not {x} (an answer that does scores 0 on every dimension)" for x in unit.must_not]
+    return "\n".join(lines)
+
+
+def score_prompt(task: Task, text: str, dims: list[Dimension], unit: UnitSpec | None = None) -> tuple[str, str]:
     rubric = "\n".join(f"- {d.name}: {d.description or d.name.replace('_', ' ')}" for d in dims)
     shape = ", ".join(f'"{d.name}": <0-10>' for d in dims)
-    ref = reference_text(task)
+    ref = reference_text(task, unit)
     parts = [f"Task:\n{task.prompt}"]
     if ref:
         parts.append(f"Reference answer (trusted):\n{ref}")
+    duties = responsibility(unit)
+    if duties:
+        parts.append(f"Responsibilities (from the capability spec, trusted):\n{duties}")
     parts += [f"Rubric, each scored from 0 (fails) to 10 (fully meets):\n{rubric}",
               f"The answer to grade:\n{_isolated(text, _nonce(task.prompt, text))}",
               f"Reply with JSON only: {{{shape}}}"]
@@ -138,6 +157,7 @@ class ScoreRequest:
     task: Task
     text: str
     dims: list[Dimension]
+    unit: UnitSpec | None = None  # its responsibilities go into the rubric
 
 
 @dataclass(frozen=True)
@@ -170,7 +190,7 @@ class ModelJudge:
 
     def score(self, requests: list[ScoreRequest]) -> list[ModelScores]:
         cleaned = [strip_judge_directives(r.text) for r in requests]
-        prompts = [score_prompt(r.task, text, r.dims) for r, (text, _) in zip(requests, cleaned)]
+        prompts = [score_prompt(r.task, text, r.dims, r.unit) for r, (text, _) in zip(requests, cleaned)]
         results: list[ModelScores | None] = [None] * len(requests)
         raws = [""] * len(requests)
         todo = list(range(len(requests)))

@@ -16,6 +16,7 @@ from collections import deque
 from fractions import Fraction
 
 from distillery.contracts.spec import CapabilitySpec
+from distillery.domain.checkers import canonical_json, parse_json_answer
 from distillery.domain.scoring import extract_final_answer, parse_tool_calls
 
 log = logging.getLogger("distillery.judge")
@@ -57,6 +58,10 @@ def perturb(text: str, output_form: str) -> str | None:
             return None
         changed = {**first.arguments, arg: _shift(first.arguments[arg])}
         return json.dumps({"name": first.name, "arguments": changed}, separators=(",", ":"))  # reworded: compact
+    if output_form == "json":
+        obj = parse_json_answer(text)
+        key = next((k for k in sorted(obj or {}) if obj[k] is not None and _shift(obj[k]) is not None), None)
+        return None if key is None else canonical_json({**obj, key: _shift(obj[key])})  # one field made wrong
     final = extract_final_answer(text)
     if output_form == "final_answer" and final is not None:
         wrong = _wrong_number(final)

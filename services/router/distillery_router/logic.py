@@ -21,6 +21,7 @@ from distillery.contracts.events import (
     Trace,
 )
 from distillery.contracts.spec import CapabilitySpec, ExpertRule, UnitSpec
+from distillery.contracts.submission import check_reference_fits
 from distillery.runtime.bus import Rejected
 from distillery_router.feedback import ValueTable
 
@@ -108,6 +109,10 @@ def route(event: TaskSubmitted, spec: CapabilitySpec, produced_by: str, table: V
     """First requests for a task; unknown units and unroutable tasks are rejected."""
     task = event.task
     unit = unit_of(task, spec)
+    try:  # an envelope skips the front door's line checks: the reference must still fit the checker
+        check_reference_fits(task, spec)
+    except ValueError as exc:
+        raise Rejected("reference_mismatch", str(exc)) from None
     choices = choose(task, unit, spec, table)
     chain = Chain(roles=_roles(unit), teachers=unit.routing.teachers, step=0) if unit.routing.strategy == "chain" else None
     # the judge waits for one candidate per competitor; a chain delivers one final candidate

@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from distillery.contracts import ids
 
@@ -81,12 +81,23 @@ class Reference(Model):
 
     ``answer``: the final answer (math). ``tool_calls``: BFCL possible answers,
     one ``{function: {argument: [allowed values]}}`` per expected call.
-    ``no_call``: the right behaviour is to call no tool.
+    ``no_call``: the right behaviour is to call no tool. ``fields``: the expected JSON object of a
+    structured answer (``json_fields``), ``null`` where the input does not state the field.
     """
 
     answer: str | None = None
     tool_calls: list[dict[str, dict[str, list[Any]]]] | None = None
     no_call: bool = False
+    fields: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _fields_only_when_set(self, handler: Any) -> dict[str, Any]:
+        # an added optional field stays off the wire when unset: every existing event dumps exactly
+        # as before (same schema_version), and readers that predate it ignore it when set
+        data = handler(self)
+        if data.get("fields") is None:
+            data.pop("fields", None)
+        return data
 
 
 class Task(Model):

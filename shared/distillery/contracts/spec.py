@@ -13,11 +13,21 @@ import json
 import re
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal
+from string import Formatter
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from distillery.contracts import plugins
 from distillery.contracts.settings import ConfigError
 
 
@@ -291,12 +301,50 @@ class EditorSpec(SpecModel):
     style: StyleSpec = Field(default_factory=StyleSpec)
 
 
+class CheckerSpec(SpecModel):
+    """The unit's reference checker by name (a built-in, an entry point of ``distillery.checkers`` or
+    ``module:function``) and its parameters. In YAML a bare name is enough: ``checker: json_fields``."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: object) -> object:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _resolves(self, info: ValidationInfo) -> CheckerSpec:
+        fn = plugins.resolve("checker", self.name)
+        prepare = getattr(fn, "prepare_params", None)  # a checker's own parameter check (files, patterns)
+        if prepare is not None:
+            base = (info.context or {}).get("base_dir", ".")
+            object.__setattr__(self, "params", prepare(dict(self.params), base))
+        return self
+
+
+# The prompt template's placeholders (docs/spec.md): the unit's own words, rendered as lists.
+PROMPT_FIELDS = ("system_prompt", "description", "must", "may", "must_not", "fields")
+DEFAULT_PROMPT_TEMPLATE = """{system_prompt}
+
+Your task: {description}
+You must:
+{must}
+You may:
+{may}
+You must not:
+{must_not}
+
+{fields}"""
+
+
 class UnitSpec(SpecModel):
     description: str
     must: list[str] = Field(default_factory=list)
     may: list[str] = Field(default_factory=list)
     must_not: list[str] = Field(default_factory=list)
-    output_form: Literal["text", "final_answer", "tool_call"] = "text"
+    # json: the answer is one JSON object; samples keep it canonical (sorted keys) in `final`
+    output_form: Literal["text", "final_answer", "tool_call", "json"] = "text"
     pathways: list[Literal["answer", "process", "style", "tool_trajectory"]] = Field(
         default_factory=lambda: ["answer"], min_length=1)
     # tool_trajectory units: the registry tools (distillery.domain.tools) teachers may call, and the loop's bounds
@@ -315,7 +363,79 @@ class UnitSpec(SpecModel):
     judge: UnitJudge = Field(default_factory=UnitJudge)
     editor: EditorSpec = Field(default_factory=EditorSpec)
     system_prompt: str = ""
-    eval_metric: Literal["exact_match", "tool_call_accuracy", "refusal_correctness"] = "exact_match"
+    # the teachers' system prompt around the unit's responsibilities; None: DEFAULT_PROMPT_TEMPLATE
+    prompt_template: str | None = None
+    # what "correct" means: the reference checker (None: the one `rules.reference` names) and the
+    # metrics the evaluator reports; the judge, the editor and the evaluator use the same registry
+    checker: CheckerSpec | None = None
+    eval_metric: str = "exact_match"  # the headline metric: share of answers the checker calls correct
+    metrics: list[str] = Field(default_factory=list)  # further metrics, each a registered name
+    # structured answers: fields the answer must give, and fields the input may not state (the right
+    # answer is then null, "not stated"); a value where the input states none is invented
+    required_fields: list[str] = Field(default_factory=list)
+    may_be_missing: list[str] = Field(default_factory=list)
+
+    @field_validator("eval_metric")
+    @classmethod
+    def _headline_metric(cls, name: str) -> str:
+        plugins.check_metric(name)
+        return name
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_resolve(cls, names: list[str]) -> list[str]:
+        for name in names:
+            plugins.check_metric(name)
+        return names
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_fields(cls, template: str | None) -> str | None:
+        if template is None:
+            return None
+        try:
+            used = [name for _, name, _, _ in Formatter().parse(template) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"does not parse as a template: {exc}") from None
+        unknown = sorted(set(used) - set(PROMPT_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {unknown}; the template may use {list(PROMPT_FIELDS)}")
+        return template
+
+    @model_validator(mode="after")
+    def _checker_fits(self) -> UnitSpec:
+        if self.checker is not None and self.rules.reference != "none":
+            raise ValueError(f"field 'checker': set either checker or rules.reference, not both "
+                             f"(rules.reference is '{self.rules.reference}')")
+        overlap = sorted(set(self.required_fields) & set(self.may_be_missing))
+        if overlap:
+            raise ValueError(f"field 'may_be_missing': {overlap} are also required_fields")
+        checker = self.reference_checker
+        try:
+            plugins.check_checker(checker.name, self.checker_params())
+        except plugins.PluginError as exc:
+            raise ValueError(f"field 'checker': {exc}") from None
+        return self
+
+    @property
+    def reference_checker(self) -> CheckerSpec:
+        return self.checker or CheckerSpec(name=self.rules.reference)
+
+    def checker_params(self) -> dict[str, Any]:
+        """The checker's parameters, with the unit's field boundaries where it declares them."""
+        params = dict(self.reference_checker.params)
+        if self.required_fields:
+            params["required_fields"] = list(self.required_fields)
+        if self.may_be_missing:
+            params["may_be_missing"] = list(self.may_be_missing)
+        return params
+
+    def reference_needed(self) -> str | None:
+        """The reference field a task of this unit must carry when it has a reference."""
+        return plugins.reference_needed(self.reference_checker.name, self.checker_params())
+
+    def metric_names(self) -> list[str]:
+        return list(dict.fromkeys([self.eval_metric, *self.metrics]))
 
     @field_validator("tools")
     @classmethod
@@ -515,16 +635,14 @@ class CapabilitySpec(SpecModel):
 
 
 # The judge's pool policy (distillery_judge.logic): bump when the same spec would pool differently.
-JUDGE_POLICY = "judge-v3"  # v3: an invalid tool call is discarded without a reference too
+JUDGE_POLICY = "judge-v4"  # v4: checkers by name; invented values never train; stated gaps are boundary
 
 
 def judge_version(spec: CapabilitySpec) -> str:
     """Names rubric, rules and judge together: the label plus a hash of what decides a verdict."""
     decisive = {
         "judge": spec.judge.model_dump(mode="json", exclude={"aggregation_timeout_s"}),  # tuning, not judging
-        "units": {name: {"rules": u.rules.model_dump(mode="json"), "judge": u.judge.model_dump(mode="json"),
-                         "risk": u.risk, "second_check": u.second_check}
-                  for name, u in sorted(spec.units.items())},
+        "units": {name: _decisive_unit(u) for name, u in sorted(spec.units.items())},
         # the judge models themselves: a different model (or backend, or decoding) is a different judge
         "models": {name: spec.teachers[name].model_dump(mode="json", exclude={"concurrency", "timeout_s", "max_retries"})
                    for name in (spec.judge.model, spec.judge.second_model) if name},
@@ -532,6 +650,18 @@ def judge_version(spec: CapabilitySpec) -> str:
     }
     digest = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:10]
     return f"{spec.judge.label}-{digest}"
+
+
+def _decisive_unit(unit: UnitSpec) -> dict:
+    """What of a unit decides its verdicts: rules, checker, scoring, risk, and the responsibilities
+    where the judge reads them (an LLM judge's rubric carries them)."""
+    decisive = {"rules": unit.rules.model_dump(mode="json"), "judge": unit.judge.model_dump(mode="json"),
+                "risk": unit.risk, "second_check": unit.second_check,
+                "checker": {"name": unit.reference_checker.name, "params": unit.checker_params()}}
+    if unit.judge.uses_llm:
+        decisive["responsibility"] = {"description": unit.description, "must": unit.must, "may": unit.may,
+                                      "must_not": unit.must_not}
+    return decisive
 
 
 def with_label(spec: CapabilitySpec, label: str | None) -> CapabilitySpec:
@@ -546,6 +676,8 @@ def _describe(error: dict) -> str:
     error = {**error, "msg": str(error["msg"]).removeprefix("Value error, ")}
     if len(loc) >= 2 and loc[0] in ("units", "teachers", "students"):
         kind = loc[0].rstrip("s")
+        if len(loc) == 2 and error["msg"].startswith("field '"):  # an entry-level check names its field
+            return f"{kind} '{loc[1]}': {error['msg']}"
         field = ".".join(loc[2:]) or "(whole entry)"
         return f"{kind} '{loc[1]}': field '{field}': {error['msg']}"
     if not loc:  # cross-field checks already name their unit and field
@@ -553,9 +685,10 @@ def _describe(error: dict) -> str:
     return f"field '{'.'.join(loc)}': {error['msg']}"
 
 
-def parse_spec(data: object, source: str = "spec") -> CapabilitySpec:
+def parse_spec(data: object, source: str = "spec", base_dir: str | Path = ".") -> CapabilitySpec:
+    """Validate a spec; files it names (a checker's schema_file) are read relative to ``base_dir``."""
     try:
-        return CapabilitySpec.model_validate(data)
+        return CapabilitySpec.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc.errors()[0])}") from None
 
@@ -569,4 +702,4 @@ def load_spec(path: str | Path) -> CapabilitySpec:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
-    return parse_spec(data, str(path))
+    return parse_spec(data, str(path), path.parent)

@@ -99,7 +99,25 @@ def validate_task(data: object, spec: CapabilitySpec | None, max_bytes: int, pro
         raise ValueError(f"field '{field}': {first['msg']}") from None
     if spec is not None and task.unit not in spec.units:
         raise ValueError(f"unknown capability unit '{task.unit}' (spec has {', '.join(sorted(spec.units))})")
+    if spec is not None:
+        check_reference_fits(task, spec)
     return TaskSubmitted(task_id=task.task_id, task=task, produced_by=produced_by, trace=Trace(task_id=task.task_id))
+
+
+def check_reference_fits(task: Task, spec: CapabilitySpec) -> None:
+    """A reference must hold what the unit's checker compares with: a ``json_fields`` unit's task
+    carries ``reference.fields``, a ``final_answer`` one ``reference.answer``. Raises ValueError."""
+    ref = task.reference
+    unit = spec.units[task.unit]
+    needs = unit.reference_needed()
+    if ref is None or needs is None:
+        return
+    has = ref.tool_calls is not None or ref.no_call if needs == "tool_calls" else getattr(ref, needs) is not None
+    if not has:
+        given = [name for name, value in ref.model_dump(exclude_defaults=True).items() if value is not None]
+        raise ValueError(f"field 'reference': unit '{task.unit}' checks answers with "
+                         f"'{unit.reference_checker.name}', which needs reference.{needs} "
+                         f"(this task's reference gives {', '.join(given) or 'nothing'})")
 
 
 # The producer named on a bare task's envelope: it came from outside the pipeline.

@@ -3,8 +3,10 @@ so the student is evaluated on exactly the prompt form it was trained on."""
 
 from __future__ import annotations
 
+import re
+
 from distillery.contracts.events import Chain, Task, ToolSpec
-from distillery.contracts.spec import UnitSpec
+from distillery.contracts.spec import DEFAULT_PROMPT_TEMPLATE, UnitSpec
 
 
 def system_prompt(unit: UnitSpec, task: Task, compact: bool = False) -> str:
@@ -14,9 +16,11 @@ def system_prompt(unit: UnitSpec, task: Task, compact: bool = False) -> str:
     descriptions for teachers. Full JSON schemas cost several hundred prompt tokens
     per task (prefill dominates generation time on CPU) and tempt models to copy the
     schema into the arguments. ``compact`` (students) drops the descriptions: a small
-    model's context is short and its capacity is better spent on the mapping.
+    model's context is short and its capacity is better spent on the mapping; for the same reason
+    a student's prompt carries the unit's ``system_prompt`` only, a teacher's its responsibilities too.
     """
-    parts = [unit.system_prompt.strip()] if unit.system_prompt else []
+    instruction = unit.system_prompt.strip() if compact else unit_instruction(unit)
+    parts = [instruction] if instruction else []
     if task.tools:
         parts.append("Functions:\n" + "\n".join(signature(t, with_docs=not compact) for t in task.tools))
     return "\n\n".join(parts)
@@ -51,3 +55,43 @@ def signature(tool: ToolSpec, with_docs: bool = True) -> str:
     if with_docs and tool.description:
         line += f" - {tool.description.strip()}"
     return line
+
+
+def _bullets(items: list[str]) -> str:
+    return "\n".join(f"- {item.strip()}" for item in items)
+
+
+def answer_fields(unit: UnitSpec) -> str:
+    """For a JSON unit, the fields to give and how to say one is not stated ("" otherwise)."""
+    if unit.output_form != "json":
+        return ""
+    declared = list(unit.reference_checker.params.get("fields") or {})
+    names = list(dict.fromkeys([*unit.required_fields, *unit.may_be_missing, *declared]))
+    if not names:
+        return "Answer with one JSON object."
+    return (f"Answer with one JSON object with the fields {', '.join(names)}. Use null for a field the input "
+            "does not state; never guess a value.")
+
+
+def unit_instruction(unit: UnitSpec) -> str:
+    """The teachers' instruction for a unit: its system prompt and its responsibilities (description,
+    must, may, must not, and a JSON unit's fields), through the spec's ``prompt_template`` or
+    :data:`DEFAULT_PROMPT_TEMPLATE`. A heading left with nothing under it ("You may:" for a unit
+    with no ``may``) is dropped. ``distillery spec show UNIT`` prints the result."""
+    values = {"system_prompt": unit.system_prompt.strip(), "description": unit.description.strip(),
+              "must": _bullets(unit.must), "may": _bullets(unit.may), "must_not": _bullets(unit.must_not),
+              "fields": answer_fields(unit)}
+    lines = (unit.prompt_template or DEFAULT_PROMPT_TEMPLATE).format(**values).splitlines()
+    kept, dropped = [], False
+    for i, line in enumerate(lines):
+        if _empty_heading(line, lines[i + 1:i + 2]) or (dropped and not line.strip()):
+            dropped = True  # and the empty list line under it
+            continue
+        kept.append(line)
+        dropped = False
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+
+
+def _empty_heading(line: str, following: list[str]) -> bool:
+    nxt = following[0].strip() if following else ""
+    return line.rstrip().endswith(":") and (not nxt or nxt.endswith(":"))

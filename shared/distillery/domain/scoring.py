@@ -541,6 +541,12 @@ class ReferenceResult:
     checks: dict[str, bool] = field(default_factory=dict)
     final: str | None = None
     tool_calls: list[ToolCall] | None = None
+    # partial credit in [0, 1] (None: ``correct`` as 0 or 1); per-field outcomes of a structured
+    # answer (``json_fields``); required information the input lacks and the answer says is not
+    # stated (a boundary the student learns)
+    score: float | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    gaps: list[str] = field(default_factory=list)
 
 
 DECLINE_CUE = re.compile(
