@@ -15,12 +15,14 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): shared/pyproject.toml cli/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements/constraints.txt requirements/data.txt
+$(STAMP): shared/pyproject.toml cli/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements/constraints.txt requirements/data.txt examples/custom_unit/plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements/constraints.txt "$(TORCH)"
 	$(PY) -m pip install -q -c requirements/constraints.txt -e "shared[ml,grpc,dev]" -e cli $(foreach s,$(SERVICES),-e services/$(s))
 	$(PY) -m pip install -q --no-deps -r requirements/data.txt
+	# the custom-unit example's plugin (a team's own metric, found by entry point; its tests use it)
+	$(PY) -m pip install -q --no-deps -e examples/custom_unit/plugin
 	touch $(STAMP)
 
 demo: install

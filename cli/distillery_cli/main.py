@@ -20,7 +20,7 @@ from distillery.contracts.events import TrainingRequested, subject_order
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import load_spec
 from distillery.runtime.kafka import produce_all
-from distillery_cli import attribute, experiment, pipeline, replay, review, samples, session, stack, students
+from distillery_cli import attribute, experiment, pipeline, replay, review, samples, session, specs, stack, students
 from distillery_cli.output import RUN_DIR, console, err
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,6 +29,7 @@ app.add_typer(review.app, name="review")
 app.add_typer(replay.app, name="replay")
 app.add_typer(samples.app, name="samples")
 app.add_typer(students.app, name="students")
+app.add_typer(specs.app, name="spec")
 app.command("attribute")(attribute.attribute)
 app.command("experiment")(experiment.experiment)
 
