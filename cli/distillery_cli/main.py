@@ -69,9 +69,12 @@ def status(run_dir: Path = RUN_DIR) -> None:
     topics = Table("topic", "events", title="topics")
     for topic, count in pipeline.counts(settings, spec.routed_teachers()).items():
         topics.add_row(topic, str(count))
-    pools = Table("pool", "candidates", title="judge pools")
-    for pool, count in sorted(pipeline.pools(settings).items()):
-        pools.add_row(pool, str(count))
+    counted = pipeline.pools(settings)
+    teachers = sorted({teacher for _, teacher in counted})
+    pools = Table("pool", *teachers, "candidates", title="judge pools per teacher")
+    for pool in sorted({pool for pool, _ in counted}):
+        row = [counted.get((pool, t), 0) for t in teachers]
+        pools.add_row(pool, *map(str, row), str(sum(row)))
     services = Table("service", "version", "pid", "alive", "lag", title="services")
     lags = pipeline.lags(state)
     for proc in state.processes:
@@ -178,6 +181,7 @@ def _print_report(evaluation) -> None:
                       f"{sum(r.cost_per_request_usd * r.n for r in rows) / n:.6f}",
                       f"{sum(r.mean_output_tokens * r.n for r in rows) / n:.1f}")
     console.print(costs)
+    _print_metrics(evaluation, subjects, label)
     roi = Table("ROI ledger", "value")
     for key, value in evaluation.roi.items():
         roi.add_row(key, str(value))
@@ -185,6 +189,20 @@ def _print_report(evaluation) -> None:
     fired = ", ".join(f"{name} ({reason})" for name, reason in sorted(evaluation.signals.items()))
     console.print(f"stop signals: {fired or 'none fired'}")
     console.print(f"report: {evaluation.report_path}")
+
+
+def _print_metrics(evaluation, subjects: list[str], label: dict[str, str]) -> None:
+    """Every metric the units declare (and a json_fields unit's field metrics), per subject, as the
+    evaluator wrote them next to its report."""
+    path = Path(evaluation.report_path).parent / "metrics.json"
+    if not path.is_file():
+        return
+    cells = {(m["unit"], m["metric"], m["subject"]): m["value"] for m in json.loads(path.read_text())}
+    table = Table("unit", "metric", *[label[s] for s in subjects], title="metrics")
+    for unit, metric in sorted({(u, m) for u, m, _ in cells}):
+        table.add_row(unit, metric, *[f"{cells[(unit, metric, s)]:g}" if (unit, metric, s) in cells else "-"
+                                      for s in subjects])
+    console.print(table)
 
 
 @app.command()

@@ -47,11 +47,11 @@ def counts(settings: ServiceSettings, teacher_ids: list[str]) -> dict[str, int]:
 
 
 def pools(settings: ServiceSettings) -> Counter:
-    """Candidates per pool, one verdict per task (the latest judge version wins nothing here: all shown)."""
+    """Candidates per (pool, teacher), one verdict per task and judge version (all versions shown)."""
     seen: dict[str, CandidatesJudged] = {}
     for verdict in events(settings, settings.topics.verdicts, CandidatesJudged):
         seen[verdict.verdict_id] = verdict
-    return Counter(jc.pool for v in seen.values() for jc in v.candidates)
+    return Counter((jc.pool, jc.teacher_id) for v in seen.values() for jc in v.candidates)
 
 
 def sample_counts(settings: ServiceSettings) -> Counter:

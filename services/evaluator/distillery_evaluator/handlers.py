@@ -115,6 +115,7 @@ async def evaluate(trained: StudentTrained, deps: EvaluatorDeps) -> EvaluationCo
     )
     deps.write_report(data, out_dir)
     (out_dir / "scores.json").write_text(json.dumps([s.model_dump() for s in scores], indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(data.metrics, indent=2))  # every metric row, for `report`
     if trained.variant is None:
         metrics.export(scores, ledger, data.metrics, agree, signals)
         return evaluation

@@ -64,7 +64,7 @@ def run_checker(unit: UnitSpec, task: Task, text: str) -> CheckResult:
     compared (``correct`` None) unless the checker says ``runs_without_reference``; a checker that raises gives ``checker_error:<name>``, never a crash."""
     spec = unit.reference_checker
     fn = plugins.resolve("checker", spec.name)
-    needs = getattr(fn, "reference", None)
+    needs = unit.reference_needed()  # the unit's, not the function's: regex_match with a spec pattern needs none
     if needs is not None and not getattr(fn, "runs_without_reference", False) and (
             task.reference is None or not reference_fits(task, needs)):
         return CheckResult(None)
