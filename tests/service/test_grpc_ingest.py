@@ -100,26 +100,29 @@ def test_valid_tasks_are_acknowledged_on_the_tasks_topic_and_routed_and_bad_ones
         {"unit": "math_steps"},                                     # 4 missing prompt
         {"unit": "math_steps", "prompt": "x" * (MAX_BYTES + 10)},  # 5 over the size limit
         boundary,                                                   # 6 ok
+        {"unit": "math_steps", "prompt": "2+2?", "reference": {"no_call": True}},  # 7 reference misfits the checker
     ]
     inputs = [task_input(line) for line in lines]
-    bad_json = ingest_pb2.TaskInput(unit="tool_call", prompt="Call it.", tools_json="[{not json")  # 7
+    bad_json = ingest_pb2.TaskInput(unit="tool_call", prompt="Call it.", tools_json="[{not json")  # 8
     summary = stub.SubmitTasks(iter([*inputs, bad_json]), metadata=AUTH, timeout=30)
 
     # The RPC returns after the broker acknowledged: the accepted tasks are on the topic already.
     on_topic = events(settings, settings.topics.tasks, TaskSubmitted)
     results = list(summary.results)
-    assert [r.index for r in results] == list(range(8))
-    assert [r.accepted for r in results] == [True, False, True, False, False, False, True, False]
+    assert [r.index for r in results] == list(range(9))
+    assert [r.accepted for r in results] == [True, False, True, False, False, False, True, False, False]
 
     # the same validation as `distillery submit`: same ids for the accepted, same reasons for the rejected
     cli_events, cli_errors = parse_tasks(jsonl(lines), spec, MAX_BYTES, "cli@submit")
     assert [r.task_id for r in results if r.accepted] == [e.task_id for e in cli_events]
-    assert [r.error for r in results[:7] if not r.accepted] == [e.reason for e in cli_errors]
+    assert [r.error for r in results[:8] if not r.accepted] == [e.reason for e in cli_errors]
     assert results[2].task_id == math["task_id"]
     assert "unknown capability unit 'poetry'" in results[1].error
     assert "field 'split'" in results[3].error and "field 'prompt'" in results[4].error
     assert f"over the {MAX_BYTES}-byte limit" in results[5].error
-    assert results[7].error.startswith("field 'tools': not valid JSON")
+    assert results[7].error.startswith("field 'reference': unit 'math_steps' checks answers with 'final_answer', "
+                                       "which needs reference.answer")
+    assert results[8].error.startswith("field 'tools': not valid JSON")
 
     accepted = {r.task_id for r in results if r.accepted}
     assert {e.task_id for e in on_topic} == accepted

@@ -28,7 +28,7 @@ from distillery.contracts.events import (
     Trace,
 )
 from distillery.contracts.spec import CapabilitySpec, StyleSpec, UnitSpec
-from distillery.domain.checkers import canonical_json, parse_json_answer
+from distillery.domain.checkers import canonical_answer, parse_json_answer
 from distillery.domain.samples import CONTRASTIVE_PATHWAY, hashed_tool_names, sample_weight
 from distillery.domain.text import FILLER_PHRASE, sentences
 from distillery.domain.tools import REGISTRY
@@ -62,7 +62,7 @@ def answer_of(jc: JudgedCandidate, unit: UnitSpec) -> str:
     if unit.output_form == "final_answer" and jc.final is not None:
         return f"#### {jc.final}"
     if unit.output_form == "json" and (obj := parse_json_answer(jc.text)) is not None:
-        return canonical_json(obj)
+        return canonical_answer(obj, unit)
     return jc.text.strip()
 
 

@@ -100,6 +100,19 @@ def parse_json_answer(text: str | None) -> dict | None:
     return None
 
 
+def declared_fields(unit: UnitSpec) -> list[str]:
+    """The fields a structured unit names: required, may be missing, and those its checker normalises."""
+    params = unit.reference_checker.params.get("fields")
+    return list(dict.fromkeys([*unit.required_fields, *unit.may_be_missing, *(params if isinstance(params, dict) else [])]))
+
+
+def canonical_answer(obj: dict, unit: UnitSpec) -> str:
+    """A JSON answer as a sample keeps it: "not stated" in any wording becomes null in the unit's
+    declared fields (one spelling for the student to learn), then :func:`canonical_json`."""
+    fields = set(declared_fields(unit))
+    return canonical_json({k: (None if k in fields and _stated(v) is None else v) for k, v in obj.items()})
+
+
 def canonical_json(value: Any) -> str:
     """The one written form of a JSON answer: sorted keys, no spaces to vary, Unicode kept."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))

@@ -7,6 +7,7 @@ import re
 
 from distillery.contracts.events import Chain, Task, ToolSpec
 from distillery.contracts.spec import DEFAULT_PROMPT_TEMPLATE, UnitSpec
+from distillery.domain.checkers import declared_fields
 
 
 def system_prompt(unit: UnitSpec, task: Task, compact: bool = False) -> str:
@@ -65,8 +66,7 @@ def answer_fields(unit: UnitSpec) -> str:
     """For a JSON unit, the fields to give and how to say one is not stated ("" otherwise)."""
     if unit.output_form != "json":
         return ""
-    declared = list(unit.reference_checker.params.get("fields") or {})
-    names = list(dict.fromkeys([*unit.required_fields, *unit.may_be_missing, *declared]))
+    names = declared_fields(unit)
     if not names:
         return "Answer with one JSON object."
     return (f"Answer with one JSON object with the fields {', '.join(names)}. Use null for a field the input "
