@@ -84,7 +84,8 @@ def reference_text(task: Task, unit: UnitSpec | None = None) -> str | None:
     if ref.answer is not None:
         if unit is not None and unit.reference_checker.name == "regex_match":
             return None  # a pattern to match, not an answer to learn
-        return f"#### {ref.answer}" if unit is None or unit.output_form == "final_answer" else ref.answer
+        numeric = unit is None or unit.output_form == "final_answer" or unit.reference_checker.name == "final_answer"
+        return f"#### {ref.answer}" if numeric else ref.answer  # a label or a text answer as it is
     if ref.tool_calls:
         # BFCL lists the allowed values per argument; "" among them marks an argument that may be omitted
         calls = [{"name": fn, "arguments": {k: v[0] for k, v in args.items() if v and v[0] != ""}}
