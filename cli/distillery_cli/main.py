@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from distillery.contracts import ids
-from distillery.contracts.events import TrainingRequested, subject_order
+from distillery.contracts.events import EvaluationCompleted, StudentTrained, TrainingRequested, subject_order
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import load_spec
 from distillery.runtime.kafka import produce_all
@@ -90,14 +90,17 @@ def status(run_dir: Path = RUN_DIR) -> None:
 
 @app.command()
 def train(student: str = typer.Option(None, help="Student name from the spec (default: the first declared)."),
-          run_dir: Path = RUN_DIR, wait: bool = typer.Option(False, help="Wait for StudentTrained.")) -> None:
+          run_dir: Path = RUN_DIR,
+          wait: bool = typer.Option(False, help="Wait for the student and its evaluation ('report' then shows it).")) -> None:
     """Ask the trainer to snapshot the samples topic and train a student."""
     state = stack.StackState.load(run_dir)
     student = pipeline.resolve_student(load_spec(state.spec_path), student)
     request_id = _request_training(state, student)
     console.print(f"training of '{student}' requested")
     if wait:
-        _wait_trained(state, student, before=0, request_id=request_id)
+        trained = _wait_trained(state, student, request_id=request_id)
+        _wait_evaluation(state, trained.student_id)
+        console.print(f"{trained.student_id} trained and evaluated: 'distillery report' shows it")
 
 
 def _request_training(state: stack.StackState, student: str) -> str:
@@ -113,8 +116,9 @@ def _refused(state: stack.StackState, request_id: str) -> str | None:
     return pipeline.refusals(pipeline.settings_for(state), [request_id]).get(request_id)
 
 
-def _wait_trained(state: stack.StackState, student: str, before: int, timeout_s: float = 1800,
-                  request_id: str | None = None) -> None:
+def _wait_trained(state: stack.StackState, student: str, request_id: str, timeout_s: float = 1800) -> StudentTrained:
+    """The student this request trained (it names the request as its cause), with the trainer's
+    progress meanwhile; a refused request is one readable line."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     settings = pipeline.settings_for(state)
@@ -122,9 +126,9 @@ def _wait_trained(state: stack.StackState, student: str, before: int, timeout_s:
                   TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task(f"training '{student}'", total=None)
         deadline = time.monotonic() + timeout_s
-        while pipeline.counts(settings, [])[settings.topics.students] <= before:
+        while (trained := _trained_by(settings, request_id)) is None:
             session.check_alive(state, "trainer")
-            refused = _refused(state, request_id) if request_id else None
+            refused = _refused(state, request_id)
             if refused:
                 raise ConfigError(f"the trainer refused the request: {refused}")
             m = pipeline.metrics(state, "trainer")
@@ -136,6 +140,13 @@ def _wait_trained(state: stack.StackState, student: str, before: int, timeout_s:
             if time.monotonic() > deadline:
                 raise ConfigError("training did not finish in time; see the trainer log")
             time.sleep(1)
+        progress.update(bar, completed=progress.tasks[0].total or 1)
+    return trained
+
+
+def _trained_by(settings, request_id: str) -> StudentTrained | None:
+    return next((t for t in pipeline.events(settings, settings.topics.students, StudentTrained)
+                 if t.trace.causation_id == request_id), None)
 
 
 def _labelled(metrics: dict, name: str, student: str) -> float | None:
@@ -224,8 +235,8 @@ def demo(
         session.follow(state, len(lines))
         student = pipeline.resolve_student(load_spec(state.spec_path), None)
         request_id = _request_training(state, student)
-        _wait_trained(state, student, before=0, request_id=request_id)
-        evaluation = _wait_evaluation(state)
+        trained = _wait_trained(state, student, request_id=request_id)
+        evaluation = _wait_evaluation(state, trained.student_id)
         _print_report(evaluation)
         console.print(f"demo finished in {time.monotonic() - started:.0f}s")
     finally:
@@ -233,16 +244,22 @@ def demo(
             stack.stop(state)
 
 
-def _wait_evaluation(state: stack.StackState, timeout_s: float = 1800):
+def _wait_evaluation(state: stack.StackState, student_id: str, timeout_s: float = 1800):
+    """The evaluation of this student (the evaluator names the student as its cause)."""
     settings = pipeline.settings_for(state)
     deadline = time.monotonic() + timeout_s
     with console.status("evaluating student and teachers on held-out tasks"):
-        while (evaluation := pipeline.latest_evaluation(settings)) is None:
+        while (evaluation := _evaluation_of(settings, student_id)) is None:
             session.check_alive(state, "evaluator")
             if time.monotonic() > deadline:
                 raise ConfigError("evaluation did not finish in time; see the evaluator log")
             time.sleep(1)
     return evaluation
+
+
+def _evaluation_of(settings, student_id: str):
+    return next((e for e in pipeline.events(settings, settings.topics.evaluations, EvaluationCompleted)
+                 if e.student_id == student_id), None)
 
 
 def run() -> None:

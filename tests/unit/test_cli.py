@@ -206,7 +206,7 @@ def test_waiting_for_training_stops_with_the_reason_the_trainer_refused(tmp_path
     monkeypatch.setattr(main.session, "check_alive", lambda state, name: None)
     with pytest.raises(ConfigError, match=r"the trainer refused the request: student 'tiny': the snapshot has no "
                                           r"samples for unit\(s\) \['math_steps'\]"):
-        main._wait_trained(state, "tiny", before=0, timeout_s=5, request_id="train_abc")
+        main._wait_trained(state, "tiny", request_id="train_abc", timeout_s=5)
 
 
 def test_a_line_that_is_not_utf8_is_reported_and_every_other_line_still_parses(spec) -> None:
