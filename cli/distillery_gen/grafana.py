@@ -58,6 +58,8 @@ DASHBOARDS: dict[str, tuple[str, list[tuple[str, list[str], str, str]]]] = {
         ("Held-out accuracy per unit and subject", ['distillery_evaluator_accuracy'], "percentunit", "bargauge"),
         ("Gap to the best teacher", ['distillery_evaluator_teacher_gap'], "percentunit", "bargauge"),
         ("Agreement with the best teacher", ['distillery_evaluator_teacher_agreement'], "percentunit", "bargauge"),
+        ("Invented values and missing-field recall (json_fields units)", ['distillery_evaluator_metric{metric=~"invented_value_rate|missing_field_recall"}'], "percentunit", "bargauge"),
+        ("Every unit metric per subject (built-in and plugin)", ['distillery_evaluator_metric'], "short", "table"),
         ("ROI and net saving", ['distillery_evaluator_roi', 'distillery_evaluator_net_saving_usd'], "short", "stat"),
         ("Break-even traffic (requests/day) and reached", ['distillery_evaluator_ledger{item="break_even_requests_per_day"}', 'distillery_evaluator_ledger{item="break_even_reached"}'], "short", "stat"),
         ("Stop signals firing", ['distillery_evaluator_stop_signal == 1'], "short", "table"),
