@@ -8,6 +8,8 @@ JSON), so the judge's pools have real work to do.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from distillery.contracts.events import CandidateGenerated, Task, Trace
 from distillery_cli.workload import build_workload
 
 ROOT = Path(__file__).resolve().parents[1]
+CUSTOM_UNIT = ROOT / "examples" / "custom_unit"
 
 
 def candidate(task: Task, text: str, teacher: str = "smollm2", expected: int = 1, **fields) -> CandidateGenerated:
@@ -254,3 +257,48 @@ class RealPrometheus:
         """Stored samples, or the scraped HELP/TYPE of the family (a counter's family drops `_total`)."""
         return self.has_series(name) or any(self.api("metadata", metric=family)
                                             for family in {name, name.removesuffix("_total")})
+
+
+# --- the custom-unit example (examples/custom_unit) on the real broker ---------------------------------
+
+
+def custom_unit_generator():
+    """examples/custom_unit/generate.py as a module (it is a script, not a package)."""
+    module_spec = importlib.util.spec_from_file_location("custom_unit_generate", CUSTOM_UNIT / "generate.py")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def custom_unit_spec(tmp_path: Path, data_dir: Path, rounds: dict | None = None, **students: dict) -> Path:
+    """The example's spec, its replays pointing at the freshly generated recordings; ``students``
+    overrides recipe fields per student (``tiny={"max_steps": 20}``), ``rounds`` sets round policies."""
+    spec = yaml.safe_load((CUSTOM_UNIT / "spec.yaml").read_text())
+    for name, teacher in spec["teachers"].items():
+        teacher["replay_path"] = str(data_dir / f"{name}.jsonl")
+    for name, overrides in students.items():
+        spec["students"][name].update(overrides)
+    if rounds:
+        spec["rounds"] = rounds
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def cli(*args: str) -> str:
+    """``distillery ARGS`` in process; a non-zero exit fails the test with the output."""
+    from typer.testing import CliRunner
+
+    from distillery_cli.main import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, f"distillery {' '.join(args)}: {result.output}\n{result.exception!r}"
+    return result.output
+
+
+def editor_lag(settings) -> int:
+    """What the editor has still to read of the verdicts topic."""
+    from distillery.runtime.kafka import consumer_lag
+
+    topic = settings.topics.verdicts
+    return asyncio.run(consumer_lag(settings, settings.group("editor"), [topic]))[topic]

@@ -10,15 +10,11 @@ CLI and checks the verdicts, the samples and the evaluation's metrics, the team'
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
-from typer.testing import CliRunner
 
 from distillery.contracts.events import (
     CandidatesJudged,
@@ -29,13 +25,10 @@ from distillery.contracts.events import (
 )
 from distillery.contracts.spec import load_spec
 from distillery.domain.checkers import NOT_STATED, canonical_json
-from distillery.runtime.kafka import consumer_lag
 from distillery_cli import stack
-from distillery_cli.main import app
+from tests.support import cli, custom_unit_generator, custom_unit_spec, editor_lag
 from tests.waiting import events, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "custom_unit"
 UNIT = "ticket_triage"
 TICKETS, EVAL_SHARE, SEED = 40, 0.25, 0
 SUBJECTS = ("teacher:careful", "teacher:inventive", "student:before", "student:after")
@@ -43,49 +36,19 @@ METRICS = ("field_accuracy", "invented_value_rate", "missing_field_recall", "cat
            "field_accuracy:order_id")
 
 
-def load_generator():
-    """examples/custom_unit/generate.py as a module (it is a script, not a package)."""
-    module_spec = importlib.util.spec_from_file_location("custom_unit_generate", EXAMPLE / "generate.py")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
-def example_spec(tmp_path: Path, data_dir: Path) -> Path:
-    """The example's spec, its replays pointing at the freshly generated recordings, training shortened."""
-    spec = yaml.safe_load((EXAMPLE / "spec.yaml").read_text())
-    for name, teacher in spec["teachers"].items():
-        teacher["replay_path"] = str(data_dir / f"{name}.jsonl")
-    spec["students"]["tiny"]["max_steps"] = 20
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
 @pytest.fixture
 def pipeline(tmp_path, kafka_bootstrap, topic_prefix):
     data_dir = tmp_path / "data"
-    counts = load_generator().generate(data_dir, TICKETS, EVAL_SHARE, SEED)
+    counts = custom_unit_generator().generate(data_dir, TICKETS, EVAL_SHARE, SEED)
     assert counts["tickets"] == TICKETS and counts["eval"] == int(TICKETS * EVAL_SHARE)
     assert 0 < counts["missing_order"] < TICKETS
-    spec_path = example_spec(tmp_path, data_dir)
+    spec_path = custom_unit_spec(tmp_path, data_dir, tiny={"max_steps": 20})
     state = stack.start(spec_path, tmp_path / "run", topic_prefix, bootstrap=kafka_bootstrap)
     try:
         stack.wait_ready(state, timeout_s=120)
         yield state, spec_path, data_dir
     finally:
         stack.stop(state)
-
-
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, f"distillery {' '.join(args)}: {result.output}\n{result.exception!r}"
-    return result.output
-
-
-def editor_lag(settings) -> int:
-    topic = settings.topics.verdicts
-    return asyncio.run(consumer_lag(settings, settings.group("editor"), [topic]))[topic]
 
 
 def pools_table(verdicts: list[CandidatesJudged]) -> str:

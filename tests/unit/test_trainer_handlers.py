@@ -110,7 +110,8 @@ def test_a_request_trains_on_the_live_samples_of_its_snapshot_and_announces_the_
 
     (out,) = asyncio.run(on_training_requested([item(event)], deps))
 
-    assert topics.reads == [(topics_of.samples, {0: 4})]  # the pinned snapshot; no candidates for plain SFT
+    # whether the request was trained already, then the pinned snapshot; no candidates for plain SFT
+    assert topics.reads == [(topics_of.students, None), (topics_of.samples, {0: 4})]
     (inputs,) = runs.inputs
     assert [s.sample_id for s in inputs.samples] == ["s1", "s2"] and inputs.candidates == []
     assert inputs.offsets == {topics_of.samples: {0: 4}}
@@ -124,6 +125,20 @@ def test_a_request_trains_on_the_live_samples_of_its_snapshot_and_announces_the_
     assert REGISTRY.get_sample_value("distillery_trainer_dataset_samples", {"student": "tiny"}) == 2
 
 
+def test_a_request_already_trained_is_not_trained_again(tmp_path) -> None:
+    """Redelivered after its student was published (a crash before the commit), or a round published
+    twice: the students topic names the request as a cause, so nothing is trained or published."""
+    topics_of = TrainerSettings(topic_prefix="unit").topics
+    event = request()
+    runs = Runs()
+    deps = deps_with(Topics({topics_of.samples: [sample(0)]}), runs, tmp_path)
+    (first,) = asyncio.run(on_training_requested([item(event)], deps))
+    topics = Topics({topics_of.samples: [sample(0)], topics_of.students: [first.event]})
+
+    assert asyncio.run(on_training_requested([item(event, offset=1)], deps_with(topics, runs, tmp_path))) == []
+    assert len(runs.inputs) == 1  # trained once
+
+
 def test_a_raw_bucket_variant_reads_the_candidates_snapshot_too(tmp_path) -> None:
     topics_of = TrainerSettings(topic_prefix="unit").topics
     topics = Topics({topics_of.samples: [sample(0)], topics_of.candidates: [candidate(0), candidate(1)]})
@@ -131,7 +146,7 @@ def test_a_raw_bucket_variant_reads_the_candidates_snapshot_too(tmp_path) -> Non
     variant = Variant(name="naive", bucket="multi_teacher")
     (out,) = asyncio.run(on_training_requested([item(request(variant=variant))], deps_with(topics, runs, tmp_path)))
 
-    assert [topic for topic, _ in topics.reads] == [topics_of.samples, topics_of.candidates]
+    assert [topic for topic, _ in topics.reads] == [topics_of.students, topics_of.samples, topics_of.candidates]
     (inputs,) = runs.inputs
     assert [c.candidate_id for c in inputs.candidates] == ["c0", "c1"]
     assert inputs.offsets == {topics_of.samples: {0: 1}, topics_of.candidates: {0: 2}}

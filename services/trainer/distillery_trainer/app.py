@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from distillery.runtime.service import assemble
 from distillery_trainer import __version__
-from distillery_trainer.bootstrap import bootstrap
+from distillery_trainer.bootstrap import bootstrap, hooks
 from distillery_trainer.handlers import SUBSCRIPTIONS
 
 
 def build():
     deps = bootstrap()
-    return assemble("trainer", __version__, deps.settings, deps, SUBSCRIPTIONS)
+    return assemble("trainer", __version__, deps.settings, deps, SUBSCRIPTIONS, hooks)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from distillery.contracts.events import (
     CandidateGenerated,
+    EventDeadLettered,
     StudentTrained,
     Trace,
     TrainingRequested,
@@ -20,7 +22,7 @@ from distillery.contracts.settings import ServiceSettings
 from distillery.runtime.bus import Rejected
 from distillery.runtime.kafka import Replayed, replay
 from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
-from distillery_trainer import metrics, training
+from distillery_trainer import metrics, rounds, training
 from distillery_trainer.dataset import repository
 from distillery_trainer.training import Inputs
 
@@ -31,6 +33,7 @@ Read = Callable[[str, Any, dict[int, int] | None], Awaitable[Replayed]]
 class TrainerSettings(ServiceSettings):
     artifact_dir: Path = Path(".distillery/artifacts")
     device: str = "cpu"
+    round_check_s: float = 30.0  # how often the round scheduler looks at the topics (spec `rounds`)
 
 
 @dataclass(kw_only=True)
@@ -51,6 +54,8 @@ LINEAGE_FIELDS = ("student_id", "student", "version", "artifact_dir", "base_mode
 async def on_training_requested(items: list[In[TrainingRequested]], deps: TrainerDeps) -> list[Out | DeadLetter]:
     outs: list[Out | DeadLetter] = []
     for item in items:
+        if await already_trained(item.event, deps):
+            continue  # redelivered after its student was published (a crash before the commit)
         try:
             outs.append(Out(deps.topics.students, await train(item.event, deps)))
         except Rejected as exc:
@@ -74,6 +79,38 @@ async def train(request: TrainingRequested, deps: TrainerDeps) -> StudentTrained
     export_run(name, lineage)
     return StudentTrained(**{k: lineage[k] for k in LINEAGE_FIELDS}, variant=request.variant,
                           produced_by=deps.produced_by, trace=Trace(causation_id=request.event_id))
+
+
+async def already_trained(request: TrainingRequested, deps: TrainerDeps) -> bool:
+    """Whether a student on the students topic names this request as its cause: a request is
+    trained once, however often it is delivered or (a round) published."""
+    trained = await deps.read(deps.topics.students, StudentTrained, None)
+    return any(t.trace.causation_id == request.request_id for t in trained.events)
+
+
+async def rounds_due(deps: TrainerDeps, now: datetime | None = None) -> list[Out]:
+    """The next automatic round of every student whose policy says it is due (``rounds``): at most
+    one per student, never while its previous round is in progress."""
+    policies = {name: p for name, p in deps.spec.rounds.items() if not p.manual}
+    if not policies:
+        return []
+    topics = deps.topics
+    requests = (await deps.read(topics.training_requests, TrainingRequested, None)).events
+    trained = (await deps.read(topics.students, StudentTrained, None)).events
+    refused = {d.record_key for d in (await deps.read(topics.dlq, EventDeadLettered, None)).events
+               if d.source_topic == topics.training_requests and d.record_key}
+    samples = await deps.read(topics.samples, parse_sample_record, None)
+    records = [(record.partition, record.offset, event) for record, event in samples.items]
+    outs = []
+    for student, policy in policies.items():
+        state = rounds.round_state(student, requests, trained, refused, topics.samples)
+        fresh = rounds.new_samples(records, deps.spec.students[student].units, state.since)
+        why = rounds.due(policy, state, fresh, now or datetime.now(timezone.utc))
+        metrics.ROUND.labels(student).set(state.last)
+        if why:
+            request = rounds.round_request(student, state.last + 1, why, deps.produced_by)
+            outs.append(Out(topics.training_requests, request))
+    return outs
 
 
 def progress_of(name: str):

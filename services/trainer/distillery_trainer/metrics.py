@@ -11,3 +11,4 @@ THROUGHPUT = Gauge("distillery_trainer_tokens_per_second", "Training tokens per 
 KD_EXAMPLES = Gauge("distillery_trainer_kd_examples", "Examples of the last run with a logit-distillation signal", ["student"])
 UNREADABLE = Counter("distillery_trainer_unreadable_records_total",
                      "Records of a snapshot that are not events of their topic (skipped, counted here)", ["topic"])
+ROUND = Gauge("distillery_trainer_round", "The latest automatic round requested per student (spec rounds)", ["student"])

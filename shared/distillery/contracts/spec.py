@@ -556,6 +556,53 @@ class StudentSpec(SpecModel):
         return self
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """``90s``, ``30m``, ``6h``, ``1d`` as seconds; ValueError otherwise."""
+    match = _DURATION.match(text)
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"'{text}' is not a duration like 90s, 30m, 6h or 1d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class RoundPolicy(SpecModel):
+    """When the trainer starts a round for a student on its own (distillery_trainer.rounds):
+    ``every_samples: N`` new live samples of its units, or ``every: 6h`` (a round only when there
+    are new samples); ``manual`` (or no policy): only ``distillery train`` starts one."""
+
+    every_samples: int | None = Field(default=None, gt=0)
+    every: str | None = None
+    manual: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_manual(cls, data: object) -> object:
+        return {"manual": True} if data == "manual" else data
+
+    @field_validator("every")
+    @classmethod
+    def _parses(cls, every: str | None) -> str | None:
+        if every is not None:
+            duration_seconds(every)
+        return every
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> RoundPolicy:
+        triggers = [name for name in ("every_samples", "every") if getattr(self, name) is not None]
+        if self.manual and triggers:
+            raise ValueError(f"a manual policy takes no {triggers[0]}")
+        if not self.manual and len(triggers) != 1:
+            raise ValueError("give one of every_samples, every, or manual")
+        return self
+
+    @property
+    def every_seconds(self) -> int | None:
+        return duration_seconds(self.every) if self.every else None
+
+
 class Economics(SpecModel):
     """Inputs of the ROI ledger (the seed's estimator, generalised)."""
 
@@ -587,9 +634,13 @@ class CapabilitySpec(SpecModel):
     students: dict[str, StudentSpec] = Field(default_factory=dict)
     economics: Economics = Field(default_factory=Economics)
     stop_signals: StopSignals = Field(default_factory=StopSignals)
+    rounds: dict[str, RoundPolicy] = Field(default_factory=dict)  # student -> when it trains on its own
 
     @model_validator(mode="after")
     def _references_resolve(self) -> CapabilitySpec:
+        unknown = sorted(set(self.rounds) - set(self.students))
+        if unknown:
+            raise ValueError(f"field 'rounds': unknown student(s) {unknown} (students: {sorted(self.students)})")
         for field in ("model", "second_model"):
             name = getattr(self.judge, field)
             if name is not None and name not in self.teachers:
