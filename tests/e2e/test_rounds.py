@@ -106,11 +106,14 @@ def test_rounds_start_on_sample_counts_never_overlap_and_survive_a_kill(pipeline
     # each round had at least N new live samples since the previous round's snapshot
     history = events(settings, settings.topics.samples, parse_sample_record)
     live = {s.sample_id for s in live_samples(history)}
-    snapshots = [{} for _ in range(1)] + [s[0].manifest["end_offsets"][settings.topics.samples] for s in students]
+    assert all(s[0].manifest["topic"] == settings.topics.samples for s in students)
+    snapshots = [{}] + [s[0].manifest["end_offsets"] for s in students]
     for n in range(1, numbers + 1):
         before = sum(int(o) for o in snapshots[n - 1].values())
         after = sum(int(o) for o in snapshots[n].values())
         assert after - before >= EVERY, f"round {n} started with {after - before} new sample records"
+        print(f"round {n}: {requests[n - 1].reason}; snapshot +{after - before} sample records; "
+              f"student {students[n - 1][0].student_id}")
     assert all(isinstance(e, SampleCurated) for e in history)  # no retraction here: records are samples
     assert len(live) >= EVERY * numbers
     # the evaluator evaluated every round's student

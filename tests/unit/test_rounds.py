@@ -23,7 +23,7 @@ def request(student: str, number: int, at: datetime = T0):
 
 def trained(student: str, number: int, ends: dict[int, int], at: datetime = T0) -> StudentTrained:
     return StudentTrained(student_id=f"student_{student}{number}", student=student, version="v", artifact_dir="a",
-                          base_model="tiny-llama", recipe={}, manifest={"end_offsets": {SAMPLES: ends}},
+                          base_model="tiny-llama", recipe={}, manifest={"topic": SAMPLES, "end_offsets": ends},
                           produced_by="trainer@test", produced_at=at,
                           trace=Trace(causation_id=rounds.round_request_id(student, number)))
 

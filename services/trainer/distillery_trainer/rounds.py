@@ -54,7 +54,8 @@ def round_state(student: str, requests: list[TrainingRequested], trained: list[S
     for number in range(1, last + 1):  # the latest trained round's snapshot is where "new" starts
         rid = round_request_id(student, number)
         if rid in by_cause:
-            ends = by_cause[rid].manifest.get("end_offsets", {}).get(samples_topic, {})
+            manifest = by_cause[rid].manifest  # the snapshot it trained on: {"topic", "end_offsets"}
+            ends = manifest.get("end_offsets", {}) if manifest.get("topic") == samples_topic else {}
             since = {int(p): int(o) for p, o in ends.items()}
             since_at = by_cause[rid].produced_at
         elif rid in refused:
