@@ -7,7 +7,7 @@ name at load, so an unknown name, a module that does not import or a function of
 stops the load with one line naming the unit and field. The spec is a contract: it never imports
 the domain, it looks the functions up here.
 
-Shapes (docs/spec.md "Bring your own unit"):
+Shapes (docs/units.md):
 
 * a **checker** is ``fn(text, task, **params)`` and returns ``bool`` or a ``CheckResult``
   (:mod:`distillery.domain.checkers`); its optional attribute ``reference`` names the reference

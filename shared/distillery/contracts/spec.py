@@ -323,7 +323,7 @@ class CheckerSpec(SpecModel):
         return self
 
 
-# The prompt template's placeholders (docs/spec.md): the unit's own words, rendered as lists.
+# The prompt template's placeholders (docs/units.md): the unit's own words, rendered as lists.
 PROMPT_FIELDS = ("system_prompt", "description", "must", "may", "must_not", "fields")
 DEFAULT_PROMPT_TEMPLATE = """{system_prompt}
 

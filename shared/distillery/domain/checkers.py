@@ -1,4 +1,4 @@
-"""The built-in reference checkers and metrics, and the one way to run them (docs/spec.md).
+"""The built-in reference checkers and metrics, and the one way to run them (docs/units.md).
 
 The judge (pools), the editor (parse checks) and the evaluator (metrics) all call
 :func:`run_checker` with the unit's checker, so "correct" means one thing everywhere. The
