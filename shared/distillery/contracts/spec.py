@@ -323,6 +323,12 @@ class CheckerSpec(SpecModel):
         return self
 
 
+@functools.cache
+def _named_checker(name: str) -> CheckerSpec:
+    """The checker ``rules.reference`` names, built once (the judge asks per candidate)."""
+    return CheckerSpec(name=name)
+
+
 # The prompt template's placeholders (docs/units.md): the unit's own words, rendered as lists.
 PROMPT_FIELDS = ("system_prompt", "description", "must", "may", "must_not", "fields")
 DEFAULT_PROMPT_TEMPLATE = """{system_prompt}
@@ -419,7 +425,7 @@ class UnitSpec(SpecModel):
 
     @property
     def reference_checker(self) -> CheckerSpec:
-        return self.checker or CheckerSpec(name=self.rules.reference)
+        return self.checker or _named_checker(self.rules.reference)
 
     def checker_params(self) -> dict[str, Any]:
         """The checker's parameters, with the unit's field boundaries where it declares them."""
