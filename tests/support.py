@@ -302,3 +302,17 @@ def editor_lag(settings) -> int:
 
     topic = settings.topics.verdicts
     return asyncio.run(consumer_lag(settings, settings.group("editor"), [topic]))[topic]
+
+
+def restart(state, name: str) -> None:
+    """SIGKILL one service process of a running stack and start it again with the same settings."""
+    import os
+    import signal
+
+    from distillery_cli import stack
+
+    old = state.process(name)
+    os.kill(old.pid, signal.SIGKILL)
+    stack._wait_gone([old.pid], 10)
+    new = stack.start_process(name, old.module, old.env, Path(state.run_dir))
+    state.processes = [new if p.name == name else p for p in state.processes]

@@ -38,7 +38,7 @@ from distillery.contracts.submission import parse_tasks
 from distillery.runtime.kafka import consumer_lag, produce_all, replay
 from distillery_cli import stack
 from distillery_cli.broker import external_bootstrap
-from tests.support import replay_spec
+from tests.support import replay_spec, restart
 from tests.waiting import events, wait_for
 
 pytestmark = pytest.mark.chaos
@@ -69,14 +69,6 @@ def chaos_spec(tmp_path: Path) -> tuple[Path, list[dict]]:
         unit.setdefault("editor", {}).update(near_duplicate_threshold=0, cluster_similarity=0)
     spec_path.write_text(yaml.safe_dump(data, sort_keys=False))
     return spec_path, workload
-
-
-def restart(state: stack.StackState, name: str) -> None:
-    old = state.process(name)
-    os.kill(old.pid, signal.SIGKILL)
-    stack._wait_gone([old.pid], 10)
-    new = stack.start_process(name, old.module, old.env, Path(state.run_dir))
-    state.processes = [new if p.name == name else p for p in state.processes]
 
 
 def settings_of(state: stack.StackState) -> ServiceSettings:

@@ -9,8 +9,6 @@ samples, so at least two rounds run; the trainer is killed while round 2 trains,
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from distillery.contracts.events import (
 )
 from distillery_cli import stack
 from distillery_trainer import rounds
-from tests.support import cli, custom_unit_generator, custom_unit_spec, editor_lag
+from tests.support import cli, custom_unit_generator, custom_unit_spec, editor_lag, restart
 from tests.waiting import events, wait_for
 
 EVERY = 12
@@ -58,14 +56,6 @@ def trained_for(settings, number: int) -> list[StudentTrained]:
     return [t for t in events(settings, settings.topics.students, StudentTrained) if t.trace.causation_id == rid]
 
 
-def kill_and_restart_trainer(state: stack.StackState) -> None:
-    old = state.process("trainer")
-    os.kill(old.pid, signal.SIGKILL)
-    stack._wait_gone([old.pid], 10)
-    new = stack.start_process("trainer", old.module, old.env, Path(state.run_dir))
-    state.processes = [new if p.name == "trainer" else p for p in state.processes]
-
-
 def submit(run_dir: str, tasks: list[dict], path: Path) -> None:
     path.write_text("".join(json.dumps(t) + "\n" for t in tasks))
     cli("submit", str(path), "--run-dir", run_dir)
@@ -86,7 +76,7 @@ def test_rounds_start_on_sample_counts_never_overlap_and_survive_a_kill(pipeline
     submit(state.run_dir, train[len(train) // 2:], tmp_path / "batch2.jsonl")
     wait_for(lambda: round_requests(settings), lambda r: len(r) >= 2, timeout_s=120)
     assert not trained_for(settings, 2), "round 2 finished before the kill; lengthen the run"
-    kill_and_restart_trainer(state)
+    restart(state, "trainer")
     wait_for(lambda: trained_for(settings, 2), bool, timeout_s=240)
 
     # every sample is in; the scheduler runs for a while more: any further round is a full one
