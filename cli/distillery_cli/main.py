@@ -20,7 +20,19 @@ from distillery.contracts.events import EvaluationCompleted, StudentTrained, Tra
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import load_spec
 from distillery.runtime.kafka import produce_all
-from distillery_cli import attribute, experiment, pipeline, replay, review, samples, session, specs, stack, students
+from distillery_cli import (
+    attribute,
+    experiment,
+    loop,
+    pipeline,
+    replay,
+    review,
+    samples,
+    session,
+    specs,
+    stack,
+    students,
+)
 from distillery_cli.output import RUN_DIR, console, err
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -32,6 +44,7 @@ app.add_typer(students.app, name="students")
 app.add_typer(specs.app, name="spec")
 app.command("attribute")(attribute.attribute)
 app.command("experiment")(experiment.experiment)
+app.command("resume")(loop.resume)
 
 SPEC = typer.Option(Path("examples/spec.yaml"), "--spec", help="Capability spec (YAML).")
 
@@ -62,7 +75,7 @@ def submit(file: Path = typer.Argument(..., help="JSONL file, one task per line.
 
 @app.command()
 def status(run_dir: Path = RUN_DIR) -> None:
-    """Counts per topic and per pool, samples per unit, and lag per service."""
+    """Counts per topic and per pool, lag per service, and the closed loop (rounds, held-out units, promotions)."""
     state = stack.StackState.load(run_dir)
     settings = pipeline.settings_for(state)
     spec = load_spec(state.spec_path)
@@ -86,6 +99,7 @@ def status(run_dir: Path = RUN_DIR) -> None:
         services.add_row(proc.name, version or "-", str(proc.pid), "yes" if alive else "[red]no[/red]", lag)
     for table in (topics, pools, services):
         console.print(table)
+    loop.print_loop(settings, spec)
 
 
 @app.command()

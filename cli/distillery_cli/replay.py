@@ -239,7 +239,7 @@ def candidates_of(verdicts: Iterable[CandidatesJudged], version: str) -> dict[st
     """Candidate id -> (verdict, judged candidate) under ``version``; a later verdict wins."""
     out: dict[str, tuple[CandidatesJudged, JudgedCandidate]] = {}
     for verdict in verdicts:
-        if verdict.judge_version == version:
+        if verdict.judge_version == version and not verdict.shadow:  # teachers' answers only
             for jc in verdict.candidates:
                 out[jc.candidate_id] = (verdict, jc)
     return out

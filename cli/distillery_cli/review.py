@@ -83,7 +83,8 @@ def latest_verdicts(verdicts: Iterable[CandidatesJudged]) -> dict[str, Candidate
     """
     latest: dict[str, CandidatesJudged] = {}
     for verdict in verdicts:
-        latest[verdict.task.task_id] = verdict
+        if not verdict.shadow:  # a promoted student's live answer is never reviewed into a sample
+            latest[verdict.task.task_id] = verdict
     return latest
 
 

@@ -29,7 +29,8 @@ from rich.table import Column, Table
 
 from distillery.contracts.events import POOLS, EvaluationCompleted, StudentTrained
 from distillery.contracts.settings import ServiceSettings
-from distillery_cli import pipeline, stack
+from distillery.contracts.spec import load_spec
+from distillery_cli import loop, pipeline, stack
 from distillery_cli.output import RUN_DIR, console, resolve_by_prefix, short_id
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
@@ -397,8 +398,10 @@ def list_students(
     """Every trained student artifact, newest first, with its dataset, training and evaluation."""
     if ctx.invoked_subcommand is not None:
         return
-    settings = pipeline.settings_for(stack.StackState.load(run_dir))
+    state = stack.StackState.load(run_dir)
+    settings = pipeline.settings_for(state)
     print_students(load_rows(settings, student), student)
+    loop.print_loop(settings, load_spec(state.spec_path))  # rounds, held-out units, promotions and demotions
 
 
 @app.command("show")

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from distillery.contracts.events import EvaluationCompleted, StudentTrained, SubjectScore
 from distillery.contracts.settings import ConfigError
-from distillery_cli import main, students
+from distillery_cli import loop, main, students
 from tests.support import assert_config_error
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -247,6 +247,7 @@ def run_dir(tmp_path, monkeypatch) -> Path:
     evals = [evaluation(OLD_ID, (0.5, 1.0), report=str(old_dir / "evaluation" / "report.md"))]
     monkeypatch.setattr(students, "read_trained", lambda settings: events)
     monkeypatch.setattr(students, "read_evaluations", lambda settings: evals)
+    monkeypatch.setattr(loop, "read_state", lambda settings, spec: loop.LoopState({"tiny": 0}, {}, {}, []))
     return fake_state(tmp_path / "run")
 
 

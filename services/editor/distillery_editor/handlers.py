@@ -61,6 +61,9 @@ def on_verdict_item(item: In[CandidatesJudged], deps: EditorDeps) -> list[Out]:
     if item.event.task.split == "eval":
         metrics.HELD_OUT.inc()
         return []
+    if item.event.shadow:  # a promoted student's live answer: judged for the evaluator, never a sample
+        metrics.SHADOW.inc()
+        return []
     outcome = on_verdict(deps.state, item.event, source_of(item.record), deps.spec, deps.produced_by)
     if outcome.stale:
         metrics.STALE.inc()

@@ -8,6 +8,7 @@ TOKENS = Counter("distillery_editor_tokens_total", "Tokens of published samples 
 DROPPED = Counter("distillery_editor_duplicates_total",
                   "Samples not admitted: duplicate_id, duplicate_content, near_duplicate, cluster_quota", ["reason"])
 HELD_OUT = Counter("distillery_editor_heldout_skipped_total", "Verdicts of eval tasks, never made samples")
+SHADOW = Counter("distillery_editor_shadow_skipped_total", "Shadow verdicts (a promoted student's live answers), never made samples")
 STALE = Counter("distillery_editor_stale_verdicts_total", "Verdicts superseded by a later one of another version")
 RETRACTED = Counter("distillery_editor_retractions_total", "Samples retracted", ["reason"])  # judge_version, human
 DECISIONS = Counter("distillery_editor_review_decisions_total", "Human review decisions applied", ["decision"])

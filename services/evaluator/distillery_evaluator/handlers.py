@@ -15,6 +15,7 @@ from distillery.contracts.events import (
     CandidateGenerated,
     CandidatesJudged,
     EvaluationCompleted,
+    LoopDecided,
     ReviewDecided,
     StudentTrained,
     Task,
@@ -22,9 +23,10 @@ from distillery.contracts.events import (
     Trace,
 )
 from distillery.contracts.settings import ServiceSettings
+from distillery.domain.loop import serving
 from distillery.runtime.kafka import replay
 from distillery.runtime.wiring import Context, In, Out, Subscription
-from distillery_evaluator import attribution, metrics, report, students
+from distillery_evaluator import attribution, loop, metrics, report, students
 from distillery_evaluator.logic import (
     agreement,
     best_teachers,
@@ -69,17 +71,56 @@ def topic_reader(settings: ServiceSettings) -> Read:
 
 
 async def on_student_trained(items: list[In[StudentTrained]], deps: EvaluatorDeps) -> list[Out]:
-    """Students of recipes this spec does not have are not this deployment's to evaluate."""
-    return [Out(deps.topics.evaluations, await evaluate(item.event, deps)) for item in items
-            if item.event.student in deps.spec.students]
+    """Students of recipes this spec does not have are not this deployment's to evaluate. An
+    evaluation within tolerance promotes the student for its units (spec ``promotion``)."""
+    outs = []
+    for item in items:
+        if item.event.student not in deps.spec.students:
+            continue
+        evaluation = await evaluate(item.event, deps)
+        outs.append(Out(deps.topics.evaluations, evaluation))
+        if deps.spec.promotion:
+            decisions = await deps.read(deps.topics.promotions, LoopDecided)
+            for decision in loop.promotions(evaluation, item.event, deps.spec, decisions, deps.produced_by):
+                metrics.PROMOTIONS.labels(decision.student, decision.unit).inc()
+                outs.append(Out(deps.topics.promotions, decision))
+    return outs
+
+
+async def on_verdicts(items: list[In[CandidatesJudged]], deps: EvaluatorDeps) -> list[Out]:
+    """Shadow answers landed: the live window of every promotion in force, exported; a student whose
+    live quality trails the teachers beyond the tolerance is demoted (docs/evaluator.md)."""
+    if not any(item.event.shadow for item in items):
+        return []
+    for item in items:
+        if item.event.shadow:
+            for jc in item.event.candidates:
+                metrics.SHADOW.labels(item.event.task.unit, jc.pool).inc()
+    decisions = await deps.read(deps.topics.promotions, LoopDecided)
+    current = {key: d for key, d in serving(decisions).items() if d.student in deps.spec.promotion}
+    if not current:
+        return []
+    verdicts = await deps.read(deps.topics.verdicts, CandidatesJudged)
+    outs = []
+    for (student, unit), promotion in current.items():
+        policy = deps.spec.promotion[student]
+        live = loop.live_quality(verdicts, promotion, policy.deployment, policy.window, deps.spec)
+        metrics.export_live(student, unit, live)
+        demoted = loop.demotion(promotion, live, deps.spec, deps.produced_by)
+        if demoted is not None:
+            metrics.DEMOTIONS.labels(student, unit).inc()
+            outs.append(Out(deps.topics.promotions, demoted))
+    return outs
 
 
 async def evaluate(trained: StudentTrained, deps: EvaluatorDeps) -> EvaluationCompleted:
     spec, topics = deps.spec, deps.topics
     recipe = spec.students[trained.student]
     eval_tasks = held_out_tasks(await deps.read(topics.tasks, TaskSubmitted), recipe.units)
-    verdicts = {v.verdict_id: v for v in await deps.read(topics.verdicts, CandidatesJudged)}
-    outputs = teacher_outputs(await deps.read(topics.candidates, CandidateGenerated), eval_tasks, spec)
+    # shadow answers are a promoted student's, not a teacher's: they cost nothing offline and score no teacher
+    verdicts = {v.verdict_id: v for v in await deps.read(topics.verdicts, CandidatesJudged) if not v.shadow}
+    candidates = [c for c in await deps.read(topics.candidates, CandidateGenerated) if not c.shadow]
+    outputs = teacher_outputs(candidates, eval_tasks, spec)
     # the untrained base is measured with the main run and with the reference (`full`) runs of an
     # experiment; the other variants only need the trained student
     with_before = trained.variant is None or trained.variant.name == attribution.REFERENCE
@@ -103,8 +144,12 @@ async def evaluate(trained: StudentTrained, deps: EvaluatorDeps) -> EvaluationCo
     history = await deps.read(topics.evaluations, EvaluationCompleted)
     rounds = rounds_of([e for e in history if e.student == trained.student and e.variant is None
                         and e.student_id != trained.student_id] + [evaluation])
-    signals = stop_signals(rounds, StopConfig(**spec.stop_signals.model_dump())) if trained.variant is None else []
-    evaluation = evaluation.model_copy(update={"signals": {s.name: s.reason for s in signals if s.fired}})
+    config = StopConfig(**spec.stop_signals.model_dump())
+    signals = stop_signals(rounds, config) if trained.variant is None else []
+    per_unit = loop.unit_stop_signals(rounds, {u: error_classes([o for o in after if o.task.unit == u], spec)
+                                               for u in recipe.units}, config) if trained.variant is None else {}
+    evaluation = evaluation.model_copy(update={"signals": {s.name: s.reason for s in signals if s.fired},
+                                               "unit_signals": per_unit})
     data = ReportData(
         student=trained.student, student_id=trained.student_id, scores=scores, breakdown=breakdown(outputs, spec),
         metrics=unit_metrics(outputs, spec) + [{"unit": u, "subject": "student:after", "metric": "teacher_agreement",
@@ -112,6 +157,7 @@ async def evaluate(trained: StudentTrained, deps: EvaluatorDeps) -> EvaluationCo
         ledger=ledger, signals=signals, rounds=rounds,
         heldout_overlap=len(set(trained.manifest.get("task_ids", [])) & {t.task_id for t in eval_tasks}),
         real_samples=dict(trained.manifest.get("real_per_unit", {})), unit_samples=dict(trained.manifest.get("per_unit", {})),
+        unit_signals=per_unit, excluded_units=list(trained.manifest.get("excluded_units", [])),
     )
     deps.write_report(data, out_dir)
     (out_dir / "scores.json").write_text(json.dumps([s.model_dump() for s in scores], indent=2))
@@ -183,6 +229,11 @@ def one_student_at_a_time(deps: EvaluatorDeps) -> dict[str, int]:
     return {"max_records": 1, "max_poll_interval_ms": 3_600_000}
 
 
+def promotes(deps: EvaluatorDeps) -> bool:
+    return bool(deps.spec.promotion)
+
+
 SUBSCRIPTIONS = [
     Subscription("students", StudentTrained, on_student_trained, batch=True, options=one_student_at_a_time),
+    Subscription("verdicts", CandidatesJudged, on_verdicts, "-shadow", batch=True, enabled=promotes),
 ]

@@ -1,7 +1,7 @@
 """The evaluator's Prometheus metrics (the runtime adds consumed, published, dead letters, lag), and
 their export after each main evaluation."""
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 ACCURACY = Gauge("distillery_evaluator_accuracy", "Held-out accuracy", ["unit", "subject"])
 GAP = Gauge("distillery_evaluator_teacher_gap", "Best teacher accuracy minus trained student accuracy", ["unit"])
@@ -12,6 +12,19 @@ LEDGER = Gauge("distillery_evaluator_ledger", "Every figure of the latest ROI le
 METRIC = Gauge("distillery_evaluator_metric", "Unit metrics of the latest evaluation", ["unit", "subject", "metric"])
 AGREEMENT = Gauge("distillery_evaluator_teacher_agreement", "Share of held-out tasks where the student answers like the best teacher", ["unit"])
 STOP = Gauge("distillery_evaluator_stop_signal", "1 while a stop signal fires; the reason label says why", ["signal", "reason"])
+
+PROMOTIONS = Counter("distillery_evaluator_promotions", "Students promoted for a unit (shadow traffic starts)", ["student", "unit"])
+DEMOTIONS = Counter("distillery_evaluator_demotions", "Promoted students demoted for a unit (live quality too low)", ["student", "unit"])
+SHADOW = Counter("distillery_evaluator_shadow_answers", "Judged shadow answers of promoted students, by pool", ["unit", "pool"])
+LIVE = Gauge("distillery_evaluator_live", "A promoted student's live window: quality (judge acceptance) of student and "
+             "teachers on the same tasks, agreement, answers, failed answers", ["student", "unit", "item"])
+
+
+def export_live(student: str, unit: str, live) -> None:
+    if live is None:
+        return
+    for item in ("student_quality", "teacher_quality", "agreement", "n", "errors"):
+        LIVE.labels(student, unit, item).set(getattr(live, item))
 
 
 def export(scores, ledger, metrics, agree, signals) -> None:

@@ -20,6 +20,7 @@ from statistics import mean
 from typing import Any, Callable
 
 from distillery.contracts.events import SubjectScore, subject_order
+from distillery.domain.loop import RECOMMENDATION
 from distillery_evaluator.signals import Round, Signal
 
 __all__ = ["ReportData", "SECTIONS", "make_plots", "render", "write_report"]
@@ -45,6 +46,8 @@ class ReportData:
     heldout_overlap: int = 0
     real_samples: dict[str, int] = field(default_factory=dict)  # unit -> real (imported) samples
     unit_samples: dict[str, int] = field(default_factory=dict)  # unit -> all samples (share denominator)
+    unit_signals: dict[str, dict[str, str]] = field(default_factory=dict)  # unit -> fired signal -> reason
+    excluded_units: list[str] = field(default_factory=list)  # units this student's round left out
 
 
 # --- blocks -------------------------------------------------------------------------------------
@@ -213,6 +216,12 @@ def _signals(d: ReportData) -> list[Block]:
         items.append((s.name, text))
     blocks: list[Block] = [Heading("Stop signals")]
     blocks.append(Items(items) if items else Para("No stop signals were computed."))
+    if d.excluded_units:
+        blocks.append(Para(f"This round left out {', '.join(d.excluded_units)}: a stop signal held for them."))
+    stopped = [(unit, f"{', '.join(f'{k} ({v})' for k, v in fired.items())}. The next round leaves it out. "
+                      f"Recommendation: {RECOMMENDATION}.") for unit, fired in sorted(d.unit_signals.items())]
+    if stopped:
+        blocks += [Heading("Units the next round leaves out", 3), Items(stopped)]
     return blocks + [Image(PLOT_NAMES[2], "mean accuracy against training samples per round")]
 
 

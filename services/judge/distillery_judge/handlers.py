@@ -11,13 +11,13 @@ from typing import Any
 from aiokafka import ConsumerRebalanceListener
 from pydantic import Field
 
-from distillery.contracts.events import CandidateGenerated, CandidatesJudged
+from distillery.contracts.events import CandidateGenerated, CandidatesJudged, SourceOffset
 from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import judge_version
 from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription, after_rebuild
 from distillery_judge import metrics
 from distillery_judge.aggregate import Aggregator, OpenTask
-from distillery_judge.logic import TaskInput, judge_batch, regeneration_for
+from distillery_judge.logic import TaskInput, judge_batch, regeneration_for, shadow_verdicts
 from distillery_judge.scorers import Scorers
 from distillery_judge.selfcheck import SelfCheckMonitor, check_of
 
@@ -114,10 +114,15 @@ async def on_candidate_generated(items: list[In[CandidateGenerated]], deps: Judg
     now = time.monotonic()
     outs: list[Out | DeadLetter] = []
     ready = []
+    shadows = []
     for item in items:
         cand = item.event
         if cand.task.unit not in deps.spec.units:
             outs.append(DeadLetter(item.record, "unknown_unit", f"unknown unit '{cand.task.unit}': not in the judge's spec"))
+            continue
+        if cand.shadow:  # a promoted student's live answer: judged alone, right away
+            record = item.record
+            shadows.append((cand, SourceOffset(topic=record.topic, partition=record.partition, offset=record.offset)))
             continue
         if cand.chain and not cand.chain.is_final and not cand.error:
             metrics.CHAIN_STEPS.inc()  # an intermediate step: the router moves the chain on; the final one carries it
@@ -128,6 +133,12 @@ async def on_candidate_generated(items: list[In[CandidateGenerated]], deps: Judg
             ready.append(result.ready)
     if ready:  # model scorers are slow and blocking: off the event loop, one batch for all ready tasks
         outs.extend(await asyncio.to_thread(verdicts_for, ready, deps))
+    if shadows:
+        verdicts = await asyncio.to_thread(shadow_verdicts, shadows, deps.spec, deps.version, deps.produced_by,
+                                           deps.scorers)
+        for verdict in verdicts:
+            metrics.SHADOW.labels(verdict.task.unit, verdict.candidates[0].pool).inc()
+        outs.extend(Out(deps.topics.verdicts, v) for v in verdicts)
     metrics.OPEN_TASKS.set(len(deps.aggregator.open))
     return outs
 
@@ -146,7 +157,7 @@ def mark_judged(verdict: CandidatesJudged, deps: JudgeDeps) -> None:
     """A verdict of this judge version (from the verdicts topic): its task is not judged again, and
     its self-check outcomes refill the rolling windows, so a gate closed before a restart stays
     closed (the windows are refilled in the topic's order)."""
-    if verdict.judge_version != deps.version:
+    if verdict.judge_version != deps.version or verdict.shadow:  # a shadow verdict judged no teacher
         return
     deps.aggregator.mark_judged(verdict.task.task_id, verdict.attempt)
     if verdict.task.unit in deps.spec.units:

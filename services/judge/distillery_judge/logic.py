@@ -421,6 +421,20 @@ def judge_batch(
     return verdicts
 
 
+def shadow_verdicts(shadows: list[tuple[CandidateGenerated, SourceOffset | None]], spec: CapabilitySpec, version: str,
+                    produced_by: str, scorers: Scorers | None = None) -> list[CandidatesJudged]:
+    """A promoted student's live answers, each judged alone with the same floor, checker and scorers
+    as a teacher's, and tagged ``shadow``: no relation to the teachers' answers, no self-check
+    window, no regeneration, and never a sample (the editor passes over it). Its id derives from the
+    candidate, so a redelivery repeats it."""
+    inputs = [TaskInput(cand.task, [(cand, source)], 1, cand.attempt) for cand, source in shadows]
+    verdicts = judge_batch(inputs, spec, version, produced_by, scorers, SelfCheckMonitor(spec))
+    return [CandidatesJudged.model_validate({
+        **v.model_dump(), "verdict_id": ids.content_id("shadow", cand.candidate_id, version), "event_id": "",
+        "shadow": True, "self_checks": {}})
+        for (cand, _), v in zip(shadows, verdicts, strict=True)]
+
+
 def _self_checks(swap_ok: bool | None, caught_ok: bool | None, two: list[bool | None]) -> dict[str, bool]:
     checks = {}
     if swap_ok is not None:

@@ -18,3 +18,4 @@ PERTURBATION = Gauge("distillery_judge_perturbation_catch_rate", "Share of plant
 TWO_JUDGES = Gauge("distillery_judge_two_judge_agreement", "Share of candidates two judge models agree on (rolling)", ["unit"])
 GATE = Gauge("distillery_judge_gate_closed", "1 while the unit's self-checks are below its threshold (train goes to review)", ["unit"])
 RATE_GAUGES = {"position_swap": POSITION_SWAP, "perturbation": PERTURBATION, "two_judge": TWO_JUDGES}
+SHADOW = Counter("distillery_judge_shadow_answers_total", "A promoted student's live answers judged, by pool", ["unit", "pool"])

@@ -58,6 +58,8 @@ class ValueTable:
         self.judgments: dict[str, Judgment] = {}  # candidate id -> the judgment it is counted by
 
     def learn(self, verdict: CandidatesJudged) -> None:
+        if verdict.shadow:  # a promoted student's live answer is not a teacher's
+            return
         for jc in verdict.candidates:
             previous = self.judgments.get(jc.candidate_id)
             if previous is not None and previous.at >= verdict.produced_at:

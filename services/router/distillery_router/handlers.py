@@ -5,13 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from distillery.contracts.events import CandidateGenerated, CandidatesJudged, RegenerationRequested, TaskSubmitted
+from distillery.contracts.events import (
+    CandidateGenerated,
+    CandidatesJudged,
+    LoopDecided,
+    RegenerationRequested,
+    TaskSubmitted,
+)
 from distillery.contracts.submission import parse_task_record
+from distillery.domain.loop import serving
 from distillery.runtime.wiring import Context, Out, Subscription, after_rebuild
 from distillery_router import metrics
 from distillery_router.feedback import ValueTable
 from distillery_router.ingest import RouterSettings, TaskIndex
-from distillery_router.logic import next_chain_step, regenerate, route
+from distillery_router.logic import next_chain_step, regenerate, route, shadow_requests
 
 # The size bound is on the task (as submit and ingest measure it); the event envelope around it
 # (ids, producer, time, trace) adds a few hundred bytes that must not tip a task over the limit.
@@ -26,6 +33,12 @@ class RouterDeps(Context):
     # where the start-up rebuild of the value table stopped (partition -> end offset): every replica
     # follows the verdicts topic from there (the "-feedback" broadcast consumer)
     rebuilt_to: dict[int, int] = field(default_factory=dict)
+    # the closed loop's decisions, followed from the start (the "-promotions" broadcast consumer)
+    decisions: dict[str, LoopDecided] = field(default_factory=dict)
+
+    @property
+    def promoted(self) -> dict[tuple[str, str], LoopDecided]:
+        return serving(list(self.decisions.values()))
 
 
 def uses_strategy(strategy: str):
@@ -41,10 +54,22 @@ def retries_enabled(deps: RouterDeps) -> bool:
 
 def on_task_submitted(event: TaskSubmitted, deps: RouterDeps) -> list[Out]:
     requests = route(event, deps.spec, deps.produced_by, deps.table)
+    deps.index.routed(event.task_id, [r.teacher_id for r in requests], unit=event.task.unit)
+    if deps.decisions:
+        requests += shadow_requests(event, deps.spec, deps.promoted, deps.produced_by)
     for request in requests:
         metrics.ROUTED.labels(request.task.unit, request.teacher_id, request.strategy).inc()
-    deps.index.routed(event.task_id, [r.teacher_id for r in requests], unit=event.task.unit)
     return [Out(deps.topics.generation_requests(r.teacher_id), r) for r in requests]
+
+
+def on_loop_decided(event: LoopDecided, deps: RouterDeps) -> list[Out]:
+    """Promotions and demotions, in topic order: which units also send live tasks to a student.
+    Every replica reads the whole topic from the start, so each knows the same state."""
+    deps.decisions.setdefault(event.decision_id, event)  # a redelivered decision changes nothing
+    promoted = deps.promoted
+    for d in deps.decisions.values():
+        metrics.SHADOWING.labels(d.student, d.unit).set(float((d.student, d.unit) in promoted))
+    return []
 
 
 def on_candidate_generated(event: CandidateGenerated, deps: RouterDeps) -> list[Out]:
@@ -75,6 +100,10 @@ def on_candidates_judged(event: CandidatesJudged, deps: RouterDeps) -> list[Out]
     return []
 
 
+def promotes(deps: RouterDeps) -> bool:
+    return bool(deps.spec.promotion)
+
+
 def tasks_front_door(deps: RouterDeps) -> dict[str, Any]:
     """The tasks topic is bounded in size, and takes events or bare task objects from upstream producers."""
     def parse(payload: bytes) -> TaskSubmitted:
@@ -90,4 +119,5 @@ SUBSCRIPTIONS = [
     Subscription("candidates", CandidateGenerated, on_candidate_generated, "-chain", enabled=uses_strategy("chain")),
     Subscription("verdicts", CandidatesJudged, on_candidates_judged, "-feedback", enabled=uses_strategy("value"),
                  options=after_rebuild),
+    Subscription("promotions", LoopDecided, on_loop_decided, "-promotions", enabled=promotes),
 ]

@@ -5,6 +5,7 @@ Every request records why its teacher was chosen: the strategy, the rule or the 
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from distillery.contracts.events import (
     Chain,
     ChainStep,
     GenerationRequested,
+    LoopDecided,
     RegenerationRequested,
     Task,
     TaskSubmitted,
@@ -118,6 +120,34 @@ def route(event: TaskSubmitted, spec: CapabilitySpec, produced_by: str, table: V
     # the judge waits for one candidate per competitor; a chain delivers one final candidate
     expected = len(choices)
     return [_request(task, unit, spec, c, expected, produced_by, event.event_id, chain) for c in choices]
+
+
+def in_share(task_id: str, student_id: str, share: float) -> bool:
+    """Whether a task is in a promoted student's shadow share: a hash of the task and the student,
+    so a redelivery or a replay sends the same tasks, and a new student draws a fresh sample."""
+    digest = hashlib.sha256(f"{task_id}/{student_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def shadow_requests(event: TaskSubmitted, spec: CapabilitySpec, promoted: dict[tuple[str, str], LoopDecided],
+                    produced_by: str) -> list[GenerationRequested]:
+    """The extra requests of a task whose unit a student is promoted for (docs/evaluator.md): to the
+    student's deployment, tagged ``shadow``, for ``promotion.share`` of the unit's tasks. The
+    teachers are asked as always: a shadow answer never replaces theirs."""
+    task = event.task
+    out = []
+    for (student, unit), decision in sorted(promoted.items()):
+        policy = spec.promotion.get(student)
+        if unit != task.unit or policy is None or not in_share(task.task_id, decision.student_id, policy.share):
+            continue
+        out.append(GenerationRequested(
+            request_id=ids.content_id("shadow", task.task_id, policy.deployment, decision.student_id),
+            task=task, teacher_id=policy.deployment, strategy="shadow",
+            route_reason=f"shadow: {student} promoted for {unit} ({decision.student_id}), {policy.share:.0%} of its tasks",
+            expected_candidates=1, max_new_tokens=spec.students[student].max_new_tokens, shadow=True,
+            produced_by=produced_by, trace=Trace(task_id=task.task_id, causation_id=event.event_id),
+        ))
+    return out
 
 
 def next_chain_step(cand: CandidateGenerated, spec: CapabilitySpec, produced_by: str) -> GenerationRequested | None:

@@ -10,6 +10,7 @@ from distillery.contracts.spec import load_spec
 from distillery.domain.backends import TransformersBackend, make_backend
 from distillery.runtime.bus import Bus
 from distillery_teacher.handlers import TeacherDeps, TeacherSettings
+from distillery_teacher.student import ServedStudent
 
 
 def bootstrap() -> TeacherDeps:
@@ -18,7 +19,10 @@ def bootstrap() -> TeacherDeps:
     teacher = spec.teachers.get(settings.teacher_id)
     if teacher is None:
         raise ConfigError(f"invalid setting teacher_id (env DISTILLERY_TEACHER_ID): '{settings.teacher_id}' is not a teacher of the spec")
-    backend = make_backend(teacher, settings.teacher_id, settings.device)
+    if teacher.backend == "student":
+        backend = ServedStudent(spec, teacher.student, settings.device)
+    else:
+        backend = make_backend(teacher, settings.teacher_id, settings.device)
     return TeacherDeps(spec=spec, settings=settings, backend=backend)
 
 
@@ -33,6 +37,8 @@ def hooks(deps: TeacherDeps, bus: Bus) -> dict[str, Any]:
             backend.close()
 
         return {"on_startup": [start_probe], "on_shutdown": [close_backend], "ready_check": backend.is_ready}
+    if deps.teacher.backend == "student":  # not ready while its promoted artifact's files are missing
+        return {"ready_check": backend.is_ready}
 
     async def preload() -> None:
         if deps.settings.preload and isinstance(backend, TransformersBackend):

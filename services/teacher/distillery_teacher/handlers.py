@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field
 
 from distillery.contracts.channels import TEACHER_STEM
-from distillery.contracts.events import CandidateGenerated, GenerationRequested
+from distillery.contracts.events import CandidateGenerated, GenerationRequested, LoopDecided
 from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import TeacherSpec
 from distillery.domain.backends import Backend
@@ -65,6 +65,17 @@ def count(candidate: CandidateGenerated, teacher_id: str) -> None:
     metrics.LATENCY.labels(teacher_id).observe(candidate.latency_s)
 
 
+def on_loop_decided(event: LoopDecided, deps: TeacherDeps) -> list[Out]:
+    """A student deployment follows the promotions topic: which artifact it serves."""
+    deps.backend.follow(event)
+    metrics.SERVING.labels(deps.teacher_id).set(0 if deps.backend.not_ready() else 1)
+    return []
+
+
+def serves_a_student(deps: TeacherDeps) -> bool:
+    return deps.teacher.backend == "student"
+
+
 def batch_limits(deps: TeacherDeps) -> dict[str, Any]:
     """Two of the backend's batches per poll; a slow model may take long between polls."""
     return {"max_records": deps.teacher.batch_size * 2, "max_poll_interval_ms": 1_800_000}
@@ -72,4 +83,5 @@ def batch_limits(deps: TeacherDeps) -> dict[str, Any]:
 
 SUBSCRIPTIONS = [
     Subscription(TEACHER_STEM, GenerationRequested, on_generation_requested, batch=True, options=batch_limits),
+    Subscription("promotions", LoopDecided, on_loop_decided, "-promotions", enabled=serves_a_student),
 ]

@@ -10,7 +10,7 @@ from distillery.contracts.events import CandidateGenerated, GenerationRequested,
 from distillery.contracts.spec import CapabilitySpec, TeacherSpec
 from distillery.domain.backends import Backend
 from distillery.domain.generate import Generation
-from distillery.domain.prompts import teacher_messages
+from distillery.domain.prompts import system_prompt, teacher_messages
 from distillery_teacher.trajectory import run_trajectories
 
 log = logging.getLogger("distillery.teacher")
@@ -28,6 +28,7 @@ def _from_request(request: GenerationRequested, produced_by: str, **fields) -> C
         expected_candidates=request.expected_candidates,
         chain=request.chain,
         attempt=request.attempt,
+        shadow=request.shadow,
         produced_by=produced_by,
         trace=Trace(task_id=request.task.task_id, causation_id=request.event_id),
         **fields,
@@ -68,8 +69,10 @@ def failed_candidate(request: GenerationRequested, error: str, produced_by: str,
                          error=error[:500])
 
 
-def _prompt(request: GenerationRequested, spec: CapabilitySpec) -> tuple[str, str, str]:
+def _prompt(request: GenerationRequested, spec: CapabilitySpec, teacher: TeacherSpec) -> tuple[str, str, str]:
     unit = spec.units[request.task.unit]
+    if teacher.backend == "student":  # a served student sees the prompt it was trained on
+        return request.task.task_id, system_prompt(unit, request.task, compact=True), request.task.prompt
     system, user = teacher_messages(unit, request.task, request.chain, request.feedback)
     return request.task.task_id, system, user
 
@@ -96,7 +99,7 @@ def answer(
             by_budget[request.max_new_tokens].append(request)
     for budget, group in by_budget.items():
         try:
-            gens = backend.generate([_prompt(r, spec) for r in group], budget)
+            gens = backend.generate([_prompt(r, spec, teacher) for r in group], budget)
             for request, gen in zip(group, gens, strict=True):
                 candidates[request.request_id] = candidate_from(request, gen, teacher, produced_by)
         except Exception:  # noqa: BLE001 - fall back to one request at a time
@@ -107,7 +110,7 @@ def answer(
 
 def _answer_one(request, backend, spec, teacher, produced_by, budget) -> CandidateGenerated:
     try:
-        (gen,) = backend.generate([_prompt(request, spec)], budget)
+        (gen,) = backend.generate([_prompt(request, spec, teacher)], budget)
         return candidate_from(request, gen, teacher, produced_by)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a failed candidate
         log.warning("teacher failed on %s: %s", request.request_id, exc)

@@ -12,13 +12,18 @@ from typing import Any
 
 from distillery.contracts.events import (
     CandidateGenerated,
+    EvaluationCompleted,
     EventDeadLettered,
+    LoopDecided,
+    SampleCurated,
     StudentTrained,
     Trace,
     TrainingRequested,
     parse_sample_record,
 )
 from distillery.contracts.settings import ServiceSettings
+from distillery.contracts.spec import CapabilitySpec
+from distillery.domain.loop import stopped_units
 from distillery.runtime.bus import Rejected
 from distillery.runtime.kafka import Replayed, replay
 from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
@@ -71,14 +76,25 @@ async def train(request: TrainingRequested, deps: TrainerDeps) -> StudentTrained
         raise Rejected("unknown_student", f"unknown student '{name}' (spec has {sorted(deps.spec.students)})")
     inputs, retracted = await read_inputs(request, deps)
     lineage = await asyncio.to_thread(
-        deps.run, name, deps.spec, inputs, deps.topics.samples, deps.settings.artifact_dir, deps.settings.device,
-        progress_of(name), request.variant,
+        deps.run, name, without_units(deps.spec, name, request.exclude_units), inputs, deps.topics.samples,
+        deps.settings.artifact_dir, deps.settings.device, progress_of(name), request.variant,
     )
     # Not part of the dataset's identity (the student id): the same live samples train the same student.
     lineage["manifest"]["retracted"] = retracted
+    lineage["manifest"]["excluded_units"] = list(request.exclude_units)
     export_run(name, lineage)
     return StudentTrained(**{k: lineage[k] for k in LINEAGE_FIELDS}, variant=request.variant,
                           produced_by=deps.produced_by, trace=Trace(causation_id=request.event_id))
+
+
+def without_units(spec: CapabilitySpec, name: str, excluded: list[str]) -> CapabilitySpec:
+    """The spec whose recipe ``name`` trains without ``excluded`` (a round's stopped units); the
+    recipe's units are part of the student's identity, so such a student has its own id."""
+    if not excluded:
+        return spec
+    recipe = spec.students[name]
+    kept = [u for u in recipe.units if u not in excluded]
+    return spec.model_copy(update={"students": {**spec.students, name: recipe.model_copy(update={"units": kept})}})
 
 
 async def already_trained(request: TrainingRequested, deps: TrainerDeps) -> bool:
@@ -101,16 +117,27 @@ async def rounds_due(deps: TrainerDeps, now: datetime | None = None) -> list[Out
                if d.source_topic == topics.training_requests and d.record_key}
     samples = await deps.read(topics.samples, parse_sample_record, None)
     records = [(record.partition, record.offset, event) for record, event in samples.items]
+    evaluations = (await deps.read(topics.evaluations, EvaluationCompleted, None)).events
+    decisions = (await deps.read(topics.promotions, LoopDecided, None)).events
+    curated = [event for event in samples.events if isinstance(event, SampleCurated)]
     outs = []
     for student, policy in policies.items():
         state = rounds.round_state(student, requests, trained, refused, topics.samples)
-        fresh = rounds.new_samples(records, deps.spec.students[student].units, state.since)
+        stopped = stopped_units(student, evaluations, decisions, curated)
+        units = [u for u in deps.spec.students[student].units if u not in stopped]
+        fresh = rounds.new_samples(records, units, state.since)
         why = rounds.due(policy, state, fresh, now or datetime.now(timezone.utc))
         metrics.ROUND.labels(student).set(state.last)
+        export_stops(student, deps.spec.students[student].units, stopped)
         if why:
-            request = rounds.round_request(student, state.last + 1, why, deps.produced_by)
+            request = rounds.round_request(student, state.last + 1, why, deps.produced_by, sorted(stopped))
             outs.append(Out(topics.training_requests, request))
     return outs
+
+
+def export_stops(student: str, units: list[str], stopped: dict) -> None:
+    for unit in units:
+        metrics.STOPPED.labels(student, unit).set(float(unit in stopped))
 
 
 def progress_of(name: str):

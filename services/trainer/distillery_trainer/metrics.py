@@ -12,3 +12,5 @@ KD_EXAMPLES = Gauge("distillery_trainer_kd_examples", "Examples of the last run 
 UNREADABLE = Counter("distillery_trainer_unreadable_records_total",
                      "Records of a snapshot that are not events of their topic (skipped, counted here)", ["topic"])
 ROUND = Gauge("distillery_trainer_round", "The latest automatic round requested per student (spec rounds)", ["student"])
+STOPPED = Gauge("distillery_trainer_unit_stopped", "1 while a stop signal keeps a unit out of the student's rounds",
+                ["student", "unit"])

@@ -88,6 +88,11 @@ def due(policy: RoundPolicy, state: RoundState, fresh: int, now: datetime) -> st
     return None
 
 
-def round_request(student: str, number: int, why: str, produced_by: str) -> TrainingRequested:
+def round_request(student: str, number: int, why: str, produced_by: str,
+                  stopped: list[str] | None = None) -> TrainingRequested:
+    """Round ``number``'s request; ``stopped`` units (a stop signal holds) are left out and named in the reason."""
+    if stopped:
+        why += f"; leaves out {', '.join(stopped)} (stop signal)"
     return TrainingRequested(request_id=round_request_id(student, number), student=student,
-                             reason=f"{ROUND_REASON} {number}: {why}", produced_by=produced_by)
+                             reason=f"{ROUND_REASON} {number}: {why}", exclude_units=list(stopped or []),
+                             produced_by=produced_by)

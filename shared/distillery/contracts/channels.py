@@ -84,7 +84,9 @@ CHANNELS: tuple[Channel, ...] = (
                        Consumer("router", "-feedback", "learn acceptance and cost per teacher (value routing)",
                                 optional=True, broadcast=True),
                        Consumer("judge", "-peers", "every replica's verdicts: tasks judged, self-check windows",
-                                broadcast=True)),
+                                broadcast=True),
+                       Consumer("evaluator", "-shadow", "live judged quality of promoted students (shadow answers)",
+                                optional=True)),
             readers=("judge (what it already judged)", "router (rebuilds its value table)",
                      "evaluator (offline cost)", "distillery status, replay")),
     Channel("regeneration", (events.RegenerationRequested,), 4,
@@ -110,6 +112,13 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("evaluations", (events.EvaluationCompleted,), 1,
             producers=("evaluator",),
             readers=("evaluator (rounds, attribution)", "distillery report, attribute, students")),
+    Channel("promotions", (events.LoopDecided,), 1,
+            producers=("evaluator (promote, demote)", "distillery resume"),
+            consumers=(Consumer("router", "-promotions", "which units send a share of live tasks to a student",
+                                optional=True, broadcast=True),
+                       Consumer("teacher", "-promotions", "the artifact a student deployment serves",
+                                optional=True, broadcast=True)),
+            readers=("trainer (resumed units)", "evaluator (who is promoted)", "distillery students, status")),
     Channel("dlq", (events.EventDeadLettered,), 1,
             producers=("every service",),
             readers=("operators", "distillery status")),
@@ -162,6 +171,7 @@ class Topics:
     training_requests = _Topic("training.requests")
     students = _Topic("students")
     evaluations = _Topic("evaluations")
+    promotions = _Topic("promotions")  # the closed loop's decisions: promote, demote, resume
     dlq = _Topic("dlq")
 
     def of(self, stem: str, teacher_id: str | None = None) -> str:

@@ -54,6 +54,20 @@ class Model(BaseModel):
     JSON has no infinity or NaN (1e400 parses as one), and they would go back on the wire as null."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # fields added to a shipped schema version, kept off the wire while they hold their default
+    # (the classes that have some serialise with _added_fields_only_when_set)
+    added_fields: ClassVar[tuple[str, ...]] = ()
+
+
+def _added_fields_only_when_set(self: Model, handler: Any) -> dict[str, Any]:
+    """Fields added to a schema version after it shipped (``added_fields``) stay off the wire while
+    they hold their default: every existing event dumps exactly as before (same schema_version),
+    and readers that predate a field ignore it when set (docs/architecture.md §2)."""
+    data = handler(self)
+    for name in self.added_fields:
+        if name in data and getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
+            del data[name]
+    return data
 
 
 def utcnow() -> datetime:
@@ -90,14 +104,8 @@ class Reference(Model):
     no_call: bool = False
     fields: dict[str, Any] | None = None
 
-    @model_serializer(mode="wrap")
-    def _fields_only_when_set(self, handler: Any) -> dict[str, Any]:
-        # an added optional field stays off the wire when unset: every existing event dumps exactly
-        # as before (same schema_version), and readers that predate it ignore it when set
-        data = handler(self)
-        if data.get("fields") is None:
-            data.pop("fields", None)
-        return data
+    added_fields: ClassVar[tuple[str, ...]] = ("fields",)
+    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
 
 
 class Task(Model):
@@ -206,6 +214,10 @@ class GenerationRequested(Event):
     route_score: float | None = None
     chain: Chain | None = None
     feedback: str | None = None  # why the previous attempt was rejected (regeneration)
+    shadow: bool = False  # a promoted student tried on live traffic: judged, never a sample
+
+    added_fields: ClassVar[tuple[str, ...]] = ("shadow",)
+    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
 
 
 class TopTokens(Model):
@@ -246,6 +258,10 @@ class CandidateGenerated(Event):
     attempt: int = 1
     trajectory: list[TrajectoryStep] = Field(default_factory=list)
     logprobs: TokenLogprobs | None = None
+    shadow: bool = False  # copied from the request: the judge judges it alone, the editor never reads it
+
+    added_fields: ClassVar[tuple[str, ...]] = ("shadow",)
+    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
 
 
 class JudgedCandidate(Model):
@@ -287,6 +303,12 @@ class CandidatesJudged(Event):
     relation_reasons: list[str] = Field(default_factory=list)
     # the judge's own checks on this task: position_swap_agree, perturbation_caught, two_judge_agree
     self_checks: dict[str, bool] = Field(default_factory=dict)
+    # a promoted student's live answer, judged alone: the editor, the router's value table and
+    # the judge's own bookkeeping pass over it; the evaluator's live quality reads it
+    shadow: bool = False
+
+    added_fields: ClassVar[tuple[str, ...]] = ("shadow",)
+    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
 
     @property
     def key(self) -> str:
@@ -429,6 +451,11 @@ class TrainingRequested(Event):
     variant: Variant | None = None
     # topic -> partition -> end offset: train on exactly this snapshot (attribution runs share one)
     snapshot: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # units this run leaves out of the recipe: a round's units whose stop signal holds
+    exclude_units: list[str] = Field(default_factory=list)
+
+    added_fields: ClassVar[tuple[str, ...]] = ("exclude_units",)
+    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
 
 
 class StudentTrained(Event):
@@ -481,6 +508,44 @@ class EvaluationCompleted(Event):
     error_classes: dict[str, int] = Field(default_factory=dict)
     signals: dict[str, str] = Field(default_factory=dict)  # fired stop signal -> reason
     attribution_path: str | None = None  # set on the evaluation that completed an experiment
+    # unit -> its fired stop signals (name -> reason): the next round leaves these units out
+    unit_signals: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    added_fields: ClassVar[tuple[str, ...]] = ("unit_signals",)
+    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
+
+
+LoopAction = Literal["promote", "demote", "resume"]
+
+
+class LoopDecided(Event):
+    """A decision of the closed loop about one student recipe and one unit (the promotions topic).
+
+    ``promote``: the evaluator found the trained student ``student_id`` within tolerance of the
+    unit's best teacher and paying at the configured traffic; a share of the unit's live tasks now
+    also goes to the student (shadow). ``demote``: its live judged quality fell below the
+    tolerance; shadow traffic stops. ``resume``: an operator brought a unit whose stop signal held
+    back into the rounds (``distillery resume``). Replaying the topic gives who serves what.
+    """
+
+    id_field: ClassVar[str] = "decision_id"
+    decision_id: Id
+    action: LoopAction
+    student: str  # the recipe
+    unit: str
+    student_id: OptionalId = ""  # the trained student promoted or demoted ("" for resume)
+    artifact_dir: str = ""
+    reason: str = ""
+    figures: dict[str, float] = Field(default_factory=dict)  # what the decision read: accuracies, window
+
+    @property
+    def key(self) -> str:
+        return f"{self.student}/{self.unit}"
+
+
+def loop_decision_id(action: str, student: str, unit: str, cause: str) -> str:
+    """One decision per action, recipe, unit and cause (an evaluation, a trained student, a stop)."""
+    return ids.content_id("loop", action, student, unit, cause)
 
 
 class EventDeadLettered(Event):

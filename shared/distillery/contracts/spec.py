@@ -68,7 +68,9 @@ STUDENT_TOKENIZERS = {"tiny-llama": "smollm2", "smollm2-135m": "smollm2"}
 
 
 class TeacherSpec(SpecModel):
-    backend: Literal["transformers", "replay", "openai"] = "transformers"
+    backend: Literal["transformers", "replay", "openai", "student"] = "transformers"
+    # student backend: serve this student recipe's latest promoted artifact (shadow traffic, spec `promotion`)
+    student: str | None = None
     # transformers: a registry name (distillery.domain.models); openai: the server's model name
     model: str = "smollm2-135m-instruct"
     replay_path: str | None = None
@@ -100,6 +102,8 @@ class TeacherSpec(SpecModel):
             raise ValueError("backend 'replay' needs replay_path")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs base_url")
+        if (self.backend == "student") != (self.student is not None):
+            raise ValueError("field 'student': backend 'student' needs student (a student recipe), and only it takes one")
         if self.logprobs and self.backend == "openai":
             # a replay serves the logprobs its recording holds; vLLM returns token strings, not ids
             raise ValueError(f"field 'logprobs': caching token logprobs needs the transformers or replay backend, "
@@ -609,6 +613,23 @@ class RoundPolicy(SpecModel):
         return duration_seconds(self.every) if self.every else None
 
 
+class PromotionPolicy(SpecModel):
+    """How a promoted student is tried on live traffic (docs/evaluator.md "Promotion in shadow").
+
+    The evaluator promotes the student for a unit when its held-out accuracy is within
+    ``economics.quality_tolerance`` of the unit's best teacher and the ledger says it pays at the
+    configured traffic. The router then also sends ``share`` of that unit's live tasks to
+    ``deployment`` (a teacher entry with ``backend: student``); the judge judges those answers as
+    ``shadow`` (never samples). Over the last ``window`` shadow answers, a judged quality below the
+    best teacher's minus the tolerance demotes the student for the unit."""
+
+    deployment: str = Field(min_length=1)
+    share: float = Field(default=0.1, gt=0, le=1)
+    window: int = Field(default=50, ge=1)
+    # the live check's tolerance; None: economics.quality_tolerance, the one promotion used
+    live_tolerance: float | None = Field(default=None, ge=0, le=1)
+
+
 class Economics(SpecModel):
     """Inputs of the ROI ledger (the seed's estimator, generalised)."""
 
@@ -641,12 +662,15 @@ class CapabilitySpec(SpecModel):
     economics: Economics = Field(default_factory=Economics)
     stop_signals: StopSignals = Field(default_factory=StopSignals)
     rounds: dict[str, RoundPolicy] = Field(default_factory=dict)  # student -> when it trains on its own
+    promotion: dict[str, PromotionPolicy] = Field(default_factory=dict)  # student -> its shadow serving
 
     @model_validator(mode="after")
     def _references_resolve(self) -> CapabilitySpec:
-        unknown = sorted(set(self.rounds) - set(self.students))
-        if unknown:
-            raise ValueError(f"field 'rounds': unknown student(s) {unknown} (students: {sorted(self.students)})")
+        for field in ("rounds", "promotion"):
+            unknown = sorted(set(getattr(self, field)) - set(self.students))
+            if unknown:
+                raise ValueError(f"field '{field}': unknown student(s) {unknown} (students: {sorted(self.students)})")
+        self._check_served_students()
         for field in ("model", "second_model"):
             name = getattr(self.judge, field)
             if name is not None and name not in self.teachers:
@@ -664,6 +688,17 @@ class CapabilitySpec(SpecModel):
             if student.distill is not None:
                 self._check_distill(name, student)
         return self
+
+    def _check_served_students(self) -> None:
+        """A promotion policy serves through a ``backend: student`` teacher of the same recipe."""
+        for name, policy in self.promotion.items():
+            served = self.teachers.get(policy.deployment)
+            if served is None or served.backend != "student" or served.student != name:
+                raise ValueError(f"field 'promotion.{name}.deployment': '{policy.deployment}' must be a teacher with "
+                                 f"backend 'student' and student '{name}'")
+        for teacher_id, teacher in self.teachers.items():
+            if teacher.student is not None and teacher.student not in self.students:
+                raise ValueError(f"teacher '{teacher_id}': field 'student': unknown student '{teacher.student}'")
 
     def _check_distill(self, name: str, student: StudentSpec) -> None:
         """Logit distillation needs a teacher that caches logprobs on the student's tokenizer."""
@@ -683,7 +718,12 @@ class CapabilitySpec(SpecModel):
         """Teachers some unit routes to: each gets a deployment. A teacher entry named only as
         the judge model is run inside the judge, not as a teacher service."""
         routed = {t for unit in self.units.values() for t in unit.routing.all_teachers()}
+        routed |= {policy.deployment for policy in self.promotion.values()}  # shadow traffic reaches these
         return [t for t in self.teachers if t in routed]
+
+    def live_tolerance(self, student: str) -> float:
+        policy = self.promotion[student]
+        return self.economics.quality_tolerance if policy.live_tolerance is None else policy.live_tolerance
 
     def digest(self) -> str:
         """Content hash of the spec: part of the judge version and the recipe lineage."""

@@ -72,7 +72,7 @@ def make_app(
     on_startup: list[Callable[[], Awaitable[None]]] | None = None,
     on_shutdown: list[Callable[[], Awaitable[None]]] | None = None,
     teacher_ids: list[str] | None = None,
-    ready_check: Callable[[], Awaitable[bool]] | None = None,
+    ready_check: Callable[[], Awaitable[bool | str]] | None = None,
 ) -> AsgiFastStream:
     """The ASGI app: the broker's subscribers plus /metrics and the health endpoints.
 
@@ -96,8 +96,9 @@ def make_app(
     )
 
 
-def _readiness(bus: Bus, ready_check: Callable[[], Awaitable[bool]] | None) -> Any:
-    """The readiness endpoint: the broker ping, AND-ed with the service's own check if it has one."""
+def _readiness(bus: Bus, ready_check: Callable[[], Awaitable[bool | str]] | None) -> Any:
+    """The readiness endpoint: the broker ping, AND-ed with the service's own check if it has one.
+    A check answers True, False, or the reason it is not ready (the 503's body)."""
     if ready_check is None:
         return make_ping_asgi(bus.broker, timeout=5.0)
 
@@ -105,8 +106,9 @@ def _readiness(bus: Bus, ready_check: Callable[[], Awaitable[bool]] | None) -> A
     async def ready(scope: Any) -> AsgiResponse:
         if not await bus.broker.ping(5.0):
             return AsgiResponse(b"broker not reachable", 503)
-        if not await ready_check():
-            return AsgiResponse(b"backend not ready", 503)
+        answer = await ready_check()
+        if answer is not True:
+            return AsgiResponse((answer or "backend not ready").encode(), 503)
         return AsgiResponse(b"", 204)
 
     return ready

@@ -1,0 +1,113 @@
+"""The closed loop from the operator's side: ``distillery resume UNIT``, and the loop's state in
+``distillery status`` and ``distillery students`` (rounds, units a stop signal holds out,
+promotions in force, and the history of promotions and demotions).
+
+Everything is read from the topics with the same functions the services use
+(:mod:`distillery.domain.loop`), so the CLI shows the state the trainer and the router act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from distillery.contracts.events import (
+    EvaluationCompleted,
+    LoopDecided,
+    SampleCurated,
+    TrainingRequested,
+    loop_decision_id,
+    parse_sample_record,
+)
+from distillery.contracts.settings import ConfigError, ServiceSettings
+from distillery.contracts.spec import CapabilitySpec, load_spec
+from distillery.domain.loop import RECOMMENDATION, Stop, serving, stopped_units
+from distillery.runtime.kafka import produce_all
+from distillery_cli import pipeline, stack
+from distillery_cli.output import RUN_DIR, console, short_id
+
+ROUND_PREFIX = "round "  # the reason a scheduled round's request carries (distillery_trainer.rounds)
+
+
+@dataclass(frozen=True)
+class LoopState:
+    rounds: dict[str, int]  # student -> automatic rounds requested
+    stopped: dict[str, dict[str, Stop]]  # student -> unit -> its stop
+    promoted: dict[tuple[str, str], LoopDecided]  # (student, unit) -> promotion in force
+    decisions: list[LoopDecided]  # the promotions topic, in order
+
+
+def read_state(settings: ServiceSettings, spec: CapabilitySpec) -> LoopState:
+    topics = settings.topics
+    evaluations = pipeline.events(settings, topics.evaluations, EvaluationCompleted)
+    decisions = pipeline.events(settings, topics.promotions, LoopDecided)
+    samples = [s for s in pipeline.events(settings, topics.samples, parse_sample_record) if isinstance(s, SampleCurated)]
+    requests = pipeline.events(settings, topics.training_requests, TrainingRequested)
+    return LoopState(
+        rounds={name: len({r.request_id for r in requests if r.student == name and r.reason.startswith(ROUND_PREFIX)})
+                for name in spec.students},
+        stopped={name: stopped_units(name, evaluations, decisions, samples) for name in spec.students},
+        promoted=serving(decisions), decisions=list({d.decision_id: d for d in decisions}.values()),
+    )
+
+
+def loop_tables(state: LoopState) -> list[Table]:
+    """The loop's state per student, and its decision history (empty when the loop never acted)."""
+    tables = []
+    current = Table("student", "rounds", "left out of the next round", "promoted (shadow)", title="closed loop")
+    for name in sorted(state.rounds):
+        stops = state.stopped.get(name, {})
+        held = "; ".join(f"{unit}: {', '.join(stop.signals)}" for unit, stop in sorted(stops.items())) or "-"
+        served = ", ".join(f"{unit} ({short_id(d.student_id)})" for (student, unit), d in sorted(state.promoted.items())
+                           if student == name) or "-"
+        current.add_row(name, str(state.rounds[name]), held, served)
+    tables.append(current)
+    if any(state.stopped.values()):
+        current.caption = f"A unit left out: {RECOMMENDATION}."
+    if state.decisions:
+        history = Table("when", "action", "student", "unit", "trained student", "why", title="promotions topic")
+        for d in state.decisions:
+            history.add_row(d.produced_at.strftime("%Y-%m-%d %H:%M:%S"), d.action, d.student, d.unit,
+                            short_id(d.student_id) if d.student_id else "-", d.reason)
+        tables.append(history)
+    return tables
+
+
+def print_loop(settings: ServiceSettings, spec: CapabilitySpec) -> None:
+    if not spec.students:
+        return
+    for table in loop_tables(read_state(settings, spec)):
+        console.print(table)
+
+
+def resume_decisions(unit: str, student: str | None, state: LoopState) -> list[LoopDecided]:
+    """One ``resume`` per student whose rounds hold ``unit`` out (only ``student``'s when given)."""
+    held = {name: stops[unit] for name, stops in state.stopped.items() if unit in stops and student in (None, name)}
+    if not held:
+        stopped = sorted({f"{u} ({name})" for name, stops in state.stopped.items() for u in stops})
+        raise ConfigError(f"unit '{unit}' is not held out of any{f' {student!r}' if student else ''} round "
+                          f"(held out: {', '.join(stopped) or 'none'})")
+    return [LoopDecided(decision_id=loop_decision_id("resume", name, unit, stop.evaluation_id), action="resume",
+                        student=name, unit=unit, reason=f"operator resumed {unit} (stopped by "
+                                                         f"{', '.join(stop.signals)})", produced_by="cli@resume")
+            for name, stop in sorted(held.items())]
+
+
+def resume(unit: str = typer.Argument(..., help="The unit to bring back into the rounds."),
+           student: str = typer.Option(None, help="Only this student's rounds (default: every student holding it out)."),
+           run_dir: Path = RUN_DIR) -> None:
+    """Bring a unit a stop signal holds out back into the student's automatic rounds."""
+    state = stack.StackState.load(run_dir)
+    spec = load_spec(state.spec_path)
+    if unit not in spec.units:
+        raise ConfigError(f"unknown unit '{unit}' (spec units: {', '.join(sorted(spec.units))})")
+    settings = pipeline.settings_for(state)
+    decisions = resume_decisions(unit, student, read_state(settings, spec))
+    asyncio.run(produce_all(settings, [(settings.topics.promotions, d.key, d.model_dump_json().encode())
+                                       for d in decisions]))
+    for d in decisions:
+        console.print(f"resumed {unit} for {d.student}: its next round trains on it again")
