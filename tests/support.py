@@ -259,6 +259,26 @@ class RealPrometheus:
                                             for family in {name, name.removesuffix("_total")})
 
 
+# --- the closed loop: the example spec with a promotion policy -------------------------------------
+
+DEPLOYMENT = "tiny-live"  # the teacher entry that serves the promoted tiny student (backend: student)
+
+
+def loop_spec_data(**policy: Any) -> dict:
+    """examples/spec.yaml whose ``tiny`` recipe is promoted through the ``tiny-live`` deployment
+    (``policy`` overrides the promotion policy: share, window, live_tolerance)."""
+    data = yaml.safe_load((ROOT / "examples" / "spec.yaml").read_text())
+    data["teachers"][DEPLOYMENT] = {"backend": "student", "student": "tiny"}
+    data["promotion"] = {"tiny": {"deployment": DEPLOYMENT, "share": 1.0, "window": 4, **policy}}
+    return data
+
+
+def loop_spec(**policy: Any):
+    from distillery.contracts.spec import parse_spec
+
+    return parse_spec(loop_spec_data(**policy))
+
+
 # --- the custom-unit example (examples/custom_unit) on the real broker ---------------------------------
 
 
@@ -270,9 +290,11 @@ def custom_unit_generator():
     return module
 
 
-def custom_unit_spec(tmp_path: Path, data_dir: Path, rounds: dict | None = None, **students: dict) -> Path:
+def custom_unit_spec(tmp_path: Path, data_dir: Path, rounds: dict | None = None, extra: dict | None = None,
+                     **students: dict) -> Path:
     """The example's spec, its replays pointing at the freshly generated recordings; ``students``
-    overrides recipe fields per student (``tiny={"max_steps": 20}``), ``rounds`` sets round policies."""
+    overrides recipe fields per student (``tiny={"max_steps": 20}``), ``rounds`` sets round policies,
+    ``extra`` adds top-level sections (``promotion``, ``stop_signals``, ...) and more ``teachers``."""
     spec = yaml.safe_load((CUSTOM_UNIT / "spec.yaml").read_text())
     for name, teacher in spec["teachers"].items():
         teacher["replay_path"] = str(data_dir / f"{name}.jsonl")
@@ -280,6 +302,11 @@ def custom_unit_spec(tmp_path: Path, data_dir: Path, rounds: dict | None = None,
         spec["students"][name].update(overrides)
     if rounds:
         spec["rounds"] = rounds
+    for section, value in (extra or {}).items():
+        if isinstance(spec.get(section), dict):
+            spec[section].update(value)
+        else:
+            spec[section] = value
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

@@ -57,6 +57,7 @@ class EvaluatorDeps(Context):
     student_outputs: Callable[..., list[Any]] = students.student_outputs
     # (report data, folder) -> the written files by name; its plots are most of an evaluation without a model
     write_report: Callable[[report.ReportData, Path], dict[str, Path]] = report.write_report
+    live_units: set[str] = field(default_factory=set)  # units a student is promoted for (last seen)
 
     def __post_init__(self) -> None:
         if self.read is None:
@@ -88,9 +89,11 @@ async def on_student_trained(items: list[In[StudentTrained]], deps: EvaluatorDep
 
 
 async def on_verdicts(items: list[In[CandidatesJudged]], deps: EvaluatorDeps) -> list[Out]:
-    """Shadow answers landed: the live window of every promotion in force, exported; a student whose
-    live quality trails the teachers beyond the tolerance is demoted (docs/evaluator.md)."""
-    if not any(item.event.shadow for item in items):
+    """Shadow answers, or teachers' verdicts of a unit in shadow, landed: the live window of every
+    promotion in force, exported; a student whose live quality trails the teachers beyond the
+    tolerance is demoted (docs/evaluator.md). A shadow answer is often judged before the teachers'
+    answers to the same task are (it waits for no one), so a teachers' verdict can complete a window."""
+    if not any(item.event.shadow or item.event.task.unit in deps.live_units for item in items):
         return []
     for item in items:
         if item.event.shadow:
@@ -98,6 +101,7 @@ async def on_verdicts(items: list[In[CandidatesJudged]], deps: EvaluatorDeps) ->
                 metrics.SHADOW.labels(item.event.task.unit, jc.pool).inc()
     decisions = await deps.read(deps.topics.promotions, LoopDecided)
     current = {key: d for key, d in serving(decisions).items() if d.student in deps.spec.promotion}
+    deps.live_units = {unit for _, unit in current}
     if not current:
         return []
     verdicts = await deps.read(deps.topics.verdicts, CandidatesJudged)
@@ -109,6 +113,7 @@ async def on_verdicts(items: list[In[CandidatesJudged]], deps: EvaluatorDeps) ->
         demoted = loop.demotion(promotion, live, deps.spec, deps.produced_by)
         if demoted is not None:
             metrics.DEMOTIONS.labels(student, unit).inc()
+            deps.live_units.discard(unit)
             outs.append(Out(deps.topics.promotions, demoted))
     return outs
 
@@ -148,6 +153,8 @@ async def evaluate(trained: StudentTrained, deps: EvaluatorDeps) -> EvaluationCo
     signals = stop_signals(rounds, config) if trained.variant is None else []
     per_unit = loop.unit_stop_signals(rounds, {u: error_classes([o for o in after if o.task.unit == u], spec)
                                                for u in recipe.units}, config) if trained.variant is None else {}
+    # a unit this round left out was not trained: its flat accuracy says nothing, and must not undo a resume
+    per_unit = {u: fired for u, fired in per_unit.items() if u not in trained.manifest.get("excluded_units", [])}
     evaluation = evaluation.model_copy(update={"signals": {s.name: s.reason for s in signals if s.fired},
                                                "unit_signals": per_unit})
     data = ReportData(

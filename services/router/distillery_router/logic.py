@@ -126,7 +126,7 @@ def in_share(task_id: str, student_id: str, share: float) -> bool:
     """Whether a task is in a promoted student's shadow share: a hash of the task and the student,
     so a redelivery or a replay sends the same tasks, and a new student draws a fresh sample."""
     digest = hashlib.sha256(f"{task_id}/{student_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
+    return int.from_bytes(digest[:8], "big") < int(share * 2**64)  # integers: share 1.0 takes every task
 
 
 def shadow_requests(event: TaskSubmitted, spec: CapabilitySpec, promoted: dict[tuple[str, str], LoopDecided],

@@ -58,7 +58,11 @@ def serving(decisions: list[LoopDecided]) -> dict[tuple[str, str], LoopDecided]:
     ``demote`` of the same trained student. Decisions are read in topic order; a redelivered
     decision (same id) changes nothing."""
     current: dict[tuple[str, str], LoopDecided] = {}
+    seen: set[str] = set()
     for d in decisions:
+        if d.decision_id in seen:  # redelivered: a promotion repeated after its demotion stays demoted
+            continue
+        seen.add(d.decision_id)
         key = (d.student, d.unit)
         if d.action == "promote":
             current[key] = d
