@@ -104,11 +104,13 @@ def assert_config_error(result, *needles: str) -> None:
 
 
 def deploy_queries() -> list[str]:
-    """Every PromQL expression of the alert rules and the Grafana dashboards."""
+    """Every PromQL expression of the alert rules and the Grafana dashboards (panels and annotations)."""
     queries = [rule["expr"] for group in yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"]
                for rule in group["rules"]]
     for board in sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json")):
-        queries += [t["expr"] for panel in json.loads(board.read_text())["panels"] for t in panel["targets"]]
+        data = json.loads(board.read_text())
+        queries += [t["expr"] for panel in data["panels"] for t in panel["targets"]]
+        queries += [a["expr"] for a in data.get("annotations", {}).get("list", [])]
     return queries
 
 

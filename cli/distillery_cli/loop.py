@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from distillery.contracts.events import (
+    CandidatesJudged,
     EvaluationCompleted,
     LoopDecided,
     SampleCurated,
+    StudentTrained,
+    TaskSubmitted,
     TrainingRequested,
     loop_decision_id,
     parse_sample_record,
 )
 from distillery.contracts.settings import ConfigError, ServiceSettings
 from distillery.contracts.spec import CapabilitySpec, load_spec
-from distillery.domain.loop import RECOMMENDATION, Stop, serving, stopped_units
+from distillery.domain.loop import RECOMMENDATION, Stop, live_quality, serving, stopped_units
 from distillery.runtime.kafka import produce_all
 from distillery_cli import pipeline, stack
 from distillery_cli.output import RUN_DIR, console, short_id
@@ -111,3 +115,90 @@ def resume(unit: str = typer.Argument(..., help="The unit to bring back into the
                                        for d in decisions]))
     for d in decisions:
         console.print(f"resumed {unit} for {d.student}: its next round trains on it again")
+
+
+# --- the timeline of one run ----------------------------------------------------------------------
+
+BURST_GAP_S = 5.0  # submissions further apart than this are separate batches
+
+
+@dataclass(frozen=True)
+class Moment:
+    at: datetime
+    what: str
+    detail: str
+
+
+def submission_bursts(submitted: list[TaskSubmitted]) -> list[Moment]:
+    """Tasks as they arrived, one row per burst (a ``submit`` of a file is one)."""
+    moments: list[Moment] = []
+    burst: list[TaskSubmitted] = []
+    for event in sorted({e.task_id: e for e in submitted}.values(), key=lambda e: e.produced_at):
+        if burst and (event.produced_at - burst[-1].produced_at).total_seconds() > BURST_GAP_S:
+            moments.append(_burst(burst))
+            burst = []
+        burst.append(event)
+    return moments + ([_burst(burst)] if burst else [])
+
+
+def _burst(burst: list[TaskSubmitted]) -> Moment:
+    held_out = sum(e.task.split == "eval" for e in burst)
+    return Moment(burst[0].produced_at, "tasks", f"{len(burst)} submitted ({held_out} held out)")
+
+
+def evaluation_moment(e: EvaluationCompleted) -> Moment:
+    after = {s.unit: s.accuracy for s in e.scores if s.subject == "student:after"}
+    teachers: dict[str, float] = {}
+    for s in e.scores:
+        if s.subject.startswith("teacher:"):
+            teachers[s.unit] = max(teachers.get(s.unit, 0.0), s.accuracy)
+    figures = "; ".join(f"{unit} {acc:.3f} (best teacher {teachers.get(unit, 0):.3f})" for unit, acc in sorted(after.items()))
+    held = "; ".join(f"{unit} stop: {', '.join(fired)}" for unit, fired in sorted(e.unit_signals.items()))
+    return Moment(e.produced_at, "evaluated", f"{short_id(e.student_id)}: {figures}" + (f"; {held}" if held else ""))
+
+
+def live_moments(verdicts: list[CandidatesJudged], decisions: list[LoopDecided], spec: CapabilitySpec) -> list[Moment]:
+    """A promotion's live window each time ``window`` more shadow answers were judged, and at the end."""
+    moments = []
+    promotions = [d for d in decisions if d.action == "promote" and d.student in spec.promotion]
+    for promotion in promotions:
+        policy = spec.promotion[promotion.student]
+        shadow = [v for v in verdicts if v.shadow and v.task.unit == promotion.unit and v.produced_at >= promotion.produced_at]
+        marks = sorted({*range(policy.window, len(shadow) + 1, policy.window), len(shadow)} - {0})
+        for mark in marks:
+            upto = shadow[mark - 1].produced_at
+            live = live_quality([v for v in verdicts if v.produced_at <= upto], promotion, policy.deployment,
+                                policy.window, spec)
+            if live is not None:
+                moments.append(Moment(upto, "live", f"{promotion.student}/{promotion.unit} after {mark} shadow "
+                                      f"answers: student {live.student_quality:.3f}, teachers {live.teacher_quality:.3f}, "
+                                      f"agreement {live.agreement:.3f} (last {live.n}, {live.errors} failed)"))
+    return moments
+
+
+def timeline_moments(settings: ServiceSettings, spec: CapabilitySpec) -> list[Moment]:
+    topics = settings.topics
+    decisions = pipeline.events(settings, topics.promotions, LoopDecided)
+    moments = submission_bursts(pipeline.events(settings, topics.tasks, TaskSubmitted))
+    moments += [Moment(r.produced_at, "training requested", f"{r.student}: {r.reason}")
+                for r in pipeline.events(settings, topics.training_requests, TrainingRequested)]
+    moments += [Moment(t.produced_at, "trained", f"{t.student} {short_id(t.student_id)} on "
+                       f"{t.manifest.get('samples', 0)} samples in {t.train_seconds:.0f} s")
+                for t in pipeline.events(settings, topics.students, StudentTrained) if t.variant is None]
+    moments += [evaluation_moment(e) for e in pipeline.events(settings, topics.evaluations, EvaluationCompleted)
+                if e.variant is None]
+    moments += [Moment(d.produced_at, d.action, f"{d.student}/{d.unit}: {d.reason}") for d in decisions]
+    moments += live_moments(pipeline.events(settings, topics.verdicts, CandidatesJudged), decisions, spec)
+    return sorted(moments, key=lambda m: m.at)
+
+
+def timeline(run_dir: Path = RUN_DIR) -> None:
+    """The closed loop of this run in time order: task batches, rounds, students, evaluations,
+    promotions, live shadow quality and demotions."""
+    state = stack.StackState.load(run_dir)
+    moments = timeline_moments(pipeline.settings_for(state), load_spec(state.spec_path))
+    start = moments[0].at if moments else None
+    table = Table("t+", "when", "what", "detail", title="timeline")
+    for m in moments:
+        table.add_row(f"{(m.at - start).total_seconds():.0f}s", m.at.strftime("%H:%M:%S"), m.what, m.detail)
+    console.print(table)

@@ -45,6 +45,7 @@ app.add_typer(specs.app, name="spec")
 app.command("attribute")(attribute.attribute)
 app.command("experiment")(experiment.experiment)
 app.command("resume")(loop.resume)
+app.command("timeline")(loop.timeline)
 
 SPEC = typer.Option(Path("examples/spec.yaml"), "--spec", help="Capability spec (YAML).")
 

@@ -64,7 +64,20 @@ DASHBOARDS: dict[str, tuple[str, list[tuple[str, list[str], str, str]]]] = {
         ("Break-even traffic (requests/day) and reached", ['distillery_evaluator_ledger{item="break_even_requests_per_day"}', 'distillery_evaluator_ledger{item="break_even_reached"}'], "short", "stat"),
         ("Stop signals firing", ['distillery_evaluator_stop_signal == 1'], "short", "table"),
         ("Training loss and throughput", ['distillery_trainer_loss', 'distillery_trainer_tokens_per_second'], "short", "timeseries"),
+        ("Live shadow quality: promoted student against the teachers", ['distillery_evaluator_live{item=~"student_quality|teacher_quality|agreement"}'], "percentunit", "timeseries"),
+        ("Shadow answers by pool (per s)", ['sum by (unit, pool) (rate(distillery_evaluator_shadow_answers_total[5m]))'], "reqps", "timeseries"),
+        ("Time to break-even (days at the configured traffic; -1: never)", ['distillery_evaluator_ledger{item="break_even_days"}'], "short", "stat"),
+        ("Rounds, units held out by a stop signal, units in shadow", ['distillery_trainer_round', 'distillery_trainer_unit_stopped == 1', 'distillery_router_shadowing == 1'], "short", "table"),
     ]),
+}
+
+# dashboard uid -> annotations (name, PromQL that is non-empty at the moment, text, colour)
+ANNOTATIONS: dict[str, list[tuple[str, str, str, str]]] = {
+    "distillery-students": [
+        ("Rounds", "changes(distillery_trainer_round[2m]) > 0", "round of {{student}}", "blue"),
+        ("Promotions", "increase(distillery_evaluator_promotions_total[2m]) > 0", "{{student}} promoted for {{unit}}", "green"),
+        ("Demotions", "increase(distillery_evaluator_demotions_total[2m]) > 0", "{{student}} demoted for {{unit}}", "red"),
+    ],
 }
 
 
@@ -77,12 +90,21 @@ def panel(index: int, title: str, exprs: list[str], unit: str, kind: str) -> dic
     }
 
 
+def annotation(name: str, expr: str, text: str, colour: str) -> dict:
+    """A Prometheus annotation: a mark wherever ``expr`` has a sample (step 1 m)."""
+    return {"name": name, "datasource": DATASOURCE, "enable": True, "iconColor": colour, "expr": expr,
+            "step": "60s", "titleFormat": name, "textFormat": text, "useValueForTime": False}
+
+
 def dashboard(uid: str, title: str, panels: list[tuple[str, list[str], str, str]]) -> dict:
-    return {
+    board = {
         "uid": uid, "title": title, "tags": ["distillery"], "schemaVersion": 39, "version": 1,
         "time": {"from": "now-6h", "to": "now"}, "refresh": "30s", "editable": True,
         "panels": [panel(i, *p) for i, p in enumerate(panels)],
     }
+    if uid in ANNOTATIONS:
+        board["annotations"] = {"list": [annotation(*a) for a in ANNOTATIONS[uid]]}
+    return board
 
 
 def rendered() -> dict[str, str]:

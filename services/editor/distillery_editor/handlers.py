@@ -2,7 +2,7 @@
 
 One consumer reads verdicts and review decisions together. Both are keyed by unit, and the
 consumer is range-assigned, so all of a unit's verdicts and decisions reach one replica: the
-dedup and quota state of a unit lives in exactly one place (docs/architecture.md §16). The
+dedup and quota state of a unit lives in exactly one place (docs/architecture.md §11). The
 governing verdict and the latest decision are remembered by the offset of the record each came
 from, and a batch's verdicts share one embedding call. Whenever partitions are assigned, the state
 is rebuilt from the samples and reviews topics: a unit that moved here brings what the replica

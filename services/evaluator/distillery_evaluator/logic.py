@@ -11,13 +11,12 @@ from distillery.contracts.spec import CapabilitySpec, UnitSpec
 from distillery.domain.checkers import (
     CheckResult,
     Scored,
-    canonical_json,
     metric_values,
-    parse_json_answer,
     run_checker,
     unit_metric_names,
 )
-from distillery.domain.scoring import answers_equal, extract_final_answer, is_decline, parse_tool_calls
+from distillery.domain.loop import same_answer
+from distillery.domain.scoring import is_decline
 from distillery_evaluator.signals import classify_error
 
 
@@ -162,21 +161,6 @@ def breakdown(outputs: list[Output], spec: CapabilitySpec) -> list[dict]:
                 groups[(out.task.unit, dimension, value, out.subject)].append(is_correct(out, spec))
     return [{"unit": u, "dimension": d, "value": v, "subject": s, "n": len(c), "accuracy": round(mean(c), 4)}
             for (u, d, v, s), c in sorted(groups.items())]
-
-
-def same_answer(a: str, b: str, spec: CapabilitySpec, task: Task) -> bool:
-    """Do two outputs say the same thing in the unit's form (final number, calls, or a decline)?"""
-    form = spec.units[task.unit].output_form
-    if form == "json":
-        ja, jb = parse_json_answer(a), parse_json_answer(b)
-        return ja is not None and jb is not None and canonical_json(ja) == canonical_json(jb)
-    if form == "final_answer":
-        fa, fb = extract_final_answer(a), extract_final_answer(b)
-        return fa is not None and answers_equal(fa, fb)
-    if is_decline(a) or is_decline(b):
-        return is_decline(a) and is_decline(b)
-    ca, cb = parse_tool_calls(a), parse_tool_calls(b)
-    return bool(ca) and ca == cb
 
 
 def agreement(outputs: list[Output], spec: CapabilitySpec, best: dict[str, str], subject: str = "student:after") -> dict[str, float]:

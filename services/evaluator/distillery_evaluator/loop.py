@@ -10,21 +10,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from statistics import mean
+from dataclasses import replace
 
 from distillery.contracts.events import (
-    ACCEPTED_POOLS,
-    CandidatesJudged,
     EvaluationCompleted,
-    JudgedCandidate,
     LoopDecided,
     StudentTrained,
     loop_decision_id,
 )
 from distillery.contracts.spec import CapabilitySpec
-from distillery.domain.loop import demoted, serving
-from distillery_evaluator.logic import best_teachers, same_answer
+from distillery.domain.loop import Live, demoted, live_quality, serving
+from distillery_evaluator.logic import best_teachers
 from distillery_evaluator.signals import Round, StopConfig, agreement_without_accuracy, error_shift, marginal_gain
 
 # --- per-unit stop signals --------------------------------------------------------------------
@@ -95,48 +91,9 @@ def promotions(evaluation: EvaluationCompleted, trained: StudentTrained, spec: C
     return out
 
 
-# --- live quality and demotion ----------------------------------------------------------------
+__all__ = ["Live", "demotion", "live_quality", "promotions", "unit_stop_signals"]
 
-
-@dataclass(frozen=True)
-class Live:
-    """A promoted student's last ``n`` judged shadow answers against the teachers on the same tasks."""
-
-    n: int
-    student_quality: float  # share of its answers the judge accepts
-    teacher_quality: float  # share of the best teacher's answers accepted, same tasks
-    agreement: float  # share where the student's answer says what the best teacher's says
-    errors: int  # shadow answers that failed (the deployment errored: missing artifact, crash)
-
-
-def live_quality(verdicts: list[CandidatesJudged], promotion: LoopDecided, deployment: str, window: int,
-                 spec: CapabilitySpec) -> Live | None:
-    """The live window of ``promotion`` (None while no shadow answer has a teacher verdict to compare).
-
-    Shadow answers count from the promotion on, each once (a redelivered verdict repeats its id);
-    a task counts once its teachers' verdict is on the topic too; the last ``window`` such tasks."""
-    teacher_best: dict[str, JudgedCandidate] = {}
-    shadow: dict[str, tuple[str, JudgedCandidate]] = {}  # verdict id -> (task id, answer), topic order
-    for v in verdicts:
-        if v.task.unit != promotion.unit:
-            continue
-        if v.shadow:
-            mine = [c for c in v.candidates if c.teacher_id == deployment]
-            if mine and v.produced_at >= promotion.produced_at:
-                shadow.setdefault(v.verdict_id, (v.task.task_id, mine[0]))
-        elif v.candidates:
-            teacher_best[v.task.task_id] = min(v.candidates, key=lambda c: c.rank)  # the latest verdict wins
-    paired = [(task_id, jc) for task_id, jc in shadow.values() if task_id in teacher_best][-window:]
-    if not paired:
-        return None
-    task_of = {v.task.task_id: v.task for v in verdicts if v.task.unit == promotion.unit}
-    return Live(
-        n=len(paired),
-        student_quality=round(mean(jc.pool in ACCEPTED_POOLS for _, jc in paired), 4),
-        teacher_quality=round(mean(teacher_best[t].pool in ACCEPTED_POOLS for t, _ in paired), 4),
-        agreement=round(mean(same_answer(jc.text, teacher_best[t].text, spec, task_of[t]) for t, jc in paired), 4),
-        errors=sum(1 for _, jc in paired if jc.pool == "failure"),
-    )
+# --- demotion ----------------------------------------------------------------
 
 
 def demotion(promotion: LoopDecided, live: Live | None, spec: CapabilitySpec, produced_by: str) -> LoopDecided | None:

@@ -38,7 +38,7 @@ class Consumer:
     scales_on: bool = False  # the subscription KEDA scales the service by (its main input)
     optional: bool = False  # subscribed only when the spec uses it (routing strategies, retries)
     # every replica reads every partition from the start, without a group and without commits:
-    # state each replica must see whole (docs/architecture.md §16)
+    # state each replica must see whole (docs/architecture.md §11)
     broadcast: bool = False
     # read by the same consumer as this other channel (same group, range-assigned): both are keyed
     # by the same key and have as many partitions, so one key's records of both reach one replica
@@ -63,7 +63,7 @@ class Channel:
 
 # Partition counts: judge and editor inputs get at least 4 so they can scale out. Events about one
 # task are keyed by task_id, so one partition holds all of it; verdicts and review decisions are
-# keyed by unit instead, because the editor's dedup and quotas are per unit (docs/architecture.md §16).
+# keyed by unit instead, because the editor's dedup and quotas are per unit (docs/architecture.md §11).
 CHANNELS: tuple[Channel, ...] = (
     Channel("tasks", (events.TaskSubmitted,), 4,
             producers=("upstream producers", "distillery submit", "router (gRPC ingest)"),
