@@ -100,7 +100,7 @@ class Live:
     student_quality: float  # share of its answers the judge accepts
     teacher_quality: float  # share of the best teacher's answers accepted, same tasks
     agreement: float  # share where the student's answer says what the best teacher's says
-    errors: int  # shadow answers that failed (the deployment errored: missing artifact, crash)
+    errors: int  # shadow answers pooled `failure`: broken output, or the deployment errored (missing artifact, crash)
 
 
 def live_quality(verdicts: list[CandidatesJudged], promotion: LoopDecided, deployment: str, window: int,
