@@ -30,7 +30,9 @@ def run_trajectories(requests: list[GenerationRequested], backend: Backend, spec
         by_budget[request.max_new_tokens].append(index)
     runs: dict[int, Run] = {}
     for budget, indices in by_budget.items():
-        loops = run_loops([loop_item(requests[i]) for i in indices], backend, spec, budget)
+        # a served student runs the loop on the turn prompts it was trained on
+        loops = run_loops([loop_item(requests[i]) for i in indices], backend, spec, budget,
+                          compact=teacher.backend == "student")
         runs.update(zip(indices, loops, strict=True))
     return [_candidate(request, runs[i], teacher, produced_by, make_candidate) for i, request in enumerate(requests)]
 

@@ -1,0 +1,214 @@
+"""End-to-end pipeline throughput on the embedded broker (issue 17's flow).
+
+    python bench/pipeline_throughput.py [--tasks 10000] [--json out.json]
+
+N tasks of one unit through the router (competition of two replay teachers), the two teachers,
+the rule-floor judge (format and reference check) and the editor (exact and MinHash dedup at
+0.85). Each service runs as its own process, as in production; the tasks are produced onto the
+tasks topic at once. It reports:
+
+* tasks/s: from the first task produced until the editor has read every verdict;
+* CPU seconds per 1,000 tasks per service (user + system, over the same interval; startup
+  excluded, it is reported apart);
+* peak RSS per service (``VmHWM``).
+
+The tasks are templated word problems with a tenth planted as near-duplicates of earlier ones
+(same numbers, one word changed), so the editor's MinHash has real work. Teacher ``alpha`` answers
+every task right, ``beta`` gets one in eight wrong: the judge has both pools to fill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from distillery.contracts.events import TaskSubmitted, new_task
+from distillery.contracts.settings import ServiceSettings
+from distillery.runtime.kafka import consumer_lag, produce_all, topic_counts
+from distillery_cli import stack
+from distillery_cli.broker import EmbeddedBroker
+
+UNIT = "qa"
+TEACHERS = ("alpha", "beta")
+SERVICES = ("router", "judge", "editor")
+NAMES = ["Alice", "Bruno", "Chen", "Dara", "Emeka", "Farah", "Goran", "Hana", "Ivan", "Julia", "Kofi", "Lena"]
+ITEMS = ["apple", "notebook", "ticket", "candle", "shirt", "battery", "plant", "mug", "cable", "lamp"]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Workload:
+    tasks: list[dict]  # task lines, as `distillery submit` reads them
+    recordings: dict[str, list[dict]]  # teacher -> replay rows
+
+
+def workload(n: int, seed: int = 0, planted: float = 0.1) -> Workload:
+    """``n`` word problems with a reference answer and both teachers' recorded answers."""
+    r = random.Random(seed)
+    tasks, alpha, beta = [], [], []
+    drawn: list[tuple] = []
+    for i in range(n):
+        if drawn and r.random() < planted:  # a near-duplicate: an earlier problem, one word changed
+            name, item, a, b = r.choice(drawn)
+            verb = "purchases"
+        else:
+            name, item, a, b = r.choice(NAMES), r.choice(ITEMS), r.randint(2, 900), r.randint(2, 900)
+            verb = "buys"
+            drawn.append((name, item, a, b))
+        prompt = f"Problem {i}: {name} has {a} {item}s and {verb} {b} more. How many {item}s does {name} have now?"
+        task = new_task(UNIT, prompt, reference={"answer": str(a + b)})
+        tasks.append({"task_id": task.task_id, "unit": UNIT, "prompt": prompt, "reference": {"answer": str(a + b)}})
+        wrong = r.random() < 0.125
+        alpha.append(_row(task.task_id, f"{name} starts with {a} {item}s and {verb} {b} more: {a} + {b} = {a + b}.\n"
+                                        f"#### {a + b}"))
+        beta.append(_row(task.task_id, f"Add the {b} new {item}s to the {a} {name} has: {a + b + wrong}.\n"
+                                       f"#### {a + b + wrong}"))
+    return Workload(tasks, {"alpha": alpha, "beta": beta})
+
+
+def _row(task_id: str, text: str) -> dict:
+    return {"task_id": task_id, "steps": [{"text": text, "prompt_tokens": 60, "completion_tokens": 24,
+                                           "latency_s": 0.0, "confidence": 0.9, "finish_reason": "stop"}]}
+
+
+def write_spec(folder: Path, load: Workload, batch: int) -> Path:
+    """The flow's spec: competition of two replay teachers, rules only, MinHash at 0.85, no students."""
+    teachers = {}
+    for name, rows in load.recordings.items():
+        path = folder / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        teachers[name] = {"backend": "replay", "replay_path": str(path), "batch_size": batch}
+    spec = {
+        "version": 1,
+        "teachers": teachers,
+        "judge": {"label": "bench", "aggregation_timeout_s": 300},
+        "units": {UNIT: {
+            "system_prompt": "Solve the problem; end with a line '#### <number>'.",
+            "output_form": "final_answer",
+            "routing": {"strategy": "competition", "teachers": list(TEACHERS)},
+            "rules": {"output_format": "final_answer", "max_chars": 400, "reference": "final_answer"},
+            "editor": {"near_duplicate_threshold": 0.85},
+        }},
+    }
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Result:
+    tasks: int
+    seconds: float
+    tasks_per_s: float
+    startup_s: float
+    cpu_s_per_1k: dict[str, float]
+    startup_cpu_s: dict[str, float]
+    peak_rss_mib: dict[str, float]
+    verdicts: int
+    samples: int
+
+
+async def drain(settings: ServiceSettings, groups: dict[str, str], n: int, timeout_s: float) -> int:
+    """Wait until the editor has read ``n`` verdicts (every task judged and edited); returns the verdicts."""
+    deadline = time.monotonic() + timeout_s
+    verdicts_topic = settings.topics.verdicts
+    while time.monotonic() < deadline:
+        counts = await topic_counts(settings, [verdicts_topic])
+        if counts[verdicts_topic] >= n:
+            lag = await consumer_lag(settings, groups["editor"], [verdicts_topic])
+            if lag[verdicts_topic] == 0:
+                return counts[verdicts_topic]
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the pipeline did not finish {n} tasks within {timeout_s:.0f} s")
+
+
+def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0) -> Result:
+    load = workload(n, seed)
+    with tempfile.TemporaryDirectory(prefix="distillery-bench-") as tmp:
+        folder = Path(tmp)
+        spec_path = write_spec(folder, load, batch)
+        broker = EmbeddedBroker(log_path=folder / "broker.log")
+        broker.start(detach=True)
+        processes = []
+        try:
+            prefix = "bench"
+            env = stack.service_env(broker.bootstrap, prefix, spec_path, folder)
+            started = time.perf_counter()
+            processes = [stack.start_process(s, f"distillery_{s}", env, folder) for s in SERVICES]
+            processes += [stack.start_process(f"teacher-{t}", "distillery_teacher", {**env, "DISTILLERY_TEACHER_ID": t},
+                                              folder) for t in TEACHERS]
+            state = stack.StackState(str(folder), broker.bootstrap, prefix, str(spec_path), None, processes)
+            stack.wait_ready(state, timeout_s=300)
+            startup = time.perf_counter() - started
+            settings = ServiceSettings.model_validate({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                                                       "topic_prefix": prefix})
+            before = {p.name: cpu_seconds(p.pid) for p in processes}
+            events = [TaskSubmitted(task_id=t["task_id"], task=new_task(UNIT, t["prompt"], reference=t["reference"]),
+                                    produced_by="bench") for t in load.tasks]
+            records = [(settings.topics.tasks, e.key, e.model_dump_json().encode()) for e in events]
+            t0 = time.perf_counter()
+            asyncio.run(produce_all(settings, records))
+            verdicts = asyncio.run(drain(settings, {"editor": settings.group("editor")}, n, timeout_s))
+            seconds = time.perf_counter() - t0
+            after = {p.name: cpu_seconds(p.pid) for p in processes}
+            rss = {p.name: round(peak_rss_mib(p.pid), 1) for p in processes}
+            samples = asyncio.run(topic_counts(settings, [settings.topics.samples]))[settings.topics.samples]
+            return Result(
+                tasks=n, seconds=round(seconds, 2), tasks_per_s=round(n / seconds, 1), startup_s=round(startup, 1),
+                cpu_s_per_1k={k: round((after[k] - before[k]) / n * 1000, 3) for k in after},
+                startup_cpu_s={k: round(v, 2) for k, v in before.items()}, peak_rss_mib=rss,
+                verdicts=verdicts, samples=samples)
+        finally:
+            for p in processes:
+                stack.stop_process(p.pid, timeout_s=10)
+            broker.stop()
+
+
+def print_result(result: Result) -> None:
+    print(f"distillery: {result.tasks} tasks in {result.seconds} s = {result.tasks_per_s} tasks/s "
+          f"(services ready in {result.startup_s} s); {result.verdicts} verdicts, {result.samples} sample records")
+    print(f"{'service':<16}{'CPU s / 1k tasks':>18}{'startup CPU s':>15}{'peak RSS MiB':>14}")
+    for name in result.cpu_s_per_1k:
+        print(f"{name:<16}{result.cpu_s_per_1k[name]:>18}{result.startup_cpu_s[name]:>15}{result.peak_rss_mib[name]:>14}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=256, help="the replay teachers' batch size")
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    result = run_distillery(args.tasks, args.batch, args.timeout)
+    print_result(result)
+    if args.json:
+        args.json.write_text(json.dumps({"distillery": asdict(result)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The pipeline benchmark (bench/pipeline_throughput.py) as a smoke test: a tiny N through the real
+flow, asserting the output's shape only (timings belong in the benchmark, docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "pipeline_throughput.py"
+SERVICES = {"router", "judge", "editor", "teacher-alpha", "teacher-beta"}
+
+
+def bench_module():
+    spec = importlib.util.spec_from_file_location("pipeline_throughput", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_runs_the_flow_and_reports_every_service(tmp_path, capsys) -> None:
+    bench = bench_module()
+    out = tmp_path / "result.json"
+    assert bench.main(["--tasks", "24", "--timeout", "180", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["distillery"]
+    assert result["tasks"] == 24 and result["verdicts"] >= 24 and result["samples"] > 0
+    assert result["tasks_per_s"] > 0
+    for figure in ("cpu_s_per_1k", "startup_cpu_s", "peak_rss_mib"):
+        assert set(result[figure]) == SERVICES and all(v >= 0 for v in result[figure].values())
+    assert all(v > 0 for v in result["peak_rss_mib"].values())
+    printed = capsys.readouterr().out
+    assert "tasks/s" in printed and all(name in printed for name in SERVICES)
