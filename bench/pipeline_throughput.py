@@ -24,6 +24,8 @@ import asyncio
 import json
 import os
 import random
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from distillery.contracts.events import TaskSubmitted, new_task
 from distillery.contracts.settings import ServiceSettings
+from distillery.contracts.spec import load_spec
 from distillery.runtime.kafka import consumer_lag, produce_all, topic_counts
 from distillery_cli import stack
 from distillery_cli.broker import EmbeddedBroker
@@ -95,6 +98,7 @@ def write_spec(folder: Path, load: Workload, batch: int) -> Path:
         "teachers": teachers,
         "judge": {"label": "bench", "aggregation_timeout_s": 300},
         "units": {UNIT: {
+            "description": "Solve a one-step word problem and end with the number.",
             "system_prompt": "Solve the problem; end with a line '#### <number>'.",
             "output_form": "final_answer",
             "routing": {"strategy": "competition", "teachers": list(TEACHERS)},
@@ -104,6 +108,7 @@ def write_spec(folder: Path, load: Workload, batch: int) -> Path:
     }
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    load_spec(path)  # a spec error stops here with its message, not in five services' logs
     return path
 
 
@@ -146,7 +151,37 @@ async def drain(settings: ServiceSettings, groups: dict[str, str], n: int, timeo
     raise TimeoutError(f"the pipeline did not finish {n} tasks within {timeout_s:.0f} s")
 
 
-def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0) -> Result:
+def start_profilers(pids: dict[str, int], folder: Path) -> list[subprocess.Popen]:
+    """py-spy (``pip install py-spy``) sampling each process, as collapsed stacks in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "200", "--nonblocking", "--pid",
+                              str(pid), "-o", str(folder / f"{name}.txt")], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for name, pid in pids.items() if name != "broker"]
+
+
+def stop_profilers(profilers: list[subprocess.Popen]) -> None:
+    for proc in profilers:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for proc in profilers:
+        proc.wait(timeout=60)
+
+
+def top_frames(path: Path, limit: int = 12) -> list[tuple[str, float]]:
+    """The functions a collapsed-stack profile spends most samples in, inclusive, as shares."""
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples += int(count)
+        for frame in set(stack.split(";")):
+            totals[frame] = totals.get(frame, 0) + int(count)
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])
+    return [(frame, round(n / samples, 3)) for frame, n in ranked[:limit]] if samples else []
+
+
+def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0, profile: Path | None = None) -> Result:
     load = workload(n, seed)
     with tempfile.TemporaryDirectory(prefix="distillery-bench-") as tmp:
         folder = Path(tmp)
@@ -166,7 +201,9 @@ def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0) -> Resul
             startup = time.perf_counter() - started
             settings = ServiceSettings.model_validate({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                                                        "topic_prefix": prefix})
-            before = {p.name: cpu_seconds(p.pid) for p in processes}
+            watched = {p.name: p.pid for p in processes} | {"broker": broker.process.pid}
+            before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+            profilers = start_profilers(watched, profile) if profile else []
             events = [TaskSubmitted(task_id=t["task_id"], task=new_task(UNIT, t["prompt"], reference=t["reference"]),
                                     produced_by="bench") for t in load.tasks]
             records = [(settings.topics.tasks, e.key, e.model_dump_json().encode()) for e in events]
@@ -174,8 +211,9 @@ def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0) -> Resul
             asyncio.run(produce_all(settings, records))
             verdicts = asyncio.run(drain(settings, {"editor": settings.group("editor")}, n, timeout_s))
             seconds = time.perf_counter() - t0
-            after = {p.name: cpu_seconds(p.pid) for p in processes}
-            rss = {p.name: round(peak_rss_mib(p.pid), 1) for p in processes}
+            after = {name: cpu_seconds(pid) for name, pid in watched.items()}
+            rss = {name: round(peak_rss_mib(pid), 1) for name, pid in watched.items()}
+            stop_profilers(profilers)
             samples = asyncio.run(topic_counts(settings, [settings.topics.samples]))[settings.topics.samples]
             return Result(
                 tasks=n, seconds=round(seconds, 2), tasks_per_s=round(n / seconds, 1), startup_s=round(startup, 1),
@@ -202,9 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256, help="the replay teachers' batch size")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--profile", type=Path, help="py-spy every service over the measured interval into this folder")
     args = parser.parse_args(argv)
-    result = run_distillery(args.tasks, args.batch, args.timeout)
+    result = run_distillery(args.tasks, args.batch, args.timeout, profile=args.profile)
     print_result(result)
+    for path in sorted(args.profile.glob("*.txt")) if args.profile else []:
+        print(f"\n{path.stem}: where the samples are (inclusive)")
+        for frame, share in top_frames(path):
+            print(f"  {share:6.1%}  {frame[:150]}")
     if args.json:
         args.json.write_text(json.dumps({"distillery": asdict(result)}, indent=2))
     return 0

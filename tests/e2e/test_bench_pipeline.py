@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "pipeline_throughput.py"
-SERVICES = {"router", "judge", "editor", "teacher-alpha", "teacher-beta"}
+SERVICES = {"router", "judge", "editor", "teacher-alpha", "teacher-beta", "broker"}
 
 
 def bench_module():
     spec = importlib.util.spec_from_file_location("pipeline_throughput", BENCH)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
 

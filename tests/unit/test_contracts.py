@@ -154,6 +154,22 @@ def test_golden_field_names_match_the_model(name: str) -> None:
     assert data["produced_at"] == "2024-05-01T12:00:00Z"
 
 
+ADDED_VALUES = {"shadow": True, "exclude_units": ["math_steps"], "unit_signals": {"math_steps": {"marginal_gain": "x"}}}
+
+
+@pytest.mark.parametrize("name", sorted(n for n, cls in EVENT_CLASSES.items() if cls.added_fields))
+def test_an_added_field_is_on_the_wire_once_set_and_reads_back(name: str) -> None:
+    cls = EVENT_CLASSES[name]
+    data = golden(name)
+    for field in cls.added_fields:
+        event = parse_event(cls, {**data, field: ADDED_VALUES[field]})
+        wire = json.loads(event.model_dump_json())
+        assert wire[field] == ADDED_VALUES[field]
+        assert parse_event(cls, json.dumps(wire)) == event
+    assert "fields" not in json.loads(events.Reference(answer="1").model_dump_json())
+    assert json.loads(events.Reference(fields={}).model_dump_json())["fields"] == {}  # set, though empty
+
+
 @pytest.mark.parametrize("name", sorted(EVENT_CLASSES))
 def test_golden_event_id_is_its_entity_id(name: str) -> None:
     cls = EVENT_CLASSES[name]

@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from distillery.contracts import ids
 
@@ -31,7 +31,8 @@ Tier = Literal["high", "medium", "low"]
 
 
 def _safe_id(value: str) -> str:
-    if not value.isprintable() or any(part in value for part in ("/", "\\", "..")):
+    # every id of every event passes here: plain `in` tests, no generator (bench/pipeline_throughput.py)
+    if not value.isprintable() or "/" in value or "\\" in value or ".." in value:
         raise ValueError("an id is printable text without '/', '\\' or '..'")
     return value
 
@@ -54,20 +55,19 @@ class Model(BaseModel):
     JSON has no infinity or NaN (1e400 parses as one), and they would go back on the wire as null."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-    # fields added to a shipped schema version, kept off the wire while they hold their default
-    # (the classes that have some serialise with _added_fields_only_when_set)
+    # Fields added to a shipped schema version. Each is declared with ``exclude_if``, so it stays off
+    # the wire while it holds its default: every existing event dumps exactly as before (same
+    # schema_version), and readers that predate it ignore it when set (docs/architecture.md §2).
     added_fields: ClassVar[tuple[str, ...]] = ()
 
 
-def _added_fields_only_when_set(self: Model, handler: Any) -> dict[str, Any]:
-    """Fields added to a schema version after it shipped (``added_fields``) stay off the wire while
-    they hold their default: every existing event dumps exactly as before (same schema_version),
-    and readers that predate a field ignore it when set (docs/architecture.md §2)."""
-    data = handler(self)
-    for name in self.added_fields:
-        if name in data and getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
-            del data[name]
-    return data
+def _unset(value: Any) -> bool:
+    """An added field at its default (False, an empty list or dict): left off the wire."""
+    return not value
+
+
+def _none(value: Any) -> bool:
+    return value is None
 
 
 def utcnow() -> datetime:
@@ -102,10 +102,9 @@ class Reference(Model):
     answer: str | None = None
     tool_calls: list[dict[str, dict[str, list[Any]]]] | None = None
     no_call: bool = False
-    fields: dict[str, Any] | None = None
+    fields: dict[str, Any] | None = Field(default=None, exclude_if=_none)
 
     added_fields: ClassVar[tuple[str, ...]] = ("fields",)
-    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
 
 
 class Task(Model):
@@ -214,10 +213,9 @@ class GenerationRequested(Event):
     route_score: float | None = None
     chain: Chain | None = None
     feedback: str | None = None  # why the previous attempt was rejected (regeneration)
-    shadow: bool = False  # a promoted student tried on live traffic: judged, never a sample
+    shadow: bool = Field(default=False, exclude_if=_unset)  # a promoted student tried on live traffic
 
     added_fields: ClassVar[tuple[str, ...]] = ("shadow",)
-    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
 
 
 class TopTokens(Model):
@@ -258,10 +256,10 @@ class CandidateGenerated(Event):
     attempt: int = 1
     trajectory: list[TrajectoryStep] = Field(default_factory=list)
     logprobs: TokenLogprobs | None = None
-    shadow: bool = False  # copied from the request: the judge judges it alone, the editor never reads it
+    # copied from the request: the judge judges it alone, the editor never reads it
+    shadow: bool = Field(default=False, exclude_if=_unset)
 
     added_fields: ClassVar[tuple[str, ...]] = ("shadow",)
-    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
 
 
 class JudgedCandidate(Model):
@@ -305,10 +303,9 @@ class CandidatesJudged(Event):
     self_checks: dict[str, bool] = Field(default_factory=dict)
     # a promoted student's live answer, judged alone: the editor, the router's value table and
     # the judge's own bookkeeping pass over it; the evaluator's live quality reads it
-    shadow: bool = False
+    shadow: bool = Field(default=False, exclude_if=_unset)
 
     added_fields: ClassVar[tuple[str, ...]] = ("shadow",)
-    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
 
     @property
     def key(self) -> str:
@@ -452,10 +449,9 @@ class TrainingRequested(Event):
     # topic -> partition -> end offset: train on exactly this snapshot (attribution runs share one)
     snapshot: dict[str, dict[str, int]] = Field(default_factory=dict)
     # units this run leaves out of the recipe: a round's units whose stop signal holds
-    exclude_units: list[str] = Field(default_factory=list)
+    exclude_units: list[str] = Field(default_factory=list, exclude_if=_unset)
 
     added_fields: ClassVar[tuple[str, ...]] = ("exclude_units",)
-    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
 
 
 class StudentTrained(Event):
@@ -509,10 +505,9 @@ class EvaluationCompleted(Event):
     signals: dict[str, str] = Field(default_factory=dict)  # fired stop signal -> reason
     attribution_path: str | None = None  # set on the evaluation that completed an experiment
     # unit -> its fired stop signals (name -> reason): the next round leaves these units out
-    unit_signals: dict[str, dict[str, str]] = Field(default_factory=dict)
+    unit_signals: dict[str, dict[str, str]] = Field(default_factory=dict, exclude_if=_unset)
 
     added_fields: ClassVar[tuple[str, ...]] = ("unit_signals",)
-    _wire = model_serializer(mode="wrap")(_added_fields_only_when_set)
 
 
 LoopAction = Literal["promote", "demote", "resume"]

@@ -73,7 +73,18 @@ def answer_fields(unit: UnitSpec) -> str:
             "does not state; never guess a value.")
 
 
+_INSTRUCTIONS: dict[int, tuple[UnitSpec, str]] = {}
+
+
 def unit_instruction(unit: UnitSpec) -> str:
+    """:func:`render_instruction`, once per unit object (a spec is frozen; every teacher request asks)."""
+    cached = _INSTRUCTIONS.get(id(unit))
+    if cached is None or cached[0] is not unit:  # an id is reused only once its unit is gone
+        cached = _INSTRUCTIONS[id(unit)] = (unit, render_instruction(unit))
+    return cached[1]
+
+
+def render_instruction(unit: UnitSpec) -> str:
     """The teachers' instruction for a unit: its system prompt and its responsibilities (description,
     must, may, must not, and a JSON unit's fields), through the spec's ``prompt_template`` or
     :data:`DEFAULT_PROMPT_TEMPLATE`. A heading left with nothing under it ("You may:" for a unit
