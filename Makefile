@@ -54,6 +54,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 bench: install
+	$(PY) bench/pipeline_throughput.py
 	$(PY) bench/bus_hop.py
 	$(PY) bench/judge_throughput.py
 	$(PY) bench/editor_throughput.py
