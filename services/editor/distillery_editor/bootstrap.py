@@ -6,14 +6,12 @@ from __future__ import annotations
 from distillery.contracts.settings import ServiceSettings, load_settings
 from distillery.contracts.spec import CapabilitySpec, load_spec
 from distillery.domain.embeddings import Embedder, EmbeddingCache
-from distillery_editor.compress import load_tokenizer
 from distillery_editor.handlers import EditorDeps
 
 
 def bootstrap() -> EditorDeps:
     settings = load_settings(ServiceSettings)
     spec = load_spec(settings.spec_path)
-    load_tokenizer()  # every sample counts its tokens: load the tokenizer at start, not in the first batch
     return EditorDeps(spec=spec, settings=settings, embeddings=embeddings_for(spec))
 
 

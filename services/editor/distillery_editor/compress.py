@@ -94,8 +94,3 @@ def count_tokens(text: str) -> int:
     """Tokens of ``text`` for the students (SmolLM2 vocabulary). The Rust tokenizer directly: the
     transformers wrapper around it costs as much again per call, and every sample counts twice."""
     return len(_tokenizer().backend_tokenizer.encode(text, add_special_tokens=False).ids) if text else 0
-
-
-def load_tokenizer() -> None:
-    """Load the tokenizer now (at start), not inside the first batch."""
-    _tokenizer()

@@ -9,7 +9,6 @@ A service's ``app.py`` is one call to :func:`assemble`: its settings, its deps (
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import socket
 import sys
@@ -175,21 +174,6 @@ class DownstreamWatcher:
                 self.bus.downstream_lag.labels(group, topic).set(lag)
 
 
-# The garbage collector's youngest generation is collected every GC_GEN0 allocations (CPython's
-# default is 700). A service decodes and builds thousands of small pydantic objects per batch, and
-# each young collection also walks what survived into it: at the default, a judge spent about a
-# third of its time there (bench/pipeline_throughput.py, docs/benchmarks.md).
-GC_GEN0, GC_GEN1, GC_GEN2 = 50_000, 20, 100
-
-
-def tune_gc() -> None:
-    """Move everything built at start (modules, spec, models) out of the collector's sight, and
-    collect the young generation less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_GEN0, GC_GEN1, GC_GEN2)
-
-
 def serve(service: str, build: Callable[[], tuple[AsgiFastStream, ServiceSettings]]) -> None:
     """Build and run a service; configuration errors stop it with one readable line."""
     import uvicorn
@@ -207,7 +191,6 @@ def serve(service: str, build: Callable[[], tuple[AsgiFastStream, ServiceSetting
         level=settings.log_level.upper(),
         format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
     )
-    tune_gc()
     port = settings.http_port or free_port()
     logging.getLogger("distillery").info("%s listening on http://%s:%d", service, settings.http_host, port)
     config = uvicorn.Config(app, host=settings.http_host, port=port, log_level="warning", lifespan="on")
