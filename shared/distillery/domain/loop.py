@@ -42,9 +42,9 @@ class Stop:
 
 def stopped_units(student: str, evaluations: list[EvaluationCompleted], decisions: list[LoopDecided],
                   samples: list[SampleCurated]) -> dict[str, Stop]:
-    """The units of ``student`` whose stop signal holds: the latest evaluation of the recipe's main
-    line (no experiment variant) fired a signal for the unit, and since that evaluation neither an
-    operator resumed the unit (``distillery resume``) nor real samples of it were imported.
+    """The units of ``student`` whose stop signal holds: an evaluation of the recipe's main line (no
+    experiment variant) fired a signal for the unit, and since that evaluation neither an operator
+    resumed the unit (``distillery resume``) nor real samples of it were imported.
 
     A unit left out of a round is not trained on, so later evaluations may no longer fire for it:
     the stop holds until it is lifted, not until the signal goes quiet."""
