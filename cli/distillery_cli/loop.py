@@ -29,12 +29,10 @@ from distillery.contracts.events import (
 )
 from distillery.contracts.settings import ConfigError, ServiceSettings
 from distillery.contracts.spec import CapabilitySpec, load_spec
-from distillery.domain.loop import RECOMMENDATION, Stop, live_quality, serving, stopped_units
+from distillery.domain.loop import RECOMMENDATION, ROUND_REASON, Stop, live_quality, serving, stopped_units
 from distillery.runtime.kafka import produce_all
 from distillery_cli import pipeline, stack
 from distillery_cli.output import RUN_DIR, console, short_id
-
-ROUND_PREFIX = "round "  # the reason a scheduled round's request carries (distillery_trainer.rounds)
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ def read_state(settings: ServiceSettings, spec: CapabilitySpec) -> LoopState:
     samples = [s for s in pipeline.events(settings, topics.samples, parse_sample_record) if isinstance(s, SampleCurated)]
     requests = pipeline.events(settings, topics.training_requests, TrainingRequested)
     return LoopState(
-        rounds={name: len({r.request_id for r in requests if r.student == name and r.reason.startswith(ROUND_PREFIX)})
+        rounds={name: len({r.request_id for r in requests if r.student == name and r.reason.startswith(ROUND_REASON)})
                 for name in spec.students},
         stopped={name: stopped_units(name, evaluations, decisions, samples) for name in spec.students},
         promoted=serving(decisions), decisions=list({d.decision_id: d for d in decisions}.values()),

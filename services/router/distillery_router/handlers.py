@@ -35,10 +35,8 @@ class RouterDeps(Context):
     rebuilt_to: dict[int, int] = field(default_factory=dict)
     # the closed loop's decisions, followed from the start (the "-promotions" broadcast consumer)
     decisions: dict[str, LoopDecided] = field(default_factory=dict)
-
-    @property
-    def promoted(self) -> dict[tuple[str, str], LoopDecided]:
-        return serving(list(self.decisions.values()))
+    # (student, unit) -> the promotion in force, derived from ``decisions`` when one arrives, not per task
+    promoted: dict[tuple[str, str], LoopDecided] = field(default_factory=dict)
 
 
 def uses_strategy(strategy: str):
@@ -55,7 +53,7 @@ def retries_enabled(deps: RouterDeps) -> bool:
 def on_task_submitted(event: TaskSubmitted, deps: RouterDeps) -> list[Out]:
     requests = route(event, deps.spec, deps.produced_by, deps.table)
     deps.index.routed(event.task_id, [r.teacher_id for r in requests], unit=event.task.unit)
-    if deps.decisions:
+    if deps.promoted:
         requests += shadow_requests(event, deps.spec, deps.promoted, deps.produced_by)
     for request in requests:
         metrics.ROUTED.labels(request.task.unit, request.teacher_id, request.strategy).inc()
@@ -66,9 +64,9 @@ def on_loop_decided(event: LoopDecided, deps: RouterDeps) -> list[Out]:
     """Promotions and demotions, in topic order: which units also send live tasks to a student.
     Every replica reads the whole topic from the start, so each knows the same state."""
     deps.decisions.setdefault(event.decision_id, event)  # a redelivered decision changes nothing
-    promoted = deps.promoted
+    deps.promoted = serving(list(deps.decisions.values()))
     for d in deps.decisions.values():
-        metrics.SHADOWING.labels(d.student, d.unit).set(float((d.student, d.unit) in promoted))
+        metrics.SHADOWING.labels(d.student, d.unit).set(float((d.student, d.unit) in deps.promoted))
     return []
 
 

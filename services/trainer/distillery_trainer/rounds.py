@@ -23,8 +23,7 @@ from datetime import datetime
 from distillery.contracts import ids
 from distillery.contracts.events import SampleCurated, StudentTrained, TrainingRequested, live_samples
 from distillery.contracts.spec import RoundPolicy
-
-ROUND_REASON = "round"
+from distillery.domain.loop import ROUND_REASON
 
 
 def round_request_id(student: str, number: int) -> str:

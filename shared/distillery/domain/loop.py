@@ -24,6 +24,9 @@ from distillery.contracts.spec import CapabilitySpec
 from distillery.domain.checkers import canonical_json, parse_json_answer
 from distillery.domain.scoring import answers_equal, extract_final_answer, is_decline, parse_tool_calls
 
+# A scheduled round's request reason starts with this (``round N: why``; distillery_trainer.rounds).
+ROUND_REASON = "round"
+
 # What to do instead of distilling more of a stopped unit (the seed's recommendation).
 RECOMMENDATION = ("add real data (`distillery samples import`), retrieval or tool access instead of more distilled "
                   "samples; `distillery resume UNIT` brings the unit back")
