@@ -1,6 +1,6 @@
 """Editor dedup and clustering throughput: exact hash vs MinHash vs MinHash LSH, and MiniLM clusters.
 
-    python bench/editor_dedup.py [--n 100000] [--planted 0.1] [--threshold 0.85] [--cluster-n 2000]
+    python bench/editor_dedup.py [--n 100000] [--planted 0.1] [--threshold 0.85] [--dedup-batch 500] [--cluster-n 2000]
 
 Samples are synthetic and deterministic (--seed): templated math word problems with worked
 steps, tool-call transcripts and policy answers, with random names, numbers, items and cities;
@@ -8,13 +8,16 @@ a share (--planted) are planted near-duplicates of an earlier sample (a filler w
 two sentences swapped, case and punctuation changed; one or two edits). Dedup rows, each over
 all samples in order, samples per second and the ratio against the exact row of the same run:
   exact normalised hash   distillery.contracts.ids.normalized_hash + a set (the editor's exact dedup; baseline)
-  MinHash signature only  distillery_editor.dedup.signature (word 3-shingles, 128 permutations)
-  NearDuplicates find+add the editor path: find() each sample, add() it when no near-duplicate
-  NearDuplicates rebuild  add() every sample then commit(), as a restart does
+  MinHash signature only  distillery_editor.dedup.signatures (word 3-shingles, 128 permutations), batches of --dedup-batch
+  NearDuplicates find+add the editor path: prepare() a batch of --dedup-batch (the editor's consumer batch,
+                          up to batch_max_records = 500), find() each sample, add() it when
+                          no near-duplicate, commit() per batch
+  NearDuplicates rebuild  add() every sample, commit() every 4,096, as a restart does
 "planted found" counts planted near-duplicates flagged; "recall J>=t" is the share flagged of those
 whose true shingle-set Jaccard with their source reaches the threshold, "recall est>=t" of those whose
 MinHash estimate does (what the LSH can lose, plus copies of a sample that was itself flagged and
-so never indexed, compared with its source's source); "other flagged" counts non-planted
+so never indexed, compared with its source's source), "source kept" of those whose source was
+admitted (what the index alone can lose); "other flagged" counts non-planted
 samples flagged, with how many of them truly reach the threshold (shingle-set Jaccard) against
 the sample named (templated texts can genuinely be near-duplicates). Then clustering: MiniLM
 embeddings alone (baseline) and Clusters.assign + admit + commit, in batches of --batch.
@@ -36,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distillery.contracts.ids import normalized_hash
 from distillery_editor.clusters import Clusters
-from distillery_editor.dedup import NearDuplicates, shingles, signature
+from distillery_editor.dedup import NUM_PERM, NearDuplicates, estimate, shingles, signature, signatures
 
 NAMES = ["Alice", "Bruno", "Chen", "Dara", "Emeka", "Farah", "Goran", "Hana", "Ivan", "Julia", "Kofi", "Lena",
          "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Viktor", "Wen", "Yusuf"]
@@ -151,31 +154,33 @@ def exact(texts: list[str]) -> dict[int, int]:
     return flagged
 
 
-def signatures_only(texts: list[str]) -> None:
-    for text in texts:
-        signature(text)
+def signatures_only(texts: list[str], batch: int) -> None:
+    for start in range(0, len(texts), batch):
+        signatures(texts[start:start + batch])
 
 
-def find_and_add(texts: list[str], threshold: float, unit: str = "bench") -> dict[int, int]:
+def find_and_add(texts: list[str], threshold: float, batch: int, unit: str = "bench") -> dict[int, int]:
     near = NearDuplicates()
     flagged: dict[int, int] = {}
-    for i, text in enumerate(texts):
-        dup = near.find(unit, "answer", text, threshold)
-        if dup is None:
-            near.add(unit, "answer", str(i), text, threshold)
-        else:
-            flagged[i] = int(dup)
-        if i % 64 == 63:
-            near.commit()  # the editor commits per published batch
-    near.commit()
+    for start in range(0, len(texts), batch):  # the editor prepares, checks and commits per consumed batch
+        near.prepare(unit, "answer", texts[start:start + batch], threshold)
+        for i in range(start, min(start + batch, len(texts))):
+            dup = near.find(unit, "answer", texts[i], threshold)
+            if dup is None:
+                near.add(unit, "answer", str(i), texts[i], threshold)
+            else:
+                flagged[i] = int(dup)
+        near.commit()
     return flagged
 
 
-def rebuild(texts: list[str], threshold: float) -> NearDuplicates:
+def rebuild(texts: list[str], threshold: float, chunk: int = 4096) -> NearDuplicates:
     near = NearDuplicates()
-    for i, text in enumerate(texts):
-        near.add("bench", "answer", str(i), text, threshold)
-    near.commit()
+    for start in range(0, len(texts), chunk):  # as EditorState.rebuild_samples does
+        near.prepare("bench", "answer", texts[start:start + chunk], threshold)
+        for i in range(start, min(start + chunk, len(texts))):
+            near.add("bench", "answer", str(i), texts[i], threshold)
+        near.commit()
     return near
 
 
@@ -193,14 +198,16 @@ def share(flagged: dict[int, int], among: set[int]) -> str:
 
 
 def quality(row: Row, data: Corpus, reachable: set[int], estimated: set[int], threshold: float) -> list[str]:
-    """Planted found, recall of the truly reachable and of the estimated-reachable ones, others flagged."""
+    """Planted found, recall of the truly reachable, of the estimated-reachable ones, and of those whose
+    source was itself admitted (what the index alone can lose), and the others flagged."""
     if row.flagged is None:
-        return ["-"] * 4
+        return ["-"] * 5
     found = sum(i in row.flagged for i in data.source)
+    indexed = {i for i in estimated if data.source[i] not in row.flagged}
     others = {i: j for i, j in row.flagged.items() if i not in data.source}
     genuine = sum(jaccard(data.texts[i], data.texts[j]) >= threshold for i, j in others.items())
     return [f"{found}/{len(data.source)}", share(row.flagged, reachable), share(row.flagged, estimated),
-            f"{len(others)} ({genuine} true)"]
+            share(row.flagged, indexed), f"{len(others)} ({genuine} true)"]
 
 
 def clustering(texts: list[str], batch: int, similarity: float) -> list[tuple[str, float, str]]:
@@ -233,7 +240,8 @@ def main() -> None:
     parser.add_argument("--planted", type=float, default=0.1)
     parser.add_argument("--threshold", type=float, default=0.85)  # EditorSpec.near_duplicate_threshold default
     parser.add_argument("--cluster-n", type=int, default=2000)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--dedup-batch", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=64, help="clustering batch")
     parser.add_argument("--similarity", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
@@ -243,25 +251,25 @@ def main() -> None:
     reachable = {i for i, j in planted_j.items() if j >= args.threshold}
     median = sorted(planted_j.values())[len(planted_j) // 2]
     estimated = {i for i, j in data.source.items()
-                 if signature(data.texts[i]).jaccard(signature(data.texts[j])) >= args.threshold}
+                 if estimate(signature(data.texts[i]), signature(data.texts[j])) >= args.threshold}
     rows = [
         timed("exact normalised hash (baseline)", lambda: exact(data.texts)),
-        timed("MinHash signature only", lambda: signatures_only(data.texts)),
-        timed("NearDuplicates find+add", lambda: find_and_add(data.texts, args.threshold)),
+        timed("MinHash signature only", lambda: signatures_only(data.texts, args.dedup_batch)),
+        timed("NearDuplicates find+add", lambda: find_and_add(data.texts, args.threshold, args.dedup_batch)),
         timed("NearDuplicates rebuild (add+commit)", lambda: (rebuild(data.texts, args.threshold), None)[1]),
     ]
     base = args.n / rows[0].seconds
 
     print(f"editor dedup: {args.n:,} synthetic samples, {len(data.source):,} planted near-duplicates "
           f"({len(reachable):,} at true shingle Jaccard >= {args.threshold}; median {median:.2f}), "
-          f"threshold {args.threshold}, num_perm 128")
+          f"threshold {args.threshold}, num_perm {NUM_PERM}, batches of {args.dedup_batch}")
     print(f"{'method':38} {'seconds':>8} {'samples/s':>10} {'vs exact':>9} {'planted found':>14} "
-          f"{'recall J>=t':>11} {'recall est>=t':>13} {'other flagged':>15}")
+          f"{'recall J>=t':>11} {'recall est>=t':>13} {'source kept':>11} {'other flagged':>15}")
     for row in rows:
         rate = args.n / row.seconds
-        found, recall, recall_est, others = quality(row, data, reachable, estimated, args.threshold)
+        found, recall, recall_est, recall_kept, others = quality(row, data, reachable, estimated, args.threshold)
         print(f"{row.name:38} {row.seconds:8.2f} {rate:10,.0f} {rate / base:9.3g} {found:>14} {recall:>11} "
-              f"{recall_est:>13} {others:>15}")
+              f"{recall_est:>13} {recall_kept:>11} {others:>15}")
     per_sample = bytes_per_sample(data.texts[:20_000], args.threshold)
     print(f"NearDuplicates memory: {per_sample / 1024:.1f} KiB per indexed sample (tracemalloc, first "
           f"{min(args.n, 20_000):,}), ~{per_sample * args.n / 2**20:,.0f} MiB for {args.n:,}; "

@@ -39,15 +39,29 @@ class Outcome:
     stale: bool = False  # superseded by what the editor processed before: no output
 
 
-def on_verdict(
+def curated_of(
     state: EditorState, verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec, produced_by: str
+) -> list[SampleCurated]:
+    """The samples the verdict curates under the human decisions known now (before any dedup)."""
+    return curate(apply_decisions(verdict, state.decision), source, spec, produced_by)
+
+
+def on_verdict(
+    state: EditorState, verdict: CandidatesJudged, source: SourceOffset, spec: CapabilitySpec, produced_by: str,
+    curated: list[SampleCurated] | None = None,
 ) -> Outcome:
-    """Samples of one (non-eval) verdict, with the retractions a judge version taking over the task implies."""
+    """Samples of one (non-eval) verdict, with the retractions a judge version taking over the task implies.
+
+    ``curated``: what :func:`curated_of` gave for this verdict earlier in the same batch, when
+    no human decision was processed in between (the batch path curates first, then hashes every
+    sample's text for near-duplicates at once).
+    """
     task_id = verdict.task.task_id
     if state.is_stale(task_id, verdict.judge_version, source):
         return Outcome(stale=True)
     judged = apply_decisions(verdict, state.decision)
-    curated = curate(judged, source, spec, produced_by)
+    if curated is None:
+        curated = curate(judged, source, spec, produced_by)
     outcome = Outcome(retractions=rejected_by(state, judged, curated, source, produced_by))
     for retraction in outcome.retractions:
         state.retract(retraction)  # before admitting: a retracted sample's content is free again

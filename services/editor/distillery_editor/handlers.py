@@ -18,14 +18,21 @@ from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord
 
-from distillery.contracts.events import CandidatesJudged, ReviewDecided, SampleEvent, SourceOffset, parse_sample_record
+from distillery.contracts.events import (
+    CandidatesJudged,
+    ReviewDecided,
+    SampleCurated,
+    SampleEvent,
+    SourceOffset,
+    parse_sample_record,
+)
 from distillery.contracts.settings import ServiceSettings
 from distillery.domain.embeddings import EmbeddingCache
 from distillery.runtime.bus import Rejected, each
 from distillery.runtime.kafka import replay
 from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
 from distillery_editor import metrics
-from distillery_editor.governance import HUMAN, Outcome, on_decision, on_verdict
+from distillery_editor.governance import HUMAN, Outcome, curated_of, on_decision, on_verdict
 from distillery_editor.state import EditorState
 
 
@@ -50,12 +57,35 @@ async def on_editor_inputs(items: list[In[Input]], deps: EditorDeps) -> list[Out
     """Verdicts and review decisions, in the order the consumer read them."""
     if deps.embeddings is not None:  # one model call for the batch's prompts, not one per verdict
         deps.embeddings.prefetch([item.event.task.prompt for item in items if isinstance(item.event, CandidatesJudged)])
-    return each(items, lambda item: on_verdict_item(item, deps) if isinstance(item.event, CandidatesJudged)
-                else on_decision_item(item, deps))
+    curated = curated_ahead(items, deps)
+    deps.state.prepare_near([sample for samples in curated.values() for sample in samples])
+    return each(items, lambda item: on_verdict_item(item, deps, curated.get(id(item)))
+                if isinstance(item.event, CandidatesJudged) else on_decision_item(item, deps))
+
+
+def curated_ahead(items: list[In[Input]], deps: EditorDeps) -> dict[int, list[SampleCurated]]:
+    """What the batch's leading verdicts curate, so their near-duplicate texts are hashed in one pass.
+
+    Only the verdicts before the batch's first review decision: a decision changes what later
+    verdicts curate. A verdict that fails here is curated again in order, and fails there with
+    its dead letter.
+    """
+    ahead: dict[int, list[SampleCurated]] = {}
+    for item in items:
+        if not isinstance(item.event, CandidatesJudged):
+            break
+        if item.event.shadow or item.event.task.unit not in deps.spec.units:
+            continue
+        try:
+            ahead[id(item)] = curated_of(deps.state, item.event, source_of(item.record), deps.spec, deps.produced_by)
+        except Exception:  # noqa: BLE001 - reported by the in-order pass, with the item's dead letter
+            continue
+    return ahead
 
 
 
-def on_verdict_item(item: In[CandidatesJudged], deps: EditorDeps) -> list[Out]:
+def on_verdict_item(item: In[CandidatesJudged], deps: EditorDeps,
+                    curated: list[SampleCurated] | None = None) -> list[Out]:
     if item.event.task.unit not in deps.spec.units:
         raise Rejected("unknown_unit", f"unknown unit '{item.event.task.unit}': not in the editor's spec")
     if item.event.task.split == "eval":
@@ -64,7 +94,7 @@ def on_verdict_item(item: In[CandidatesJudged], deps: EditorDeps) -> list[Out]:
     if item.event.shadow:  # a promoted student's live answer: judged for the evaluator, never a sample
         metrics.SHADOW.inc()
         return []
-    outcome = on_verdict(deps.state, item.event, source_of(item.record), deps.spec, deps.produced_by)
+    outcome = on_verdict(deps.state, item.event, source_of(item.record), deps.spec, deps.produced_by, curated)
     if outcome.stale:
         metrics.STALE.inc()
     return outs(outcome, deps)

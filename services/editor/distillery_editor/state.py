@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from distillery.contracts.events import ReviewDecided, SampleCurated, SampleEvent, SampleRetracted, SourceOffset
@@ -27,6 +28,13 @@ from distillery_editor.clusters import Clusters, Embed, cluster_id_for
 from distillery_editor.dedup import NearDuplicates
 
 _ABSENT = object()
+REBUILD_CHUNK = 4096  # samples events hashed together while rebuilding
+
+
+def _chunks(items: Iterable[SampleEvent], size: int) -> Iterator[list[SampleEvent]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,16 @@ class EditorState:
                 out[i] = samples[i].model_copy(update={"cluster": cluster})
         return out
 
+    def prepare_near(self, samples: Iterable[SampleCurated]) -> None:
+        """Hash the near-duplicate texts of samples about to be admitted, per (unit, pathway), in one pass each."""
+        texts: dict[tuple[str, str], list[str]] = {}
+        for sample in samples:
+            editor = self._editor(sample.unit)
+            if editor is not None and editor.near_duplicate_threshold > 0:
+                texts.setdefault((sample.unit, sample.pathway), []).append(near_text(sample))
+        for (unit, pathway), batch in texts.items():
+            self.near.prepare(unit, pathway, batch, self.spec.units[unit].editor.near_duplicate_threshold)  # type: ignore[union-attr]
+
     def retract(self, retraction: SampleRetracted) -> None:
         """Remove the retracted sample, if live; its content hash is free again."""
         task_id = retraction.task_id or retraction.trace.task_id
@@ -205,16 +223,18 @@ class EditorState:
     def rebuild_samples(self, events: Iterable[SampleEvent]) -> None:
         """Replay the samples topic in order: live samples, published ids, governing verdicts."""
         with self._durable():
-            for event in events:
-                if isinstance(event, SampleRetracted):
-                    self.retract(event)
-                    self._govern_from(event.task_id, event.judge_version, event.source)
-                else:
-                    self._restore_cluster(event)
-                    self._add(event)
-                    prov = event.provenance
-                    self._govern_from(prov.task_id, prov.judge_version, prov.source)
-        self.near.commit()
+            for chunk in _chunks(events, REBUILD_CHUNK):
+                self.prepare_near(e for e in chunk if isinstance(e, SampleCurated))
+                for event in chunk:
+                    if isinstance(event, SampleRetracted):
+                        self.retract(event)
+                        self._govern_from(event.task_id, event.judge_version, event.source)
+                    else:
+                        self._restore_cluster(event)
+                        self._add(event)
+                        prov = event.provenance
+                        self._govern_from(prov.task_id, prov.judge_version, prov.source)
+                self.near.commit()  # durable already; lets the index write its sorted runs as it grows
         if self.clusters is not None:
             self.clusters.commit()
 
