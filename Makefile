@@ -11,7 +11,7 @@ EVAL_TASKS ?= 6
 SERVICES := router teacher judge editor trainer evaluator
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench up down clean record experiment
+.PHONY: install demo test test-fast lint bench bench-distilabel up down clean record experiment
 
 install: $(STAMP)
 
@@ -60,6 +60,20 @@ bench: install
 	$(PY) bench/editor_throughput.py
 	$(PY) bench/editor_dedup.py
 	$(PY) bench/trainer_throughput.py
+	$(PY) bench/restart_state.py
+
+# distilabel 1.5.3 in its own venv, for `bench/pipeline_throughput.py --against-distilabel` (issue 17).
+# datasketch stays on 1.7.0: distilabel's MinHashDedup breaks on datasketch 2.x.
+DISTILABEL_VENV ?= .venv-distilabel
+DISTILABEL_STAMP := $(DISTILABEL_VENV)/.installed
+
+bench-distilabel: $(DISTILABEL_STAMP)
+
+$(DISTILABEL_STAMP):
+	$(PYTHON) -m venv $(DISTILABEL_VENV)
+	$(DISTILABEL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DISTILABEL_VENV)/bin/python -m pip install -q "distilabel==1.5.3" "datasketch==1.7.0" requests
+	touch $(DISTILABEL_STAMP)
 
 up: install
 	$(VENV)/bin/distillery up

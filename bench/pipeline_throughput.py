@@ -1,6 +1,6 @@
 """End-to-end pipeline throughput on the embedded broker (issue 17's flow).
 
-    python bench/pipeline_throughput.py [--tasks 10000] [--json out.json]
+    python bench/pipeline_throughput.py [--tasks 10000] [--json out.json] [--against-distilabel]
 
 N tasks of one unit through the router (competition of two replay teachers), the two teachers,
 the rule-floor judge (format and reference check) and the editor (exact and MinHash dedup at
@@ -15,6 +15,12 @@ tasks topic at once. It reports:
 The tasks are templated word problems with a tenth planted as near-duplicates of earlier ones
 (same numbers, one word changed), so the editor's MinHash has real work. Teacher ``alpha`` answers
 every task right, ``beta`` gets one in eight wrong: the judge has both pools to fill.
+
+``--against-distilabel`` then runs the same tasks and teacher texts through distilabel 1.5.3
+(bench/distilabel_flow.py, in its own venv: ``make bench-distilabel``), at distilabel's default
+batch size and at 500, and prints each one's rows/s with the ratio Distillery tasks/s / distilabel
+rows/s. distilabel's rows/s is taken over ``pipeline.run()``, its start-up included, and also from
+its first batch to its last row (start-up excluded, as Distillery's tasks/s is).
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ SERVICES = ("router", "judge", "editor")
 NAMES = ["Alice", "Bruno", "Chen", "Dara", "Emeka", "Farah", "Goran", "Hana", "Ivan", "Julia", "Kofi", "Lena"]
 ITEMS = ["apple", "notebook", "ticket", "candle", "shirt", "battery", "plant", "mug", "cable", "lamp"]
 TICKS = os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parents[1]
+DISTILABEL_FLOW = ROOT / "bench" / "distilabel_flow.py"
+DISTILABEL_PYTHON = ROOT / ".venv-distilabel" / "bin" / "python"  # made by `make bench-distilabel`
+DISTILABEL_BATCHES = (None, 500)  # None: distilabel's default batch sizes
 
 
 @dataclass(frozen=True)
@@ -234,6 +244,69 @@ def print_result(result: Result) -> None:
         print(f"{name:<16}{result.cpu_s_per_1k[name]:>18}{result.startup_cpu_s[name]:>15}{result.peak_rss_mib[name]:>14}")
 
 
+def distilabel_workload(load: Workload, path: Path) -> Path:
+    """The workload as bench/distilabel_flow.py reads it: the tasks and each teacher's text by task id."""
+    tasks = [{key: task[key] for key in ("task_id", "prompt", "reference")} for task in load.tasks]
+    teachers = {name: {row["task_id"]: row["steps"][0]["text"] for row in rows} for name, rows in load.recordings.items()}
+    path.write_text(json.dumps({"tasks": tasks, "teachers": teachers}))
+    return path
+
+
+def distilabel_venv_missing(python: Path) -> str | None:
+    """One line saying what to run when distilabel's venv is not there; None when it is."""
+    if python.is_file():
+        return None
+    venv = python.parent.parent
+    shown = venv.relative_to(ROOT) if venv.is_relative_to(ROOT) else venv
+    return f"distilabel's venv {shown} is missing (no {python}): run 'make bench-distilabel' first"
+
+
+def run_distilabel(python: Path, workload_path: Path, batch: int | None, timeout_s: float) -> dict:
+    """One run of bench/distilabel_flow.py; its JSON line (rows, kept, seconds, rows_per_s, ...)."""
+    command = [str(python), str(DISTILABEL_FLOW), str(workload_path)] + (["--batch-size", str(batch)] if batch else [])
+    # its own session: on a timeout the whole group goes, distilabel's step processes with it
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise SystemExit(f"distilabel did not finish within {timeout_s:.0f} s (batch {batch or 'default'})") from None
+    if proc.returncode != 0:
+        raise SystemExit(f"distilabel failed (batch {batch or 'default'}, exit {proc.returncode}):\n"
+                         + "\n".join(err.splitlines()[-20:]))
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def against_distilabel(result: Result, python: Path, timeout_s: float, seed: int = 0) -> list[dict]:
+    """distilabel on the same workload at each of DISTILABEL_BATCHES, with Distillery's ratio to each."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="distilabel-workload-") as tmp:
+        path = distilabel_workload(workload(result.tasks, seed), Path(tmp) / "workload.json")
+        for batch in DISTILABEL_BATCHES:
+            run = run_distilabel(python, path, batch, timeout_s)
+            run["distillery_ratio"] = round(result.tasks_per_s / run["rows_per_s"], 2)
+            run["distillery_ratio_startup_excluded"] = round(result.tasks_per_s / run["flow_rows_per_s"], 2)
+            runs.append(run)
+    return runs
+
+
+def print_comparison(result: Result, batch: int, runs: list[dict]) -> None:
+    print(f"\n{'system':<12}{'batch':>9}{'tasks or rows/s':>17}{'start-up excl.':>16}{'Distillery ratio':>18}"
+          f"{'start-up excl.':>16}")
+    print(f"{'distillery':<12}{batch:>9}{'':>17}{result.tasks_per_s:>16}{'':>18}{'':>16}")
+    for run in runs:
+        print(f"{'distilabel':<12}{run['batch_size']:>9}{run['rows_per_s']:>17}{run['flow_rows_per_s']:>16}"
+              f"{run['distillery_ratio']:>18}{run['distillery_ratio_startup_excluded']:>16}")
+    print("tasks or rows/s: over distilabel's pipeline.run(), its start-up (step processes) and Distiset included; "
+          "start-up excl.: from its first batch to its last row, as Distillery's tasks/s. "
+          "Ratio: Distillery tasks/s / distilabel rows/s.")
+    kept = ", ".join(f"{run['kept']} (batch {run['batch_size']})" for run in runs)
+    print(f"distilabel {runs[0]['distilabel']} kept {kept} of {result.tasks} rows after MinHash; distillery's "
+          f"{result.samples} sample records count one per curated pool and pathway (contrastive included), not tasks")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
@@ -241,15 +314,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--profile", type=Path, help="py-spy every service over the measured interval into this folder")
+    parser.add_argument("--against-distilabel", action="store_true",
+                        help="also run the flow in distilabel 1.5.3 (make bench-distilabel) and compare")
+    parser.add_argument("--distilabel-python", type=Path, default=DISTILABEL_PYTHON,
+                        help="distilabel's venv python (default: .venv-distilabel/bin/python in the repo root)")
     args = parser.parse_args(argv)
+    python = args.distilabel_python.absolute()
+    missing = distilabel_venv_missing(python) if args.against_distilabel else None
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     result = run_distillery(args.tasks, args.batch, args.timeout, profile=args.profile)
     print_result(result)
     for path in sorted(args.profile.glob("*.txt")) if args.profile else []:
         print(f"\n{path.stem}: where the samples are (inclusive)")
         for frame, share in top_frames(path):
             print(f"  {share:6.1%}  {frame[:150]}")
+    runs = against_distilabel(result, python, args.timeout) if args.against_distilabel else []
+    if runs:
+        print_comparison(result, args.batch, runs)
     if args.json:
-        args.json.write_text(json.dumps({"distillery": asdict(result)}, indent=2))
+        figures = {"distillery": asdict(result)} | ({"distilabel": runs} if runs else {})
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
 
