@@ -1,16 +1,25 @@
 """End-to-end pipeline throughput on the embedded broker (issue 17's flow).
 
     python bench/pipeline_throughput.py [--tasks 10000] [--json out.json] [--against-distilabel]
+                                        [--teacher-latency 0.004]
 
 N tasks of one unit through the router (competition of two replay teachers), the two teachers,
 the rule-floor judge (format and reference check) and the editor (exact and MinHash dedup at
 0.85). Each service runs as its own process, as in production; the tasks are produced onto the
 tasks topic at once. It reports:
 
-* tasks/s: from the first task produced until the editor has read every verdict;
+* tasks/s: from the first task produced until the editor has read every verdict, once every
+  service is ready and its consumer group has its partitions;
 * CPU seconds per 1,000 tasks per service (user + system, over the same interval; startup
   excluded, it is reported apart);
-* peak RSS per service (``VmHWM``).
+* peak RSS per service (``VmHWM``);
+* the bytes each topic holds per task (record keys and values), for the capacity model in
+  docs/operations.md.
+
+``--teacher-latency S`` makes each replay teacher sleep S per request (``replay_pace``), one after
+another: a teacher replica that serves 1/S requests per second, as a model server would.
+``--replay`` then runs ``distillery replay`` under a new judge label over every recorded candidate
+(rules only) and reports candidates/s through the replay judge and the editor.
 
 The tasks are templated word problems with a tenth planted as near-duplicates of earlier ones
 (same numbers, one word changed), so the editor's MinHash has real work. Teacher ``alpha`` answers
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -45,8 +55,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from distillery.contracts.events import TaskSubmitted, new_task
 from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import load_spec
-from distillery.runtime.kafka import consumer_lag, produce_all, topic_counts
-from distillery_cli import stack
+from distillery.runtime.kafka import consumer_lag, produce_all, read_snapshot, topic_counts
+from distillery_cli import replay, stack
 from distillery_cli.broker import EmbeddedBroker
 
 UNIT = "qa"
@@ -67,7 +77,7 @@ class Workload:
     recordings: dict[str, list[dict]]  # teacher -> replay rows
 
 
-def workload(n: int, seed: int = 0, planted: float = 0.1) -> Workload:
+def workload(n: int, seed: int = 0, planted: float = 0.1, latency_s: float = 0.0) -> Workload:
     """``n`` word problems with a reference answer and both teachers' recorded answers."""
     r = random.Random(seed)
     tasks, alpha, beta = [], [], []
@@ -85,24 +95,24 @@ def workload(n: int, seed: int = 0, planted: float = 0.1) -> Workload:
         tasks.append({"task_id": task.task_id, "unit": UNIT, "prompt": prompt, "reference": {"answer": str(a + b)}})
         wrong = r.random() < 0.125
         alpha.append(_row(task.task_id, f"{name} starts with {a} {item}s and {verb} {b} more: {a} + {b} = {a + b}.\n"
-                                        f"#### {a + b}"))
+                                        f"#### {a + b}", latency_s))
         beta.append(_row(task.task_id, f"Add the {b} new {item}s to the {a} {name} has: {a + b + wrong}.\n"
-                                       f"#### {a + b + wrong}"))
+                                       f"#### {a + b + wrong}", latency_s))
     return Workload(tasks, {"alpha": alpha, "beta": beta})
 
 
-def _row(task_id: str, text: str) -> dict:
+def _row(task_id: str, text: str, latency_s: float = 0.0) -> dict:
     return {"task_id": task_id, "steps": [{"text": text, "prompt_tokens": 60, "completion_tokens": 24,
-                                           "latency_s": 0.0, "confidence": 0.9, "finish_reason": "stop"}]}
+                                           "latency_s": latency_s, "confidence": 0.9, "finish_reason": "stop"}]}
 
 
-def write_spec(folder: Path, load: Workload, batch: int) -> Path:
+def write_spec(folder: Path, load: Workload, batch: int, paced: bool = False) -> Path:
     """The flow's spec: competition of two replay teachers, rules only, MinHash at 0.85, no students."""
     teachers = {}
     for name, rows in load.recordings.items():
         path = folder / f"{name}.jsonl"
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        teachers[name] = {"backend": "replay", "replay_path": str(path), "batch_size": batch}
+        teachers[name] = {"backend": "replay", "replay_path": str(path), "batch_size": batch, "replay_pace": paced}
     spec = {
         "version": 1,
         "teachers": teachers,
@@ -145,6 +155,26 @@ class Result:
     peak_rss_mib: dict[str, float]
     verdicts: int
     samples: int
+    teacher_latency_s: float = 0.0
+    bytes_per_task: dict[str, float] | None = None  # topic -> key + value bytes on the broker per task
+    # topic -> when its first and last records were produced, in seconds after the first task
+    record_span_s: dict[str, tuple[float, float]] | None = None
+    replay: dict[str, float] | None = None  # --replay: the judge replay's figures
+
+
+async def topic_figures(settings: ServiceSettings, n: int) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Per topic: what it holds per task (record keys and values; the broker adds ~70 bytes of framing
+    to each), and when its first and last records were produced, in seconds after the first task's."""
+    topics = settings.topics.all_topics(list(TEACHERS))
+    sizes, ends = {}, {}
+    snapshots = {topic: (await read_snapshot(settings, topic)).records for topic in topics}
+    start = min(r.timestamp for r in snapshots[settings.topics.tasks])
+    for topic, records in snapshots.items():
+        if records:
+            sizes[topic] = round(sum(len(r.key or b"") + len(r.value or b"") for r in records) / n, 1)
+            stamps = [r.timestamp for r in records]
+            ends[topic] = (round((min(stamps) - start) / 1000, 2), round((max(stamps) - start) / 1000, 2))
+    return sizes, ends
 
 
 async def drain(settings: ServiceSettings, groups: dict[str, str], n: int, timeout_s: float) -> int:
@@ -191,11 +221,34 @@ def top_frames(path: Path, limit: int = 12) -> list[tuple[str, float]]:
     return [(frame, round(n / samples, 3)) for frame, n in ranked[:limit]] if samples else []
 
 
-def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0, profile: Path | None = None) -> Result:
-    load = workload(n, seed)
+def replay_judge(state: stack.StackState, timeout_s: float) -> dict[str, float]:
+    """``distillery replay`` under a new judge label, once the flow is done: every recorded candidate
+    judged again (rules only) and the new verdicts through the editor. Timed from the replay judge
+    holding its partitions until the editor has read the last verdict, as the CLI waits."""
+    plan = replay.plan_replay(state, "bench-replay")
+    proc = replay.start_replay_judge(state, plan)
+    try:
+        group = replay.wait_replay_ready(state, proc, plan)
+        stack.wait_assigned(dataclasses.replace(state, processes=[proc]))
+        editor = next(p for p in state.processes if p.name == "editor")
+        watched = {"judge-replay": proc.pid, "editor": editor.pid}
+        before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        t0 = time.perf_counter()
+        done = replay.wait_replay_done(state, proc, group, timeout_s)
+        seconds = time.perf_counter() - t0
+        after = {name: cpu_seconds(pid) for name, pid in watched.items()}
+    finally:
+        replay.stop_replay_judge(state, proc)
+    return {"candidates": done.total, "seconds": round(seconds, 2), "candidates_per_s": round(done.total / seconds, 1),
+            **{f"cpu_s_per_1k_{k}": round((after[k] - before[k]) / done.total * 1000, 3) for k in after}}
+
+
+def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0, profile: Path | None = None,
+                   latency_s: float = 0.0, with_replay: bool = False) -> Result:
+    load = workload(n, seed, latency_s=latency_s)
     with tempfile.TemporaryDirectory(prefix="distillery-bench-") as tmp:
         folder = Path(tmp)
-        spec_path = write_spec(folder, load, batch)
+        spec_path = write_spec(folder, load, batch, paced=latency_s > 0)
         broker = EmbeddedBroker(log_path=folder / "broker.log")
         broker.start(detach=True)
         processes = []
@@ -208,6 +261,7 @@ def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0, profile:
                                               folder) for t in TEACHERS]
             state = stack.StackState(str(folder), broker.bootstrap, prefix, str(spec_path), None, processes)
             stack.wait_ready(state, timeout_s=300)
+            stack.wait_assigned(state)
             startup = time.perf_counter() - started
             settings = ServiceSettings.model_validate({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                                                        "topic_prefix": prefix})
@@ -225,11 +279,15 @@ def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0, profile:
             rss = {name: round(peak_rss_mib(pid), 1) for name, pid in watched.items()}
             stop_profilers(profilers)
             samples = asyncio.run(topic_counts(settings, [settings.topics.samples]))[settings.topics.samples]
-            return Result(
+            result = Result(
                 tasks=n, seconds=round(seconds, 2), tasks_per_s=round(n / seconds, 1), startup_s=round(startup, 1),
                 cpu_s_per_1k={k: round((after[k] - before[k]) / n * 1000, 3) for k in after},
                 startup_cpu_s={k: round(v, 2) for k, v in before.items()}, peak_rss_mib=rss,
-                verdicts=verdicts, samples=samples)
+                verdicts=verdicts, samples=samples, teacher_latency_s=latency_s,
+                **dict(zip(("bytes_per_task", "record_span_s"), asyncio.run(topic_figures(settings, n)))))
+            if with_replay:
+                result.replay = replay_judge(state, timeout_s)
+            return result
         finally:
             for p in processes:
                 stack.stop_process(p.pid, timeout_s=10)
@@ -237,11 +295,24 @@ def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0, profile:
 
 
 def print_result(result: Result) -> None:
+    paced = f", teachers paced at {result.teacher_latency_s * 1000:g} ms a request" if result.teacher_latency_s else ""
     print(f"distillery: {result.tasks} tasks in {result.seconds} s = {result.tasks_per_s} tasks/s "
-          f"(services ready in {result.startup_s} s); {result.verdicts} verdicts, {result.samples} sample records")
+          f"(services ready in {result.startup_s} s{paced}); {result.verdicts} verdicts, {result.samples} sample records")
     print(f"{'service':<16}{'CPU s / 1k tasks':>18}{'startup CPU s':>15}{'peak RSS MiB':>14}")
     for name in result.cpu_s_per_1k:
         print(f"{name:<16}{result.cpu_s_per_1k[name]:>18}{result.startup_cpu_s[name]:>15}{result.peak_rss_mib[name]:>14}")
+    if result.bytes_per_task:
+        total = sum(result.bytes_per_task.values())
+        print(f"broker bytes per task (keys + values): {total:,.0f}; "
+              + ", ".join(f"{t.split('.', 1)[1]} {b:,.0f}" for t, b in result.bytes_per_task.items()))
+    if result.replay:
+        r = result.replay
+        print(f"judge replay (rules only) of {r['candidates']:,} candidates through judge and editor: {r['seconds']} s = "
+              f"{r['candidates_per_s']:,} candidates/s; CPU s / 1k candidates: judge-replay "
+              f"{r['cpu_s_per_1k_judge-replay']}, editor {r['cpu_s_per_1k_editor']}")
+    if result.record_span_s:
+        print("records produced, first to last, s after the first task: "
+              + ", ".join(f"{t.split('.', 1)[1]} {a}-{b}" for t, (a, b) in result.record_span_s.items()))
 
 
 def distilabel_workload(load: Workload, path: Path) -> Path:
@@ -312,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=256, help="the replay teachers' batch size")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--replay", action="store_true",
+                        help="then replay every candidate under a new judge label (distillery replay) and time it")
+    parser.add_argument("--teacher-latency", type=float, default=0.0,
+                        help="seconds each replay teacher sleeps per request, one request after another "
+                             "(replay_pace): a teacher serving 1/latency requests/s")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--profile", type=Path, help="py-spy every service over the measured interval into this folder")
     parser.add_argument("--against-distilabel", action="store_true",
@@ -324,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(missing, file=sys.stderr)
         return 2
-    result = run_distillery(args.tasks, args.batch, args.timeout, profile=args.profile)
+    result = run_distillery(args.tasks, args.batch, args.timeout, profile=args.profile, latency_s=args.teacher_latency,
+                            with_replay=args.replay)
     print_result(result)
     for path in sorted(args.profile.glob("*.txt")) if args.profile else []:
         print(f"\n{path.stem}: where the samples are (inclusive)")

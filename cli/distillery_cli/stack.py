@@ -16,6 +16,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from distillery.contracts.settings import ConfigError
 from distillery.contracts.spec import load_spec
 from distillery.runtime.service import free_port
@@ -157,6 +159,34 @@ def wait_ready(state: StackState, timeout_s: float = 600, on_tick=None) -> None:
         if time.monotonic() > deadline:
             raise ConfigError(f"services not ready after {timeout_s:.0f}s: {sorted(pending)}")
         time.sleep(0.3)
+
+
+def unassigned_groups(info: ProcessInfo) -> list[str] | None:
+    """The consumer groups of the service that have no partition yet (``*_assigned_partitions`` at 0);
+    None while its metrics do not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{info.port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    return [sample.labels["group"] for family in text_string_to_metric_families(text)
+            if family.name.endswith("_assigned_partitions") for sample in family.samples if sample.value == 0]
+
+
+def wait_assigned(state: StackState, timeout_s: float = 120) -> None:
+    """Block until every consumer group of every service holds partitions. A service is ready before
+    its group has joined (the embedded broker settles a new group after half its session timeout), so
+    work measured from ready would include the join. Only for stacks with no more replicas than
+    partitions: an idle replica never gets one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting = {p.name: unassigned_groups(p) for p in state.processes}
+        if all(groups == [] for groups in waiting.values()):
+            return
+        if time.monotonic() > deadline:
+            raise ConfigError(f"consumer groups without partitions after {timeout_s:.0f}s: "
+                              f"{ {name: groups for name, groups in waiting.items() if groups != []} }")
+        time.sleep(0.2)
 
 
 def last_line(log: str) -> str:

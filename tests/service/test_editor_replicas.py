@@ -72,6 +72,9 @@ def run_editors(replicas: int, settings: ServiceSettings, tmp_path, spec_path, e
     editors = [run_service("editor", settings, tmp_path / f"editor-{i}", DISTILLERY_SPEC_PATH=str(spec_path))
                for i in range(replicas)]
     try:
+        # every replica holds partitions before the verdicts go out: ready comes before the group settles
+        wait_for(lambda: [metric(e, "distillery_editor_assigned_partitions") for e in editors],
+                 lambda counts: all(counts), timeout_s=60)
         publish(settings, settings.topics.verdicts, *events)
         admitted(settings, expected)
         # every verdict read by some replica: what was admitted by then is all there is

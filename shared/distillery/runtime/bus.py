@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -76,6 +77,22 @@ BatchHandler = Callable[[list[In[E]]], Awaitable[list[Out]]]
 CommitLimit = Callable[[TopicPartition], int | None]
 
 
+class CountAssigned(ConsumerRebalanceListener):
+    """Keeps the assigned-partitions gauge of a group, then calls the service's own listener, if any."""
+
+    def __init__(self, gauge: Any, inner: ConsumerRebalanceListener | None) -> None:
+        self.gauge, self.inner = gauge, inner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.inner is not None and inspect.isawaitable(done := self.inner.on_partitions_revoked(revoked)):
+            await done
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.gauge.set(len(assigned))
+        if self.inner is not None and inspect.isawaitable(done := self.inner.on_partitions_assigned(assigned)):
+            await done
+
+
 class Bus:
     """Publishing, dead-lettering and batch subscription for one service."""
 
@@ -99,6 +116,9 @@ class Bus:
                          ["topic", "partition"])
         # measured at the broker for the groups that read what this service writes: a stopped or hung
         # consumer reports no lag of its own, so its producer reports it (see runtime.service.watch_downstream)
+        # 0 for a replica beyond the partition count (idle) and until a new group has joined
+        self.assigned = Gauge(f"{prefix}_assigned_partitions", "Partitions assigned to this replica's consumer",
+                              ["group"])
         self.downstream_lag = Gauge(f"{prefix}_downstream_lag", "Records the consumer group has not committed yet, "
                                     "on a topic this service writes to", ["group", "topic"])
         # services deploy and version on their own: which version runs is a metric (and a column of `status`)
@@ -230,6 +250,10 @@ class Bus:
         """
         topic_list = [topics] if isinstance(topics, str) else topics
         max_bytes = self.settings.max_event_bytes if max_bytes is None else max_bytes
+        if group_id is not None:
+            self.assigned.labels(group_id).set(0)
+            subscriber_options["listener"] = CountAssigned(self.assigned.labels(group_id),
+                                                           subscriber_options.get("listener"))
 
         @self.broker.subscriber(
             *topic_list,
