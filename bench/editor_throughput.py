@@ -31,8 +31,8 @@ from distillery.contracts import ids
 from distillery.contracts.events import CandidatesJudged, JudgedCandidate, SourceOffset, Task, Trace
 from distillery.contracts.spec import parse_spec
 from distillery.domain.embeddings import Embedder, EmbeddingCache
+from distillery.domain.tokens import count_tokens
 from distillery_cli.workload import build_workload
-from distillery_editor.compress import count_tokens
 from distillery_editor.governance import on_verdict
 from distillery_editor.state import EditorState
 from distillery_judge.scorers import reference_text

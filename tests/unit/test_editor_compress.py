@@ -7,7 +7,8 @@ import random
 import pytest
 
 from distillery.domain.text import facts
-from distillery_editor.compress import compress, count_tokens
+from distillery.domain.tokens import count_tokens
+from distillery_editor.compress import compress
 
 TEACHER_TEXT = """Sure! Let's solve this step by step.
 **Step 1:** Janet's ducks lay 16 eggs per day.

@@ -6,14 +6,14 @@ from __future__ import annotations
 from distillery.contracts.settings import ServiceSettings, load_settings
 from distillery.contracts.spec import CapabilitySpec, load_spec
 from distillery.domain.embeddings import Embedder, EmbeddingCache
-from distillery_editor.compress import count_tokens
+from distillery.domain.tokens import count_tokens
 from distillery_editor.handlers import EditorDeps
 
 
 def bootstrap() -> EditorDeps:
     settings = load_settings(ServiceSettings)
     spec = load_spec(settings.spec_path)
-    count_tokens("warm")  # loads the students' tokenizer now: ready means ready, not ~2 s into the first batch
+    count_tokens("warm")  # loads the students' tokenizer (~0.1 s) now rather than in the first batch
     return EditorDeps(spec=spec, settings=settings, embeddings=embeddings_for(spec))
 
 

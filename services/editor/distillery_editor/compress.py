@@ -8,7 +8,6 @@ whatever the cap. Token counts before and after use the students' tokenizer (Smo
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 
@@ -81,16 +80,3 @@ def _restore_facts(text: str, final: str, stated: list[str], kept: list[str], st
             out.append(raw.strip())
             needed -= facts(raw)
     return out
-
-
-@functools.lru_cache(maxsize=1)
-def _tokenizer():
-    from distillery.domain.models import smollm2_tokenizer
-
-    return smollm2_tokenizer()
-
-
-def count_tokens(text: str) -> int:
-    """Tokens of ``text`` for the students (SmolLM2 vocabulary). The Rust tokenizer directly: the
-    transformers wrapper around it costs as much again per call, and every sample counts twice."""
-    return len(_tokenizer().backend_tokenizer.encode(text, add_special_tokens=False).ids) if text else 0

@@ -31,8 +31,9 @@ from distillery.contracts.spec import CapabilitySpec, StyleSpec, UnitSpec
 from distillery.domain.checkers import canonical_answer, parse_json_answer
 from distillery.domain.samples import CONTRASTIVE_PATHWAY, hashed_tool_names, sample_weight
 from distillery.domain.text import FILLER_PHRASE, sentences
+from distillery.domain.tokens import count_tokens
 from distillery.domain.tools import REGISTRY
-from distillery_editor.compress import compress, count_tokens
+from distillery_editor.compress import compress
 
 # Pools that become training material.
 CURATED_POOLS = SAMPLE_POOLS

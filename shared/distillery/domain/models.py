@@ -33,7 +33,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-SMOLLM2 = "smollm2-135m-instruct"
+from distillery.domain.model_cache import SMOLLM2, model_cache_dir  # the light token counter shares them
+
 QWEN_CODER = "qwen2.5-coder-0.5b-instruct"
 
 
@@ -72,11 +73,6 @@ def missing_packages(name: str) -> list[str]:
     if _is_converted(model_cache_dir() / name):
         return []
     return _source(name).missing()
-
-
-def model_cache_dir() -> Path:
-    """Folder holding converted teachers; kept outside the repo because copies are 0.5-2 GB."""
-    return Path(os.environ.get("DISTILLERY_MODEL_CACHE", "~/.cache/distillery/models")).expanduser()
 
 
 def _source(name: str) -> GgufSource:
