@@ -5,6 +5,8 @@
     # on the GPU machine (torch, transformers and peft are there; distillery's ml code travels in shared/)
     PYTHONPATH=shared python bench/gpu_student.py train --bundle .distillery/gpu-bundle --device cuda \\
         --method full --epochs 2 --scale 8
+    # teacher generation as the transformers backend runs it: tokens/s at batch 1, 8 and 32 (issue 17)
+    PYTHONPATH=shared python bench/gpu_student.py generate --bundle .distillery/gpu-bundle --device cuda
 
 The lent GPU machine has no network and takes 64 MiB with a call, so SmolLM2-135M's weights (514 MB
 fp32) do not travel: the bundle holds its config and tokenizer, and ``train`` builds the same
@@ -95,6 +97,37 @@ def run_arm(bundle: Path, examples: list, device: str, method: str, epochs: int,
     }
 
 
+def generation_rates(bundle: Path, device: str, batches: list[int], prompts: int, max_new_tokens: int) -> list[dict]:
+    """Teacher generation as the transformers backend runs it (distillery's ``Generator``), greedy,
+    over the first ``prompts`` prompts of the bundle's dataset at each batch size: tokens/s.
+    A randomly initialised model may stop early at an EOS, so completion tokens are counted, not
+    assumed; a warm-up pass over every batch size is excluded."""
+    import torch
+
+    from distillery.domain.generate import Generator
+
+    model, tokenizer = build_model(bundle, device)
+    rows = [json.loads(line) for line in (bundle / "dataset.jsonl").read_text().splitlines() if line.strip()]
+    texts = [rows[i % len(rows)]["prompt"] for i in range(prompts)]
+    generator = Generator(model.eval(), tokenizer)
+    for batch in batches:
+        generator.generate(texts[:batch], 2, batch_size=batch)
+    out = []
+    for batch in batches:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        gens = generator.generate(texts, max_new_tokens, batch_size=batch)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        tokens = sum(g.completion_tokens for g in gens)
+        out.append({"arm": "generate", "device": device, "batch_size": batch, "prompts": len(texts),
+                    "completion_tokens": tokens, "seconds": round(seconds, 3),
+                    "tokens_per_s": round(tokens / seconds, 1), "candidates_per_s": round(len(texts) / seconds, 2)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,9 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=5e-5)
     t.add_argument("--max-seq-len", type=int, default=1024)
     t.add_argument("--scale", type=int, default=1, help="repeat the dataset N times (a larger workload)")
+    g = sub.add_parser("generate", help="teacher generation (the transformers backend's Generator): tokens/s per batch")
+    g.add_argument("--bundle", type=Path, default=Path(".distillery/gpu-bundle"))
+    g.add_argument("--device", default="cuda")
+    g.add_argument("--batches", default="1,8,32", help="batch sizes, comma-separated")
+    g.add_argument("--prompts", type=int, default=64)
+    g.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args(argv)
     if args.command == "pack":
         print(f"packed {pack(args.dataset, args.out, args.model_dir)}", file=sys.stderr)
+        return 0
+    if args.command == "generate":
+        batches = [int(b) for b in args.batches.split(",")]
+        for row in generation_rates(args.bundle, args.device, batches, args.prompts, args.max_new_tokens):
+            print(json.dumps(row))
         return 0
     examples = load_examples(args.bundle, args.scale)
     arms = [run_arm(args.bundle, examples, args.device, args.method, args.epochs, args.batch_size, args.lr,

@@ -4,23 +4,12 @@ asserting the output's shape only (timings belong in the benchmark)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "pipeline_throughput.py"
-
-
-def bench_module():
-    spec = importlib.util.spec_from_file_location("pipeline_throughput", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+from tests.e2e.test_bench_pipeline import bench_module
 
 
 def test_a_missing_distilabel_venv_is_one_line_before_anything_starts(tmp_path, capsys, monkeypatch) -> None:

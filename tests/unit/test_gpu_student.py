@@ -1,4 +1,5 @@
-"""The prepared GPU script (bench/gpu_student.py), run here on CPU with a tiny config."""
+"""The prepared GPU script (bench/gpu_student.py), run here on CPU with a tiny config: pack, train
+(both arms) and teacher generation at two batch sizes."""
 
 from __future__ import annotations
 
@@ -41,3 +42,9 @@ def test_the_gpu_script_packs_a_bundle_and_times_both_arms_on_cpu(tmp_path: Path
     assert arms[1]["padding_share"] <= arms[0]["padding_share"]
     assert arms[0]["trainable_params"] == arms[0]["total_params"]  # a full fine-tune
     assert ratio["bucketed_vs_unbucketed"] > 0
+    # teacher generation through distillery's Generator, tokens/s per batch size (batch 1, 8, 32 on the GPU)
+    done = subprocess.run([*script, "generate", "--bundle", str(bundle), "--device", "cpu", "--batches", "1,2",
+                           "--prompts", "4", "--max-new-tokens", "4"], check=True, cwd=ROOT, capture_output=True, text=True)
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["batch_size"] for r in rows] == [1, 2] and all(r["prompts"] == 4 for r in rows)
+    assert all(0 < r["completion_tokens"] <= 16 and r["tokens_per_s"] > 0 for r in rows)
