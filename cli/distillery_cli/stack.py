@@ -84,8 +84,21 @@ def service_env(bootstrap: str, prefix: str, spec_path: Path, run_dir: Path, ext
     return env
 
 
+_HANDED_OUT: set[int] = set()  # HTTP ports given to services started from this process
+
+
+def service_port() -> int:
+    """A free loopback port no service started from this process was given. The kernel can hand
+    the same free port out twice before the first service binds it; the second service then fails
+    to bind while the first answers its health checks (seen in the suite: a judge that never ran)."""
+    while (port := free_port()) in _HANDED_OUT:
+        pass
+    _HANDED_OUT.add(port)
+    return port
+
+
 def start_process(name: str, module: str, env: dict[str, str], run_dir: Path) -> ProcessInfo:
-    port = free_port()
+    port = service_port()
     log = run_dir / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**env, "DISTILLERY_HTTP_PORT": str(port)}
