@@ -395,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distilabel-python", type=Path, default=DISTILABEL_PYTHON,
                         help="distilabel's venv python (default: .venv-distilabel/bin/python in the repo root)")
     args = parser.parse_args(argv)
+    if args.tasks < 1 or args.teacher_latency < 0:
+        parser.error("--tasks must be at least 1 and --teacher-latency at least 0")
     python = args.distilabel_python.absolute()
     missing = distilabel_venv_missing(python) if args.against_distilabel else None
     if missing:

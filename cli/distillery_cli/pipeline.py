@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from collections import Counter
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from distillery.contracts.channels import CHANNELS, Channel, Consumer, group_name
 from distillery.contracts.events import (
@@ -19,6 +16,7 @@ from distillery.contracts.events import (
 )
 from distillery.contracts.settings import ConfigError, ServiceSettings
 from distillery.runtime.kafka import consumer_lag, replay, topic_counts
+from distillery_cli import stack
 from distillery_cli.stack import StackState
 
 
@@ -99,17 +97,7 @@ def lags(state: StackState) -> dict[str, int]:
 
 def metrics(state: StackState, service: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     """A service's /metrics as {sample name: [(labels, value)]}; empty if it does not answer."""
-    port = state.process(service).port
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return out
+    return stack.scrape(state.process(service)) or {}
 
 
 def metric_value(state: StackState, service: str, name: str, label: str | None = None):

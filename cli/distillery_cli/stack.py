@@ -174,16 +174,28 @@ def wait_ready(state: StackState, timeout_s: float = 600, on_tick=None) -> None:
         time.sleep(0.3)
 
 
-def unassigned_groups(info: ProcessInfo) -> list[str] | None:
-    """The consumer groups of the service that have no partition yet (``*_assigned_partitions`` at 0);
-    None while its metrics do not answer."""
+def scrape(info: ProcessInfo) -> dict[str, list[tuple[dict[str, str], float]]] | None:
+    """A service's /metrics as {sample name: [(labels, value)]}; None while it does not answer."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{info.port}/metrics", timeout=2) as resp:
             text = resp.read().decode()
     except OSError:
         return None
-    return [sample.labels["group"] for family in text_string_to_metric_families(text)
-            if family.name.endswith("_assigned_partitions") for sample in family.samples if sample.value == 0]
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def unassigned_groups(info: ProcessInfo) -> list[str] | None:
+    """The consumer groups of the service that have no partition yet (``*_assigned_partitions`` at 0);
+    None while its metrics do not answer."""
+    samples = scrape(info)
+    if samples is None:
+        return None
+    return [labels["group"] for name, values in samples.items() if name.endswith("_assigned_partitions")
+            for labels, value in values if value == 0]
 
 
 def wait_assigned(state: StackState, timeout_s: float = 120) -> None:

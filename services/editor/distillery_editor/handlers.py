@@ -83,7 +83,6 @@ def curated_ahead(items: list[In[Input]], deps: EditorDeps) -> dict[int, list[Sa
     return ahead
 
 
-
 def on_verdict_item(item: In[CandidatesJudged], deps: EditorDeps,
                     curated: list[SampleCurated] | None = None) -> list[Out]:
     if item.event.task.unit not in deps.spec.units:
