@@ -201,6 +201,21 @@ class Clusters:
         cluster = self._clusters.setdefault(cluster_id, _Cluster(cluster_id, unit, None, confirmed=True))
         cluster.admitted += 1
 
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def export(self) -> dict[str, list]:
+        """The committed clusters as plain data: each cluster, and the leaders in embedding order."""
+        assert not self._undo, "export committed clusters"
+        clusters = [[c.cluster_id, c.unit, c.leader_text, c.admitted] for c in self._clusters.values()]
+        leaders = [cid for leaders in self._leaders.values() for cid in leaders.ids]
+        return {"clusters": clusters, "leaders": leaders + [cid for cid, _ in self._unembedded]}
+
+    def restore(self, state: dict[str, list]) -> None:
+        """Put back what :meth:`export` gave; leader embeddings are computed at the next assign."""
+        for cluster_id, unit, leader_text, admitted in state["clusters"]:
+            self._clusters[cluster_id] = _Cluster(cluster_id, unit, leader_text, confirmed=True, admitted=admitted)
+        self._unembedded = [(cid, self._clusters[cid].leader_text) for cid in state["leaders"]]  # type: ignore[misc]
+
     # -- internals ------------------------------------------------------------------------
 
     def _assign_one(self, unit: str, text: str, embedding: torch.Tensor, similarity: float) -> str:

@@ -39,6 +39,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from functools import cache
 from itertools import chain, repeat
+from typing import Any
 
 import numpy as np
 
@@ -229,6 +230,16 @@ class _Rows:
             out[at] = self.chunks[chunk][slots[at] % CHUNK_ROWS]
         return out
 
+    def extend(self, ids: list[str], rows: np.ndarray) -> None:
+        """Append many rows at once (a restore into an empty store)."""
+        assert not self.ids, "extend an empty store"
+        for start in range(0, len(ids), CHUNK_ROWS):
+            chunk = np.empty((CHUNK_ROWS, NUM_PERM), dtype=np.uint32)
+            part = rows[start:start + CHUNK_ROWS]
+            chunk[: len(part)] = part
+            self.chunks.append(chunk)
+        self.ids.extend(ids)
+
     def kill(self, slot: int) -> None:
         self.ids[slot] = None
         self.dead.add(slot)
@@ -323,6 +334,18 @@ class _Index:
         while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
             (k1, s1), (k2, s2) = self.runs.pop(), self.runs.pop()
             self._push(np.concatenate((k2, k1)), np.concatenate((s2, s1)))
+
+    def slots(self) -> np.ndarray:
+        """The live slots this index holds, runs and dict tier."""
+        held = np.concatenate([slots for _, slots in self.runs] + [np.array(self.recent_slots, dtype=np.int32)])
+        held = np.unique(held)
+        if self.store.dead:
+            held = held[~np.isin(held, np.fromiter(self.store.dead, dtype=np.int64))]
+        return held
+
+    def push_slots(self, slots: np.ndarray, rows: np.ndarray) -> None:
+        """Index ``slots`` (whose signature rows are ``rows``) as one more sorted run."""
+        self._push(self.keys(rows).ravel(), np.repeat(slots.astype(np.int64), self.bands))
 
     def _push(self, keys: np.ndarray, slots: np.ndarray) -> None:
         if self.store.dead:  # removed samples' keys are dropped here
@@ -440,6 +463,33 @@ class NearDuplicates:
             return
         self._rows.kill(slot)  # a tombstone: lookups skip it, the next merge of its run drops its keys
         self._undo.append(lambda: self._unremove(sample_id, slot))
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def export(self) -> tuple[list[list[Any]], list[str], np.ndarray, np.ndarray]:
+        """The committed index as plain data: its (unit, pathway, threshold) indexes, then per indexed
+        sample (in the order added) its id, the number of its index and its signature row."""
+        assert not self._undo, "export a committed index"
+        names = list(self._indexes)
+        slots_of = [index.slots() for index in self._indexes.values()]
+        which = np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(slots_of)] or [_NO_SLOTS])
+        slots = np.concatenate(slots_of or [np.empty(0, dtype=np.int64)]).astype(np.int64)
+        order = np.argsort(slots, kind="stable")
+        slots, which = slots[order], which[order]
+        rows = self._rows.take(slots) if len(slots) else np.empty((0, NUM_PERM), dtype=np.uint32)
+        indexes = [[unit, pathway, self._indexes[(unit, pathway)].threshold] for unit, pathway in names]
+        return indexes, [self._rows.ids[s] for s in slots.tolist()], which, rows  # type: ignore[misc]
+
+    def restore(self, indexes: list[list[Any]], ids: list[str], which: np.ndarray, rows: np.ndarray) -> None:
+        """Put back what :meth:`export` gave, into an empty index: every index as one sorted run."""
+        assert not self._slot_of, "restore into an empty index"
+        self._rows.extend(ids, rows)
+        self._slot_of = dict(zip(ids, range(len(ids))))
+        for number, (unit, pathway, threshold) in enumerate(indexes):
+            index = self._index(unit, pathway, float(threshold))
+            slots = np.flatnonzero(which == number)
+            if len(slots):
+                index.push_slots(slots, rows[slots])
 
     # -- internals ------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from distillery.contracts.events import (
 )
 from distillery.contracts.spec import CapabilitySpec
 from distillery_editor.logic import HUMAN_ACCEPT, HUMAN_REJECT, curate
-from distillery_editor.state import EditorState, VerdictMark
+from distillery_editor.state import EditorState, LiveSample, VerdictMark
 
 HUMAN = "human"  # SampleRetracted.judge_version of a human decision
 
@@ -81,7 +81,7 @@ def on_decision(
         outcome = Outcome(retractions=[
             retraction_of(sample, HUMAN, reason, source, produced_by, decision.event_id)
             for sample in state.live_samples(decision.task.task_id)
-            if sample.provenance.candidate_id == decision.candidate.candidate_id
+            if sample.candidate_id == decision.candidate.candidate_id
         ])
         for retraction in outcome.retractions:
             state.retract(retraction)
@@ -104,7 +104,7 @@ def replaced_by(state: EditorState, decision: ReviewDecided, curated: list[Sampl
     reason = f"human accept into {decision.pool}: {decision.note}".rstrip(": ")
     return [retraction_of(sample, HUMAN, reason, source, produced_by, decision.event_id)
             for sample in state.live_samples(decision.task.task_id)
-            if sample.provenance.candidate_id == decision.candidate.candidate_id
+            if sample.candidate_id == decision.candidate.candidate_id
             and (new := fresh.get(sample.sample_id)) is not None
             and (new.pool, new.content_hash) != (sample.pool, sample.content_hash)]
 
@@ -155,8 +155,8 @@ def rejected_by(
     agreed = {sample.content_hash for sample in curated}
     retractions = []
     for sample in state.live_samples(judged.task.task_id):
-        jc = judged_here.get(sample.provenance.candidate_id)
-        if jc is None or sample.provenance.judge_version == judged.judge_version or sample.content_hash in agreed:
+        jc = judged_here.get(sample.candidate_id)
+        if jc is None or sample.judge_version == judged.judge_version or sample.content_hash in agreed:
             continue
         if HUMAN_ACCEPT in jc.reasons:  # apply_decisions tagged it: a human accepted this candidate
             continue
@@ -166,15 +166,15 @@ def rejected_by(
 
 
 def retraction_of(
-    sample: SampleCurated, decided_by: str, reason: str, source: SourceOffset, produced_by: str, causation_id: str
+    sample: LiveSample, decided_by: str, reason: str, source: SourceOffset, produced_by: str, causation_id: str
 ) -> SampleRetracted:
-    task_id = sample.provenance.task_id
+    task_id = sample.task_id
     return SampleRetracted(
         sample_id=sample.sample_id,
         judge_version=decided_by,
         reason=reason,
         task_id=task_id,
-        candidate_id=sample.provenance.candidate_id,
+        candidate_id=sample.candidate_id,
         source=source,
         produced_by=produced_by,
         trace=Trace(task_id=task_id, causation_id=causation_id),  # keyed by task: the partition of its samples

@@ -12,6 +12,7 @@ that had it admitted.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,11 +30,14 @@ from distillery.contracts.events import (
 from distillery.contracts.settings import ServiceSettings
 from distillery.domain.embeddings import EmbeddingCache
 from distillery.runtime.bus import Rejected, each
-from distillery.runtime.kafka import replay
+from distillery.runtime.checkpoint import CheckpointStore, Fold, Rebuilt, fingerprint, rebuild
 from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
 from distillery_editor import metrics
+from distillery_editor.dedup import NUM_PERM, SEED
 from distillery_editor.governance import HUMAN, Outcome, curated_of, on_decision, on_verdict
 from distillery_editor.state import EditorState
+
+log = logging.getLogger("distillery.editor")
 
 
 @dataclass(kw_only=True)
@@ -128,13 +132,36 @@ def restore_state(deps: EditorDeps, samples: Iterable[SampleEvent],
     deps.state.rebuild_decisions((decision, source_of(record)) for record, decision in reviews)
 
 
-async def rebuild_state(deps: EditorDeps) -> None:
-    """The state as the samples and reviews topics leave it now: a restarted or rebalanced editor must
-    not re-admit, re-add what was retracted, or hand a task back to an old judge."""
-    samples = await replay(deps.settings, deps.topics.samples, parse_sample_record)
-    reviews = await replay(deps.settings, deps.topics.reviews, ReviewDecided)
-    deps.state.reset()
-    restore_state(deps, samples.events, reviews.items)
+def editor_fold(deps: EditorDeps) -> Fold:
+    """The state as a fold over the samples topic, then the reviews topic (each is independent of the other)."""
+    def apply(topic: str, items: list[tuple[ConsumerRecord, Any]]) -> None:
+        if topic == deps.topics.samples:
+            deps.state.rebuild_samples(event for _, event in items)
+        else:
+            deps.state.rebuild_decisions((decision, source_of(record)) for record, decision in items)
+
+    return Fold(topics={deps.topics.samples: parse_sample_record, deps.topics.reviews: ReviewDecided},
+                reset=deps.state.reset, apply=apply, export=deps.state.export, restore=deps.state.restore)
+
+
+def checkpoints_of(deps: EditorDeps) -> CheckpointStore | None:
+    """Where the editor's checkpoints live (None: checkpoints are off)."""
+    if deps.settings.state_dir is None:
+        return None
+    topics = deps.topics
+    shape = fingerprint("editor", topics.samples, topics.reviews, topics.verdicts, deps.spec.model_dump_json(),
+                        f"minhash-{NUM_PERM}-{SEED}")
+    return CheckpointStore(deps.settings.state_dir, "editor", shape)
+
+
+async def rebuild_state(deps: EditorDeps) -> Rebuilt:
+    """The state as the samples and reviews topics leave it now (from the newest checkpoint, when there is
+    one): a restarted or rebalanced editor must not re-admit, re-add what was retracted, or hand a task
+    back to an old judge."""
+    rebuilt = await rebuild(deps.settings, editor_fold(deps), checkpoints_of(deps), deps.settings.checkpoint_after)
+    log.info("editor state rebuilt: %d live task(s), from %s and %d record(s) after it%s", len(deps.state.live),
+             rebuilt.loaded or "the start", rebuilt.tail, f"; checkpoint {rebuilt.saved}" if rebuilt.saved else "")
+    return rebuilt
 
 
 class RebuildOnAssign(ConsumerRebalanceListener):

@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from distillery.contracts.events import ReviewDecided, SampleCurated, SampleEvent, SampleRetracted, SourceOffset
 from distillery.contracts.spec import CapabilitySpec, EditorSpec
@@ -53,6 +55,26 @@ class VerdictMark:
         return self.partition == partition and self.offset > offset
 
 
+class LiveSample(NamedTuple):
+    """What the editor keeps of a live sample: enough to retract it, and to tell whether a new judgement
+    of its candidate keeps it (the full event is on the samples topic; a million of them would not fit)."""
+
+    sample_id: str
+    task_id: str
+    candidate_id: str
+    judge_version: str
+    content_hash: str
+    pool: str
+    unit: str
+    cluster: str | None
+
+    @classmethod
+    def of(cls, sample: SampleCurated) -> LiveSample:
+        prov = sample.provenance
+        return cls(sample.sample_id, prov.task_id, prov.candidate_id, prov.judge_version, sample.content_hash,
+                   sample.pool, sample.unit, sample.cluster)
+
+
 @dataclass(frozen=True)
 class Decided:
     """A human decision and the reviews record it came from (the latest per candidate wins)."""
@@ -77,7 +99,7 @@ class EditorState:
         # Only verdict records say which judge version governs a task; a human-accepted
         # sample's source is a reviews record, whose offsets do not compare with verdicts'.
         self.verdicts_topic = verdicts_topic
-        self.live: dict[str, dict[str, SampleCurated]] = {}  # task_id -> sample_id -> live sample
+        self.live: dict[str, dict[str, LiveSample]] = {}  # task_id -> sample_id -> live sample
         self.live_hashes: dict[str, str] = {}  # content_hash -> sample_id of the live sample holding it
         self.published: set[str] = set()  # every sample id ever curated, live or retracted
         self.governing: dict[str, VerdictMark] = {}
@@ -117,7 +139,7 @@ class EditorState:
 
     # -- queries --------------------------------------------------------------------------
 
-    def live_samples(self, task_id: str) -> list[SampleCurated]:
+    def live_samples(self, task_id: str) -> list[LiveSample]:
         return list(self.live.get(task_id, {}).values())
 
     def is_live(self, sample: SampleCurated) -> bool:
@@ -253,6 +275,40 @@ class EditorState:
                 if not self.is_decision_stale(decision, source):
                     self.decide(decision, source)
 
+    # -- checkpoints (runtime/checkpoint.py) -----------------------------------------------
+
+    def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The committed state as JSON-able data and numpy arrays; :meth:`restore` puts it back."""
+        assert not self._undo, "export a committed state"
+        indexes, near_ids, which, rows = self.near.export()
+        state = {
+            "live": {task_id: [list(s) for s in samples.values()] for task_id, samples in self.live.items()},
+            "live_hashes": self.live_hashes,
+            "published": sorted(self.published),
+            "governing": {task_id: [mark.judge_version, mark.partition, mark.offset]
+                          for task_id, mark in self.governing.items()},
+            "superseded": {task_id: sorted(versions) for task_id, versions in self.superseded.items()},
+            "decisions": [[d.decision.model_dump(mode="json"), d.source.model_dump(mode="json")]
+                          for d in self.decisions.values()],
+            "near": {"indexes": indexes, "ids": near_ids},
+            "clusters": self.clusters.export() if self.clusters is not None else None,
+        }
+        return state, {"near_which": which, "near_rows": rows}
+
+    def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Put back what :meth:`export` gave, into an empty state."""
+        self.live = {task_id: {row[0]: LiveSample(*row) for row in rows} for task_id, rows in state["live"].items()}
+        self.live_hashes = state["live_hashes"]
+        self.published = set(state["published"])
+        self.governing = {task_id: VerdictMark(*mark) for task_id, mark in state["governing"].items()}
+        self.superseded = {task_id: set(versions) for task_id, versions in state["superseded"].items()}
+        for decision, source in state["decisions"]:
+            decided = Decided(ReviewDecided.model_validate(decision), SourceOffset.model_validate(source))
+            self.decisions[decided.decision.candidate.candidate_id] = decided
+        self.near.restore(state["near"]["indexes"], state["near"]["ids"], arrays["near_which"], arrays["near_rows"])
+        if self.clusters is not None and state["clusters"] is not None:
+            self.clusters.restore(state["clusters"])
+
     @contextmanager
     def _durable(self) -> Iterator[None]:
         self._recording = False
@@ -269,7 +325,7 @@ class EditorState:
     # -- undoable primitives --------------------------------------------------------------
 
     def _add(self, sample: SampleCurated) -> None:
-        self._put(self.live.setdefault(sample.provenance.task_id, {}), sample.sample_id, sample)
+        self._put(self.live.setdefault(sample.provenance.task_id, {}), sample.sample_id, LiveSample.of(sample))
         self._put(self.live_hashes, sample.content_hash, sample.sample_id)
         self._set_add(self.published, sample.sample_id)
         editor = self._editor(sample.unit)

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
-from distillery.contracts.events import CandidatesJudged
 from distillery.contracts.settings import load_settings
 from distillery.contracts.spec import load_spec, with_label
 from distillery.runtime.bus import Bus
-from distillery.runtime.kafka import replay
+from distillery.runtime.checkpoint import rebuild
 from distillery_judge import metrics
-from distillery_judge.handlers import JudgeDeps, JudgeSettings, export_self_checks, flush_expired_once, mark_judged
+from distillery_judge.checkpoints import judged_fold, store_of
+from distillery_judge.handlers import JudgeDeps, JudgeSettings, export_self_checks, flush_expired_once
 from distillery_judge.scorers import build_scorers
 
 FLUSH_EVERY_S = 0.5
+log = logging.getLogger("distillery.judge")
 
 
 def bootstrap() -> JudgeDeps:
@@ -66,12 +68,13 @@ async def commit_safe_offsets(deps: JudgeDeps, bus: Bus) -> None:
 def hooks(deps: JudgeDeps, bus: Bus) -> dict[str, Any]:
     """Tasks already judged are rebuilt before consuming; the flusher runs while the service does."""
     async def rebuild_judged() -> None:
-        """Tasks this judge version already judged, from the verdicts topic: no double verdicts after a crash."""
-        replayed = await replay(deps.settings, deps.topics.verdicts, CandidatesJudged)
-        for verdict in replayed.events:
-            mark_judged(verdict, deps)
-        deps.rebuilt_to = replayed.end_offsets  # the "-peers" follower goes on from here
+        """Tasks this judge version already judged, from the verdicts topic (after the newest checkpoint,
+        when there is one): no double verdicts after a crash."""
+        rebuilt = await rebuild(deps.settings, judged_fold(deps), store_of(deps), deps.settings.checkpoint_after)
+        deps.rebuilt_to = rebuilt.offsets[deps.topics.verdicts]  # the "-peers" follower goes on from here
         export_self_checks(deps)
+        log.info("judged tasks rebuilt: %d, from %s and %d record(s) after it%s", len(deps.aggregator.judged),
+                 rebuilt.loaded or "the start", rebuilt.tail, f"; checkpoint {rebuilt.saved}" if rebuilt.saved else "")
 
     tasks: list[asyncio.Task] = []
 

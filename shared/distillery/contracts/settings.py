@@ -48,6 +48,10 @@ class ServiceSettings(BaseSettings):
     lag_watch_s: float = Field(default=15.0, ge=0, description="how often the lag of the groups reading this "
                                "service's outputs is measured at the broker (0: never)")
     run_dir: Path = Path(".distillery/run")
+    state_dir: Path | None = Field(default=None, description="where the judge and the editor keep checkpoints "
+                                   "of the state they rebuild from topics (unset: a full read at every start)")
+    checkpoint_after: int = Field(default=10_000, ge=1, description="a rebuild that read this many records past "
+                                  "its checkpoint writes a new one")
     log_level: str = "INFO"
     torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -102,9 +102,24 @@ class Snapshot:
     end_offsets: dict[int, int]
 
 
-async def read_snapshot(settings: ServiceSettings, topic: str, upto: dict[int, int] | None = None) -> Snapshot:
-    """Read ``topic`` from the start to its current end offsets (fixed at call time), or to the
-    offsets ``upto`` (partition -> end offset) of an earlier snapshot, so runs can share one."""
+async def read_snapshot(settings: ServiceSettings, topic: str, upto: dict[int, int] | None = None,
+                        since: dict[int, int] | None = None) -> Snapshot:
+    """Read ``topic`` from the start (or from the offsets ``since``) to its current end offsets (fixed at
+    call time), or to the offsets ``upto`` (partition -> end offset) of an earlier snapshot, so runs can
+    share one."""
+    records: list[ConsumerRecord] = []
+    ends: dict[int, int] = {}
+    async for chunk in read_chunks(settings, topic, upto, since, ends):
+        records.extend(chunk)
+    return Snapshot(records, ends)
+
+
+async def read_chunks(settings: ServiceSettings, topic: str, upto: dict[int, int] | None = None,
+                      since: dict[int, int] | None = None,
+                      ends_out: dict[int, int] | None = None) -> AsyncIterator[list[ConsumerRecord]]:
+    """The records of ``topic`` from ``since`` (default: the start) to its end offsets now (or
+    ``upto``), a fetch at a time, so a caller folding them need not hold them all. The end offsets
+    read are put into ``ends_out`` before the first chunk."""
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
     await consumer.start()
     try:
@@ -112,21 +127,53 @@ async def read_snapshot(settings: ServiceSettings, topic: str, upto: dict[int, i
         ends = await high_watermarks(consumer, tps)
         if upto is not None:
             ends = {tp: min(end, upto.get(tp.partition, 0)) for tp, end in ends.items()}
-        records: list[ConsumerRecord] = []
-        pending = {tp for tp in tps if ends.get(tp, 0) > 0}
+        if ends_out is not None:
+            ends_out.update({tp.partition: ends.get(tp, 0) for tp in tps})
+        start = {tp: min((since or {}).get(tp.partition, 0), ends.get(tp, 0)) for tp in tps}
+        pending = {tp for tp in tps if ends.get(tp, 0) > start[tp]}
         for tp in tps:
-            consumer.seek(tp, 0)
+            consumer.seek(tp, start[tp])
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=500, max_records=5000)
-            if not batch:
-                continue
+            chunk = []
             for tp, recs in batch.items():
-                for rec in recs:
-                    if rec.offset < ends[tp]:
-                        records.append(rec)
+                chunk.extend(rec for rec in recs if rec.offset < ends[tp])
                 if recs and recs[-1].offset + 1 >= ends[tp]:
                     pending.discard(tp)
-        return Snapshot(records, {tp.partition: ends.get(tp, 0) for tp in tps})
+            if chunk:
+                yield chunk
+    finally:
+        await consumer.stop()
+
+
+async def records_at(settings: ServiceSettings, topic: str, offsets: dict[int, int]) -> dict[int, ConsumerRecord]:
+    """The record at each partition's offset in ``offsets``; a partition without one is left out."""
+    if not offsets:
+        return {}
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
+    await consumer.start()
+    try:
+        tps = [tp for tp in await partitions_of(consumer, topic) if tp.partition in offsets]
+        found: dict[int, ConsumerRecord] = {}
+        if not tps:
+            return found
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, offsets[tp.partition])
+        pending = set(tps)
+        for _ in range(20):
+            batch = await consumer.getmany(*pending, timeout_ms=300, max_records=len(tps))
+            for tp, recs in batch.items():
+                if recs and recs[0].offset == offsets[tp.partition]:
+                    found[tp.partition] = recs[0]
+                pending.discard(tp)
+            for tp in list(pending):  # a partition that ends at or before the offset has no record there
+                end = consumer.highwater(tp)
+                if end is not None and end <= offsets[tp.partition]:
+                    pending.discard(tp)
+            if not pending:
+                break
+        return found
     finally:
         await consumer.stop()
 
@@ -145,23 +192,39 @@ class Replayed(Generic[T]):
 
 
 async def replay(
-    settings: ServiceSettings, topic: str, parse: type[T] | Callable[[bytes], T], upto: dict[int, int] | None = None
+    settings: ServiceSettings, topic: str, parse: type[T] | Callable[[bytes], T], upto: dict[int, int] | None = None,
+    since: dict[int, int] | None = None,
 ) -> Replayed[T]:
-    """Read ``topic`` to its current end (or to ``upto``) and parse every record with ``parse``: an
-    event model or a function of the payload. Records that do not parse were dead-lettered when first
-    consumed (or never belonged there); they are counted in ``skipped``, not raised."""
-    snapshot = await read_snapshot(settings, topic, upto)
+    """Read ``topic`` to its current end (or to ``upto``), from the start or from ``since``, and parse
+    every record with ``parse``: an event model or a function of the payload. Records that do not parse
+    were dead-lettered when first consumed (or never belonged there); they are counted in ``skipped``,
+    not raised."""
+    whole = Replayed[T]([], {})
+    async for chunk in replay_chunks(settings, topic, parse, upto, since, whole.end_offsets):
+        whole.items.extend(chunk.items)
+        whole.skipped += chunk.skipped
+    if whole.skipped:  # never silently: they were dead-lettered when consumed, or never belonged there
+        log.warning("%s: %d of %d record(s) are not events of the topic; left out", topic, whole.skipped,
+                    whole.skipped + len(whole.items))
+    return whole
+
+
+async def replay_chunks(
+    settings: ServiceSettings, topic: str, parse: type[T] | Callable[[bytes], T], upto: dict[int, int] | None = None,
+    since: dict[int, int] | None = None, ends_out: dict[int, int] | None = None,
+) -> AsyncIterator[Replayed[T]]:
+    """:func:`replay` a fetch at a time: each chunk's parsed records and how many did not parse, with
+    the end offsets read to (also put into ``ends_out`` before the first chunk)."""
     decode = (lambda payload: parse_event(parse, payload)) if isinstance(parse, type) else parse
-    items, skipped = [], 0
-    for record in snapshot.records:
-        try:
-            items.append((record, decode(record.value or b"")))
-        except ValueError:  # pydantic's ValidationError and JSON errors are ValueErrors
-            skipped += 1
-    if skipped:  # never silently: they were dead-lettered when consumed, or never belonged there
-        log.warning("%s: %d of %d record(s) are not events of the topic; left out", topic, skipped,
-                    len(snapshot.records))
-    return Replayed(items, snapshot.end_offsets, skipped)
+    ends: dict[int, int] = {} if ends_out is None else ends_out
+    async for records in read_chunks(settings, topic, upto, since, ends):
+        chunk = Replayed[T]([], ends)
+        for record in records:
+            try:
+                chunk.items.append((record, decode(record.value or b"")))
+            except ValueError:  # pydantic's ValidationError and JSON errors are ValueErrors
+                chunk.skipped += 1
+        yield chunk
 
 
 async def consumer_lag(settings: ServiceSettings, group_id: str, topics: list[str]) -> dict[str, int]:
