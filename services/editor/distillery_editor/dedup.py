@@ -343,9 +343,21 @@ class _Index:
             held = held[~np.isin(held, np.fromiter(self.store.dead, dtype=np.int64))]
         return held
 
-    def push_slots(self, slots: np.ndarray, rows: np.ndarray) -> None:
-        """Index ``slots`` (whose signature rows are ``rows``) as one more sorted run."""
-        self._push(self.keys(rows).ravel(), np.repeat(slots.astype(np.int64), self.bands))
+    def runs_without(self, dead: set[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The sorted runs without the keys of ``dead`` slots, the dict tier as one more run (newest last)."""
+        runs = list(self.runs)
+        recent = np.array(self.recent_slots, dtype=np.int64)
+        if len(recent):
+            keys = self.keys(self.store.take(recent)).ravel()
+            order = np.argsort(keys, kind="stable")
+            runs.append((keys[order], np.repeat(recent, self.bands)[order]))
+        gone = np.fromiter(dead, dtype=np.int64)
+        kept = []
+        for keys, slots in runs:
+            alive = ~np.isin(slots, gone)
+            if alive.any():  # an empty run would break run_candidates' lookups
+                kept.append((keys[alive], slots[alive]))
+        return kept
 
     def _push(self, keys: np.ndarray, slots: np.ndarray) -> None:
         if self.store.dead:  # removed samples' keys are dropped here
@@ -466,30 +478,39 @@ class NearDuplicates:
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def export(self) -> tuple[list[list[Any]], list[str], np.ndarray, np.ndarray]:
-        """The committed index as plain data: its (unit, pathway, threshold) indexes, then per indexed
-        sample (in the order added) its id, the number of its index and its signature row."""
+    def export(self) -> tuple[list[list[Any]], list[str], dict[str, np.ndarray]]:
+        """The committed index as plain data: its indexes as ``[unit, pathway, threshold, run sizes]``,
+        the ids of the indexed samples in the order added, and arrays: per sample its index number
+        (``which``) and signature (``rows``); the indexes' sorted runs, back to back (``run_keys``,
+        ``run_slots``; the dict tier becomes one more run). Removed samples are left out and the
+        slots renumbered, so a restore reads the runs as they are, without sorting again."""
         assert not self._undo, "export a committed index"
-        names = list(self._indexes)
-        slots_of = [index.slots() for index in self._indexes.values()]
-        which = np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(slots_of)] or [_NO_SLOTS])
-        slots = np.concatenate(slots_of or [np.empty(0, dtype=np.int64)]).astype(np.int64)
-        order = np.argsort(slots, kind="stable")
-        slots, which = slots[order], which[order]
-        rows = self._rows.take(slots) if len(slots) else np.empty((0, NUM_PERM), dtype=np.uint32)
-        indexes = [[unit, pathway, self._indexes[(unit, pathway)].threshold] for unit, pathway in names]
-        return indexes, [self._rows.ids[s] for s in slots.tolist()], which, rows  # type: ignore[misc]
+        held = [index.slots() for index in self._indexes.values()]
+        live = np.unique(np.concatenate([*held, np.empty(0, dtype=np.int64)]).astype(np.int64))
+        which = np.empty(len(live), dtype=np.int32)
+        indexes, run_keys, run_slots = [], [], []
+        for number, ((unit, pathway), index) in enumerate(self._indexes.items()):
+            which[np.searchsorted(live, held[number])] = number
+            runs = index.runs_without(self._rows.dead)
+            indexes.append([unit, pathway, index.threshold, [len(keys) for keys, _ in runs]])
+            run_keys += [keys for keys, _ in runs]
+            run_slots += [np.searchsorted(live, slots).astype(np.int32) for _, slots in runs]
+        arrays = {"which": which, "rows": self._rows.take(live) if len(live) else np.empty((0, NUM_PERM), np.uint32),
+                  "run_keys": np.concatenate([*run_keys, np.empty(0, dtype=np.uint64)]),
+                  "run_slots": np.concatenate([*run_slots, _NO_SLOTS])}
+        return indexes, [self._rows.ids[s] for s in live.tolist()], arrays  # type: ignore[misc]
 
-    def restore(self, indexes: list[list[Any]], ids: list[str], which: np.ndarray, rows: np.ndarray) -> None:
-        """Put back what :meth:`export` gave, into an empty index: every index as one sorted run."""
+    def restore(self, indexes: list[list[Any]], ids: list[str], arrays: dict[str, np.ndarray]) -> None:
+        """Put back what :meth:`export` gave, into an empty index."""
         assert not self._slot_of, "restore into an empty index"
-        self._rows.extend(ids, rows)
+        self._rows.extend(ids, arrays["rows"])
         self._slot_of = dict(zip(ids, range(len(ids))))
-        for number, (unit, pathway, threshold) in enumerate(indexes):
+        at = 0
+        for unit, pathway, threshold, sizes in indexes:
             index = self._index(unit, pathway, float(threshold))
-            slots = np.flatnonzero(which == number)
-            if len(slots):
-                index.push_slots(slots, rows[slots])
+            for size in sizes:
+                index.runs.append((arrays["run_keys"][at:at + size], arrays["run_slots"][at:at + size]))
+                at += size
 
     # -- internals ------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from distillery.contracts.events import ReviewDecided, SampleCurated, SampleEvent, SampleRetracted, SourceOffset
 from distillery.contracts.spec import CapabilitySpec, EditorSpec
+from distillery.runtime.checkpoint import text_column, text_list
 from distillery_editor.clusters import Clusters, Embed, cluster_id_for
 from distillery_editor.dedup import NearDuplicates
 
@@ -39,8 +40,7 @@ def _chunks(items: Iterable[SampleEvent], size: int) -> Iterator[list[SampleEven
         yield chunk
 
 
-@dataclass(frozen=True)
-class VerdictMark:
+class VerdictMark(NamedTuple):
     """Where a judge version spoke on a task. A task's verdicts share one partition, so offsets compare."""
 
     judge_version: str
@@ -278,34 +278,68 @@ class EditorState:
     # -- checkpoints (runtime/checkpoint.py) -----------------------------------------------
 
     def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The committed state as JSON-able data and numpy arrays; :meth:`restore` puts it back."""
+        """The committed state as JSON-able data and numpy arrays; :meth:`restore` puts it back.
+
+        The per-sample and per-task maps go column by column into byte arrays (a million
+        entries each): they load several times faster than JSON lists of lists.
+        """
         assert not self._undo, "export a committed state"
-        indexes, near_ids, which, rows = self.near.export()
+        rows = [sample for samples in self.live.values() for sample in samples.values()]
+        live = list(zip(*rows)) if rows else [()] * len(LiveSample._fields)
+        marks = list(zip(*self.governing.values())) if self.governing else [(), (), ()]
+        indexes, near_ids, near_arrays = self.near.export()
+        columns = {
+            **{f"live.{name}": column for name, column in zip(LiveSample._fields, live)},
+            "live.cluster": [cluster or "" for cluster in live[LiveSample._fields.index("cluster")]],
+            "emptied_tasks": [task_id for task_id, samples in self.live.items() if not samples],
+            "hashes.key": self.live_hashes.keys(), "hashes.sample_id": self.live_hashes.values(),
+            "published": self.published,
+            "governing.task_id": self.governing.keys(), "governing.judge_version": marks[0],
+            "near_ids": near_ids,
+        }
         state = {
-            "live": {task_id: [list(s) for s in samples.values()] for task_id, samples in self.live.items()},
-            "live_hashes": self.live_hashes,
-            "published": sorted(self.published),
-            "governing": {task_id: [mark.judge_version, mark.partition, mark.offset]
-                          for task_id, mark in self.governing.items()},
+            "counts": {"live": len(rows), "emptied_tasks": sum(1 for s in self.live.values() if not s),
+                       "hashes": len(self.live_hashes), "published": len(self.published),
+                       "governing": len(self.governing), "near": len(near_ids)},
             "superseded": {task_id: sorted(versions) for task_id, versions in self.superseded.items()},
             "decisions": [[d.decision.model_dump(mode="json"), d.source.model_dump(mode="json")]
                           for d in self.decisions.values()],
-            "near": {"indexes": indexes, "ids": near_ids},
+            "near_indexes": indexes,
             "clusters": self.clusters.export() if self.clusters is not None else None,
         }
-        return state, {"near_which": which, "near_rows": rows}
+        arrays = {name: text_column(column) for name, column in columns.items()}
+        arrays |= {"governing.partition": np.array(marks[1], dtype=np.int32),
+                   "governing.offset": np.array(marks[2], dtype=np.int64),
+                   **{f"near.{name}": array for name, array in near_arrays.items()}}
+        return state, arrays
 
     def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Put back what :meth:`export` gave, into an empty state."""
-        self.live = {task_id: {row[0]: LiveSample(*row) for row in rows} for task_id, rows in state["live"].items()}
-        self.live_hashes = state["live_hashes"]
-        self.published = set(state["published"])
-        self.governing = {task_id: VerdictMark(*mark) for task_id, mark in state["governing"].items()}
+        counts = state["counts"]
+
+        def column(name: str, count: str) -> list[str]:
+            return text_list(arrays[name], counts[count])
+
+        live = [column(f"live.{name}", "live") for name in LiveSample._fields]
+        live[-1] = [cluster or None for cluster in live[-1]]  # type: ignore[misc]
+        for task_id in column("emptied_tasks", "emptied_tasks"):
+            self.live[task_id] = {}
+        for sample in map(LiveSample._make, zip(*live)):
+            samples = self.live.get(sample.task_id)
+            if samples is None:
+                samples = self.live[sample.task_id] = {}
+            samples[sample.sample_id] = sample
+        self.live_hashes = dict(zip(column("hashes.key", "hashes"), column("hashes.sample_id", "hashes")))
+        self.published = set(column("published", "published"))
+        marks = zip(column("governing.judge_version", "governing"), arrays["governing.partition"].tolist(),
+                    arrays["governing.offset"].tolist())
+        self.governing = dict(zip(column("governing.task_id", "governing"), map(VerdictMark._make, marks)))
         self.superseded = {task_id: set(versions) for task_id, versions in state["superseded"].items()}
         for decision, source in state["decisions"]:
             decided = Decided(ReviewDecided.model_validate(decision), SourceOffset.model_validate(source))
             self.decisions[decided.decision.candidate.candidate_id] = decided
-        self.near.restore(state["near"]["indexes"], state["near"]["ids"], arrays["near_which"], arrays["near_rows"])
+        self.near.restore(state["near_indexes"], column("near_ids", "near"),
+                          {name.removeprefix("near."): array for name, array in arrays.items() if name.startswith("near.")})
         if self.clusters is not None and state["clusters"] is not None:
             self.clusters.restore(state["clusters"])
 
