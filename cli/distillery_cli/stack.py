@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,6 +71,8 @@ def service_env(bootstrap: str, prefix: str, spec_path: Path, run_dir: Path, ext
     # OpenMP thread waiting for work must sleep, not spin, or it steals the core another process
     # computes on (on 2 cores, a student evaluated while the next one trains ran several times slower).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # The judge's and the editor's checkpoints (runtime/checkpoint.py), shared by their replicas.
+    env.setdefault("DISTILLERY_STATE_DIR", str((run_dir / "state").resolve()))
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         DISTILLERY_TOPIC_PREFIX=prefix,
@@ -120,6 +123,8 @@ def start(spec_path: Path, run_dir: Path, prefix: str = "distill", extra_env: di
     bootstrap = bootstrap or external_bootstrap()
     broker_pid = None
     if bootstrap is None:
+        # A new embedded broker has new topics: checkpoints of the last one's cannot apply.
+        shutil.rmtree(run_dir / "state", ignore_errors=True)
         broker = EmbeddedBroker(log_path=run_dir / "logs" / "broker.log")
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         broker.start(detach=True)

@@ -7,6 +7,7 @@ not what this writes, and validates ``kubectl kustomize`` output of every overla
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -25,12 +26,17 @@ JUDGE_VERSION = "rules-v1"
 # on come from the channel table (the service's main input).
 SERVICES = {
     "router": ("router", {}, ("250m", "256Mi")),
-    "judge": ("judge", {"DISTILLERY_CONSUMER_GROUP": group_name("judge", judge_version=JUDGE_VERSION)}, ("1", "2Gi")),
-    "editor": ("editor", {}, ("1", "2Gi")),
+    "judge": ("judge", {"DISTILLERY_CONSUMER_GROUP": group_name("judge", judge_version=JUDGE_VERSION),
+                        "DISTILLERY_STATE_DIR": "/artifacts/state"}, ("1", "2Gi")),
+    "editor": ("editor", {"DISTILLERY_STATE_DIR": "/artifacts/state"}, ("1", "2Gi")),
     "trainer": ("trainer", {"DISTILLERY_ARTIFACT_DIR": "/artifacts"}, ("2", "8Gi")),
     "evaluator": ("evaluator", {}, ("2", "4Gi")),
 }
-SHARED_ARTIFACTS = {"trainer", "evaluator"}
+# The artifacts volume (ReadWriteMany): the trainer's students for the evaluator, and the judge's and the
+# editor's checkpoints, which every replica may write and read (runtime/checkpoint.py).
+SHARED_ARTIFACTS = {"trainer", "evaluator", "judge", "editor"}
+CHECKPOINTED = {"judge", "editor"}  # their state is a fold over topics, checkpointed on a schedule
+CHECKPOINT_SCHEDULE = "17 * * * *"  # hourly: ~1 h of history for a restart to read, past the last checkpoint
 
 
 def table() -> dict[str, tuple]:
@@ -86,6 +92,22 @@ def deployment(name: str, image: str, env: dict[str, str], cpu: str, memory: str
     }
 
 
+def checkpoint_job(name: str, image: str, env: dict[str, str], cpu: str, memory: str) -> dict:
+    """A CronJob beside the judge or editor Deployment: ``python -m distillery_<name> checkpoint`` on the
+    same volume, so a restart reads at most CHECKPOINT_SCHEDULE's worth of history (docs/operations.md)."""
+    pod = copy.deepcopy(deployment(name, image, env, cpu, memory)["spec"]["template"])
+    container = pod["spec"]["containers"][0]
+    for key in ("ports", "startupProbe", "livenessProbe", "readinessProbe"):
+        del container[key]
+    container["command"] = ["python", "-m", f"distillery_{image}", "checkpoint"]
+    pod["spec"]["restartPolicy"] = "OnFailure"
+    labels = {"app.kubernetes.io/name": f"{name}-checkpoint", **PART_OF}
+    pod["metadata"]["labels"] = dict(labels)
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": f"{name}-checkpoint", "labels": labels},
+            "spec": {"schedule": CHECKPOINT_SCHEDULE, "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 1,
+                     "jobTemplate": {"spec": {"backoffLimit": 2, "template": pod}}}}
+
+
 def scaled_object(name: str, group: str, topic: str, partitions: int) -> dict:
     """Scale on the consumer group's lag; more replicas than partitions would sit idle."""
     return {
@@ -116,6 +138,8 @@ def documents() -> dict[str, list[dict]]:
     return {
         "deployments.yaml": [deployment(n, img, env, *res) for n, (img, _, _, _, env, res) in rows.items()],
         "scaledobjects.yaml": [scaled_object(n, group, topic, parts) for n, (_, group, topic, parts, _, _) in rows.items()],
+        "checkpoints.yaml": [checkpoint_job(n, img, env, *res) for n, (img, _, _, _, env, res) in rows.items()
+                             if n in CHECKPOINTED],
         "monitoring.yaml": [pod_monitor(), prometheus_rule()],
         "storage.yaml": [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                           "metadata": {"name": "distillery-artifacts", "labels": dict(PART_OF)},

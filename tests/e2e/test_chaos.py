@@ -60,6 +60,7 @@ class Outcome:
     kills: list[str] = field(default_factory=list)
     froze_broker: bool = False
     seconds: float = 0.0
+    checkpoint_starts: int = 0  # judge and editor rebuilds that started from a checkpoint
 
 
 def chaos_spec(tmp_path: Path) -> tuple[Path, list[dict]]:
@@ -91,7 +92,10 @@ def run_workload(tmp_path: Path, spec_path: Path, workload: list[dict], *, repli
                  evaluate: bool = True) -> Outcome:
     rng = random.Random(SEED + replicas)
     started = time.monotonic()
-    state = stack.start(spec_path, tmp_path / "run", f"chaos{replicas}{int(chaos)}")
+    # Every restart of the judge or the editor that read anything writes a checkpoint, and the next
+    # restart starts from it: the kills below restart from checkpoints and the topics' tails.
+    state = stack.start(spec_path, tmp_path / "run", f"chaos{replicas}{int(chaos)}",
+                        extra_env={"DISTILLERY_CHECKPOINT_AFTER": "1"})
     kills: list[str] = []
     froze = False
     try:
@@ -149,11 +153,19 @@ def run_workload(tmp_path: Path, spec_path: Path, workload: list[dict], *, repli
             samples={s.sample_id: s.content_hash for s in live_samples(history)},
             curated_records=sum(isinstance(e, SampleCurated) for e in history),
             dataset_sha=trained[0].manifest["sha256"], student_id=trained[0].student_id,
-            evaluated=bool(evaluated), kills=kills, froze_broker=froze, seconds=time.monotonic() - started)
+            evaluated=bool(evaluated), kills=kills, froze_broker=froze, seconds=time.monotonic() - started,
+            checkpoint_starts=checkpoint_starts(Path(state.run_dir)))
     finally:
         stack.stop(state)
         if state.broker_pid:
             stack.stop_process(state.broker_pid)
+
+
+def checkpoint_starts(run_dir: Path) -> int:
+    """How many judge and editor rebuilds started from a checkpoint (their logs name it)."""
+    marker = f"from {(run_dir / 'state').resolve()}"
+    return sum(1 for log in (run_dir / "logs").glob("*.log") for line in log.read_text(errors="replace").splitlines()
+               if "rebuilt:" in line and marker in line)
 
 
 @pytest.mark.skipif(external_bootstrap() is not None, reason="freezes its own embedded broker")
@@ -168,7 +180,8 @@ def test_random_kills_and_a_frozen_broker_change_nothing_with_one_or_two_replica
                             evaluate=replicas == 1)
         print(f"\nchaos, {replicas} replica(s): {len(wild.kills)} kills ({', '.join(wild.kills)}), broker frozen: "
               f"{wild.froze_broker}, {len(wild.verdicts)} tasks judged, {len(wild.samples)} live samples, "
-              f"{wild.curated_records} sample records, {wild.seconds:.0f} s (calm run: {calm.seconds:.0f} s)")
+              f"{wild.curated_records} sample records, {wild.checkpoint_starts} restarts from a checkpoint, "
+              f"{wild.seconds:.0f} s (calm run: {calm.seconds:.0f} s)")
         assert wild.kills and wild.froze_broker
         assert set(wild.verdicts) == set(calm.verdicts), "a task without a verdict"
         assert max(wild.verdicts.values()) == 1, "a doubled verdict"

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+
+import pytest
 
 from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import load_spec
@@ -102,3 +107,35 @@ def test_the_judge_restarts_from_a_checkpoint_and_the_tail(settings, tmp_path, c
     assert judge_view(restarted) == judge_view(full) and restarted.rebuilt_to == full.rebuilt_to
     assert sum(full.rebuilt_to.values()) == len(verdicts) and full.monitor.closed
     assert len(store_of(restarted).newest_first()) == 2
+
+
+def checkpoint_command(service: str, settings: ServiceSettings, *args: str, **env: str):
+    environ = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+               "DISTILLERY_TOPIC_PREFIX": settings.topic_prefix, "DISTILLERY_SPEC_PATH": str(SPEC_PATH),
+               "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run([sys.executable, "-m", f"distillery_{service}", *args], env=environ, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("service", ["judge", "editor"])
+def test_the_checkpoint_command_writes_one_when_there_is_something_new(settings, tmp_path, service) -> None:
+    spec = load_spec(SPEC_PATH)
+    topics = settings.topics
+    asyncio.run(ensure_topics(settings, {topics.samples: 3, topics.reviews: 3, topics.verdicts: 3}))
+    if service == "judge":
+        produce(settings, topics.verdicts, judge_verdicts(spec, 40))
+    else:
+        produce(settings, topics.samples, history(clustering(spec), 30)[0])
+    state_dir = str(tmp_path / "state")
+    first = checkpoint_command(service, settings, "checkpoint", DISTILLERY_STATE_DIR=state_dir)
+    assert first.returncode == 0, first.stderr
+    assert f"{service}: wrote {tmp_path / 'state'}" in first.stdout and "after the start" in first.stdout
+    again = checkpoint_command(service, settings, "checkpoint", DISTILLERY_STATE_DIR=state_dir)
+    assert again.returncode == 0 and f"{service}: nothing new to write; read 0 record(s) after {tmp_path}" in again.stdout
+
+    unset = checkpoint_command(service, settings, "checkpoint")
+    assert unset.returncode == 2 and unset.stdout == ""
+    assert unset.stderr.strip() == f"{service}: DISTILLERY_STATE_DIR is not set: there is nowhere to write a checkpoint"
+    wrong = checkpoint_command(service, settings, "snapshot", DISTILLERY_STATE_DIR=state_dir)
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip() == f"{service}: unknown arguments 'snapshot' (no arguments, or 'checkpoint')"

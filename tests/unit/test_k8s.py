@@ -30,7 +30,7 @@ def kustomize_major() -> int:
 
 needs_kubectl = pytest.mark.skipif(kustomize_major() < 4, reason="needs kubectl with kustomize v4+ (the overlays use "
                                                                   "'patches' with targets); none installed here")
-CORE = {"Deployment", "Service", "PersistentVolumeClaim", "ConfigMap"}
+CORE = {"Deployment", "Service", "PersistentVolumeClaim", "ConfigMap", "CronJob"}
 
 
 def generator():
@@ -93,6 +93,25 @@ def test_deployments_run_non_root_with_probes_resources_and_the_spec_configmap()
         spec_volume = next(v for v in pod["volumes"] if v["name"] == "spec")
         assert spec_volume["configMap"]["name"].startswith("distillery-spec-")  # the generated, hashed name
     assert (K8S / "base" / "spec.yaml").read_text() == (K8S.parents[1] / "examples" / "spec.yaml").read_text()
+
+
+@needs_kubectl
+def test_the_judge_and_the_editor_are_checkpointed_hourly_on_the_volume_they_restart_from() -> None:
+    docs = built("prod")
+    deployments, jobs = by_kind(docs, "Deployment"), by_kind(docs, "CronJob")
+    assert set(jobs) == {"judge-checkpoint", "editor-checkpoint"}
+    for name in ("judge", "editor"):
+        job = jobs[f"{name}-checkpoint"]
+        assert job["spec"]["concurrencyPolicy"] == "Forbid" and job["spec"]["schedule"] == "17 * * * *"
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        (served,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == ["python", "-m", f"distillery_{name}", "checkpoint"]
+        assert container["image"] == served["image"] and container["envFrom"] == served["envFrom"]
+        assert container["env"] == served["env"] and {"name": "DISTILLERY_STATE_DIR", "value": "/artifacts/state"} in served["env"]
+        assert container["volumeMounts"] == served["volumeMounts"]
+        assert pod["volumes"] == deployments[name]["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "artifacts", "persistentVolumeClaim": {"claimName": "distillery-artifacts"}} in pod["volumes"]
 
 
 @needs_kubectl

@@ -233,12 +233,21 @@ class _Rows:
     def extend(self, ids: list[str], rows: np.ndarray) -> None:
         """Append many rows at once (a restore into an empty store)."""
         assert not self.ids, "extend an empty store"
-        for start in range(0, len(ids), CHUNK_ROWS):
+        full = len(ids) // CHUNK_ROWS * CHUNK_ROWS
+        self.chunks = [rows[start:start + CHUNK_ROWS] for start in range(0, full, CHUNK_ROWS)]  # views, no copy
+        if full < len(ids):  # the last chunk is appended to: a chunk of its own
             chunk = np.empty((CHUNK_ROWS, NUM_PERM), dtype=np.uint32)
-            part = rows[start:start + CHUNK_ROWS]
-            chunk[: len(part)] = part
+            chunk[: len(ids) - full] = rows[full:]
             self.chunks.append(chunk)
         self.ids.extend(ids)
+
+    def take_sorted(self, slots: np.ndarray) -> np.ndarray:
+        """The rows of ascending ``slots``, a slice of each chunk at a time (a million rows in ~0.1 s)."""
+        out = np.empty((len(slots), NUM_PERM), dtype=np.uint32)
+        bounds = np.searchsorted(slots, np.arange(len(self.chunks) + 1) * CHUNK_ROWS)
+        for chunk, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
+            out[lo:hi] = self.chunks[chunk][slots[lo:hi] - chunk * CHUNK_ROWS]
+        return out
 
     def kill(self, slot: int) -> None:
         self.ids[slot] = None
@@ -335,28 +344,20 @@ class _Index:
             (k1, s1), (k2, s2) = self.runs.pop(), self.runs.pop()
             self._push(np.concatenate((k2, k1)), np.concatenate((s2, s1)))
 
-    def slots(self) -> np.ndarray:
-        """The live slots this index holds, runs and dict tier."""
-        held = np.concatenate([slots for _, slots in self.runs] + [np.array(self.recent_slots, dtype=np.int32)])
-        held = np.unique(held)
-        if self.store.dead:
-            held = held[~np.isin(held, np.fromiter(self.store.dead, dtype=np.int64))]
-        return held
-
-    def runs_without(self, dead: set[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The sorted runs without the keys of ``dead`` slots, the dict tier as one more run (newest last)."""
+    def runs_without(self, alive: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The sorted runs with only the keys of ``alive`` slots (a mask by slot), the dict tier as one more
+        run (newest last)."""
         runs = list(self.runs)
         recent = np.array(self.recent_slots, dtype=np.int64)
         if len(recent):
             keys = self.keys(self.store.take(recent)).ravel()
             order = np.argsort(keys, kind="stable")
             runs.append((keys[order], np.repeat(recent, self.bands)[order]))
-        gone = np.fromiter(dead, dtype=np.int64)
         kept = []
         for keys, slots in runs:
-            alive = ~np.isin(slots, gone)
-            if alive.any():  # an empty run would break run_candidates' lookups
-                kept.append((keys[alive], slots[alive]))
+            keep = alive[slots]
+            if keep.any():  # an empty run would break run_candidates' lookups
+                kept.append((keys[keep], slots[keep]))
         return kept
 
     def _push(self, keys: np.ndarray, slots: np.ndarray) -> None:
@@ -485,20 +486,26 @@ class NearDuplicates:
         ``run_slots``; the dict tier becomes one more run). Removed samples are left out and the
         slots renumbered, so a restore reads the runs as they are, without sorting again."""
         assert not self._undo, "export a committed index"
-        held = [index.slots() for index in self._indexes.values()]
-        live = np.unique(np.concatenate([*held, np.empty(0, dtype=np.int64)]).astype(np.int64))
-        which = np.empty(len(live), dtype=np.int32)
+        owner = np.full(len(self._rows.ids), -1, dtype=np.int32)  # slot -> number of its index, -1: removed
+        for number, index in enumerate(self._indexes.values()):
+            for _, slots in index.runs:
+                owner[slots] = number
+            owner[index.recent_slots] = number
+        owner[np.fromiter(self._rows.dead, dtype=np.int64)] = -1
+        live = np.flatnonzero(owner >= 0)
+        renumbered = np.full(len(owner), -1, dtype=np.int32)
+        renumbered[live] = np.arange(len(live), dtype=np.int32)
         indexes, run_keys, run_slots = [], [], []
-        for number, ((unit, pathway), index) in enumerate(self._indexes.items()):
-            which[np.searchsorted(live, held[number])] = number
-            runs = index.runs_without(self._rows.dead)
+        for (unit, pathway), index in self._indexes.items():
+            runs = index.runs_without(owner >= 0)
             indexes.append([unit, pathway, index.threshold, [len(keys) for keys, _ in runs]])
             run_keys += [keys for keys, _ in runs]
-            run_slots += [np.searchsorted(live, slots).astype(np.int32) for _, slots in runs]
-        arrays = {"which": which, "rows": self._rows.take(live) if len(live) else np.empty((0, NUM_PERM), np.uint32),
+            run_slots += [renumbered[slots] for _, slots in runs]
+        arrays = {"which": owner[live], "rows": self._rows.take_sorted(live),
                   "run_keys": np.concatenate([*run_keys, np.empty(0, dtype=np.uint64)]),
                   "run_slots": np.concatenate([*run_slots, _NO_SLOTS])}
-        return indexes, [self._rows.ids[s] for s in live.tolist()], arrays  # type: ignore[misc]
+        ids = self._rows.ids
+        return indexes, [ids[s] for s in live.tolist()], arrays  # type: ignore[misc]
 
     def restore(self, indexes: list[list[Any]], ids: list[str], arrays: dict[str, np.ndarray]) -> None:
         """Put back what :meth:`export` gave, into an empty index."""

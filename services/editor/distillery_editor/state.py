@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from distillery.contracts.events import ReviewDecided, SampleCurated, SampleEvent, SampleRetracted, SourceOffset
 from distillery.contracts.spec import CapabilitySpec, EditorSpec
-from distillery.runtime.checkpoint import text_column, text_list
+from distillery.runtime.checkpoint import category_column, category_list, text_column, text_list
 from distillery_editor.clusters import Clusters, Embed, cluster_id_for
 from distillery_editor.dedup import NearDuplicates
 
@@ -73,6 +74,10 @@ class LiveSample(NamedTuple):
         prov = sample.provenance
         return cls(sample.sample_id, prov.task_id, prov.candidate_id, prov.judge_version, sample.content_hash,
                    sample.pool, sample.unit, sample.cluster)
+
+
+LIVE_IDS = ("sample_id", "task_id", "candidate_id", "content_hash")  # checkpointed as text columns
+LIVE_CATEGORIES = ("judge_version", "pool", "unit")  # and as levels and codes (cluster too, None as "")
 
 
 @dataclass(frozen=True)
@@ -280,65 +285,67 @@ class EditorState:
     def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The committed state as JSON-able data and numpy arrays; :meth:`restore` puts it back.
 
-        The per-sample and per-task maps go column by column into byte arrays (a million
-        entries each): they load several times faster than JSON lists of lists.
+        The per-sample and per-task maps go column by column into arrays (a million entries
+        each): ids as one byte string, few-valued fields (versions, pools, units, clusters) as
+        levels and codes. They load several times faster than JSON lists of lists.
         """
         assert not self._undo, "export a committed state"
         rows = [sample for samples in self.live.values() for sample in samples.values()]
-        live = list(zip(*rows)) if rows else [()] * len(LiveSample._fields)
+        live = dict(zip(LiveSample._fields, zip(*rows))) if rows else dict.fromkeys(LiveSample._fields, ())
         marks = list(zip(*self.governing.values())) if self.governing else [(), (), ()]
         indexes, near_ids, near_arrays = self.near.export()
-        columns = {
-            **{f"live.{name}": column for name, column in zip(LiveSample._fields, live)},
-            "live.cluster": [cluster or "" for cluster in live[LiveSample._fields.index("cluster")]],
-            "emptied_tasks": [task_id for task_id, samples in self.live.items() if not samples],
-            "hashes.key": self.live_hashes.keys(), "hashes.sample_id": self.live_hashes.values(),
-            "published": self.published,
-            "governing.task_id": self.governing.keys(), "governing.judge_version": marks[0],
-            "near_ids": near_ids,
-        }
+        texts = {**{f"live.{name}": live[name] for name in LIVE_IDS},
+                 "emptied_tasks": [task_id for task_id, samples in self.live.items() if not samples],
+                 "hashes.key": self.live_hashes.keys(), "hashes.sample_id": self.live_hashes.values(),
+                 "published": self.published, "governing.task_id": self.governing.keys(), "near_ids": near_ids}
+        categories = {**{f"live.{name}": live[name] for name in LIVE_CATEGORIES},
+                      "live.cluster": [cluster or "" for cluster in live["cluster"]],
+                      "governing.judge_version": marks[0]}
+        levels = {}
+        arrays = {name: text_column(column) for name, column in texts.items()}
+        for name, column in categories.items():
+            levels[name], arrays[name] = category_column(column)
+        arrays |= {"governing.partition": np.array(marks[1], dtype=np.int32),
+                   "governing.offset": np.array(marks[2], dtype=np.int64),
+                   **{f"near.{name}": array for name, array in near_arrays.items()}}
         state = {
-            "counts": {"live": len(rows), "emptied_tasks": sum(1 for s in self.live.values() if not s),
-                       "hashes": len(self.live_hashes), "published": len(self.published),
-                       "governing": len(self.governing), "near": len(near_ids)},
+            "counts": {name: len(column) for name, column in texts.items()},
+            "levels": levels,
             "superseded": {task_id: sorted(versions) for task_id, versions in self.superseded.items()},
             "decisions": [[d.decision.model_dump(mode="json"), d.source.model_dump(mode="json")]
                           for d in self.decisions.values()],
             "near_indexes": indexes,
             "clusters": self.clusters.export() if self.clusters is not None else None,
         }
-        arrays = {name: text_column(column) for name, column in columns.items()}
-        arrays |= {"governing.partition": np.array(marks[1], dtype=np.int32),
-                   "governing.offset": np.array(marks[2], dtype=np.int64),
-                   **{f"near.{name}": array for name, array in near_arrays.items()}}
         return state, arrays
 
     def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Put back what :meth:`export` gave, into an empty state."""
-        counts = state["counts"]
+        def text(name: str) -> list[str]:
+            return text_list(arrays[name], state["counts"][name])
 
-        def column(name: str, count: str) -> list[str]:
-            return text_list(arrays[name], counts[count])
+        def category(name: str) -> list[str]:
+            return category_list(state["levels"][name], arrays[name])
 
-        live = [column(f"live.{name}", "live") for name in LiveSample._fields]
-        live[-1] = [cluster or None for cluster in live[-1]]  # type: ignore[misc]
-        for task_id in column("emptied_tasks", "emptied_tasks"):
-            self.live[task_id] = {}
-        for sample in map(LiveSample._make, zip(*live)):
+        live = {**{name: text(f"live.{name}") for name in LIVE_IDS},
+                **{name: category(f"live.{name}") for name in LIVE_CATEGORIES},
+                "cluster": [cluster or None for cluster in category("live.cluster")]}
+        self.live = {task_id: {} for task_id in text("emptied_tasks")}
+        for sample in map(partial(tuple.__new__, LiveSample), zip(*(live[name] for name in LiveSample._fields))):
             samples = self.live.get(sample.task_id)
             if samples is None:
                 samples = self.live[sample.task_id] = {}
             samples[sample.sample_id] = sample
-        self.live_hashes = dict(zip(column("hashes.key", "hashes"), column("hashes.sample_id", "hashes")))
-        self.published = set(column("published", "published"))
-        marks = zip(column("governing.judge_version", "governing"), arrays["governing.partition"].tolist(),
+        self.live_hashes = dict(zip(text("hashes.key"), text("hashes.sample_id")))
+        self.published = set(text("published"))
+        marks = zip(category("governing.judge_version"), arrays["governing.partition"].tolist(),
                     arrays["governing.offset"].tolist())
-        self.governing = dict(zip(column("governing.task_id", "governing"), map(VerdictMark._make, marks)))
+        self.governing = dict(zip(text("governing.task_id"), map(partial(tuple.__new__, VerdictMark), marks)))
         self.superseded = {task_id: set(versions) for task_id, versions in state["superseded"].items()}
         for decision, source in state["decisions"]:
             decided = Decided(ReviewDecided.model_validate(decision), SourceOffset.model_validate(source))
             self.decisions[decided.decision.candidate.candidate_id] = decided
-        self.near.restore(state["near_indexes"], column("near_ids", "near"),
+        self.near.restore(state["near_indexes"], text("near_ids"),
                           {name.removeprefix("near."): array for name, array in arrays.items() if name.startswith("near.")})
         if self.clusters is not None and state["clusters"] is not None:
             self.clusters.restore(state["clusters"])

@@ -232,6 +232,7 @@ class Bus:
         max_bytes: int | None = None,
         parse: Callable[[bytes], E] | None = None,
         skip: Callable[[ConsumerRecord], bool] | None = None,
+        start_at: Callable[[int], int] | None = None,
         **subscriber_options: Any,
     ) -> Any:
         """Register a batch subscriber with publish-then-commit semantics.
@@ -246,7 +247,8 @@ class Bus:
         event model's own validation (the router also accepts bare tasks on the tasks topic).
         ``group_id=None`` reads every partition from the start and commits nothing (a broadcast
         consumer: state every replica must see); ``skip`` passes over records before they are
-        decoded (those its start-up rebuild already read).
+        decoded (those its start-up rebuild already read), and ``start_at`` (partition -> offset)
+        moves such a consumer past them as soon as its first records show where it stands.
         """
         topic_list = [topics] if isinstance(topics, str) else topics
         max_bytes = self.settings.max_event_bytes if max_bytes is None else max_bytes
@@ -270,6 +272,8 @@ class Bus:
             records: tuple[ConsumerRecord, ...] = msg.raw_message  # type: ignore[assignment]
             if group_id is not None:
                 self.consumers[group_id] = msg.consumer
+            if start_at is not None and not self.in_memory:
+                seek_forward(msg.consumer, records, start_at)
             async with lock or contextlib.nullcontext():
                 with self.batch_seconds.time():
                     fresh = [r for r in records if not skip(r)] if skip else records
@@ -301,6 +305,18 @@ class Bus:
             end = consumer.highwater(tp)
             if end is not None:
                 self.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - offset))
+
+
+def seek_forward(consumer: AIOKafkaConsumer, records: Iterable[ConsumerRecord], start_at: Callable[[int], int]) -> None:
+    """Move each partition whose records start before ``start_at(partition)`` to that offset: its next
+    fetch starts there (this batch's early records are still passed over by ``skip``)."""
+    firsts: dict[TopicPartition, int] = {}
+    for record in records:
+        firsts.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+    for tp, first in firsts.items():
+        start = start_at(tp.partition)
+        if first < start:
+            consumer.seek(tp, start)
 
 
 def each(items: Iterable[In[E]], fn: Callable[[In[E]], list[Out]]) -> list[Out | DeadLetter]:

@@ -234,6 +234,18 @@ def text_list(column: np.ndarray, count: int) -> list[str]:
     return column.tobytes().decode().split("\n") if count else []
 
 
+def category_column(values: Iterable[str]) -> tuple[list[str], np.ndarray]:
+    """A column of few distinct strings (versions, pools, units) as its levels and a code per row:
+    restored rows then share one string object per level instead of holding a copy each."""
+    levels: dict[str, int] = {}
+    codes = np.fromiter((levels.setdefault(v, len(levels)) for v in values), dtype=np.int32)
+    return list(levels), codes
+
+
+def category_list(levels: list[str], codes: np.ndarray) -> list[str]:
+    return [levels[code] for code in codes.tolist()]
+
+
 def _crc(record: ConsumerRecord) -> int:
     return zlib.crc32(record.value or b"")
 
@@ -248,4 +260,5 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-__all__ = ["Checkpoint", "CheckpointStore", "Fold", "Rebuilt", "fingerprint", "rebuild", "text_column", "text_list"]
+__all__ = ["Checkpoint", "CheckpointStore", "Fold", "Rebuilt", "category_column", "category_list", "fingerprint",
+           "rebuild", "text_column", "text_list"]

@@ -26,6 +26,7 @@ from distillery.contracts.channels import CHANNELS, TEACHER_STEM, group_name
 from distillery.contracts.settings import ConfigError, ServiceSettings
 from distillery.contracts.spec import CapabilitySpec, judge_version
 from distillery.runtime.bus import Bus
+from distillery.runtime.checkpoint import CheckpointStore, Fold, Rebuilt, rebuild
 from distillery.runtime.kafka import client_kwargs, consumer_lag, ensure_topics
 from distillery.runtime.wiring import Context, Subscription, wire
 
@@ -188,6 +189,42 @@ class DownstreamWatcher:
                 except Exception:  # noqa: BLE001 - the broker is away: measure again next time
                     continue
                 self.bus.downstream_lag.labels(group, topic).set(lag)
+
+
+def main(service: str, build: Callable[[], tuple[AsgiFastStream, ServiceSettings]],
+         checkpoint: Callable[[], Awaitable[Rebuilt]] | None = None, argv: Sequence[str] | None = None) -> None:
+    """``python -m distillery_<service>`` serves; ``... checkpoint`` (the judge and the editor) rebuilds the
+    state from the newest checkpoint and the topics' tail, writes a new checkpoint and exits: run it on a
+    schedule beside the service (deploy/k8s: a CronJob), so a restart's tail stays short however long
+    the service has run."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        return serve(service, build)
+    if argv != ["checkpoint"] or checkpoint is None:
+        usage = "no arguments, or 'checkpoint'" if checkpoint is not None else "no arguments"
+        print(f"{service}: unknown arguments '{' '.join(argv)}' ({usage})", file=sys.stderr)
+        raise SystemExit(2)
+    logging.basicConfig(level="INFO", format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+    try:
+        rebuilt = asyncio.run(checkpoint())
+    except ConfigError as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    written = f"wrote {rebuilt.saved}" if rebuilt.saved else "nothing new to write"
+    print(f"{service}: {written}; read {rebuilt.tail:,} record(s) after {rebuilt.loaded or 'the start'}")
+
+
+def checkpoint_of(bootstrap: Callable[[], Context], fold: Callable[[Any], Fold],
+                  store: Callable[[Any], CheckpointStore | None]) -> Callable[[], Awaitable[Rebuilt]]:
+    """The ``checkpoint`` command of a service whose state is ``fold`` (see :func:`main`)."""
+    async def checkpoint() -> Rebuilt:
+        deps = bootstrap()
+        if deps.settings.state_dir is None:  # type: ignore[attr-defined]
+            raise ConfigError("DISTILLERY_STATE_DIR is not set: there is nowhere to write a checkpoint")
+        deps.topics = deps.settings.topics  # type: ignore[attr-defined] - as assemble() names them
+        return await rebuild(deps.settings, fold(deps), store(deps), save_after=1)  # type: ignore[attr-defined]
+
+    return checkpoint
 
 
 def serve(service: str, build: Callable[[], tuple[AsgiFastStream, ServiceSettings]]) -> None:

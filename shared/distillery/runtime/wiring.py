@@ -77,8 +77,10 @@ class Subscription:
 def after_rebuild(deps: Any) -> dict[str, Any]:
     """Options of a broadcast follower whose start-up rebuild read its topic up to ``deps.rebuilt_to``
     (partition -> end offset): it passes over those records, so a restart neither counts them again
-    nor dead-letters their garbage a second time."""
-    return {"skip": lambda record: record.offset < deps.rebuilt_to.get(record.partition, 0)}
+    nor dead-letters their garbage a second time, and seeks past them rather than fetching a history
+    it would only skip."""
+    return {"skip": lambda record: record.offset < deps.rebuilt_to.get(record.partition, 0),
+            "start_at": lambda partition: deps.rebuilt_to.get(partition, 0)}
 
 
 def wire(bus: Bus, service: str, subscriptions: Sequence[Subscription], deps: Context) -> list[str]:
