@@ -135,7 +135,7 @@ async def rebuild_editor(spec, settings: ServiceSettings) -> tuple[EditorDeps, d
 
 def figures_of(rebuilt: Rebuilt, seconds: float, state: int) -> dict[str, Any]:
     return {"seconds": seconds, "load_seconds": rebuilt.load_seconds, "save_seconds": rebuilt.save_seconds,
-            "read": rebuilt.tail,
+            "phases": rebuilt.seconds, "read": rebuilt.tail,
             "from_checkpoint": rebuilt.loaded is not None, "state": state, "peak_rss_mib": peak_rss_mib()}
 
 
@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, f in figures.items():
         print(f"{name:<18}{f['read']:>13,}{f['seconds']:>9.1f}{f['load_seconds']:>7.1f}{f['save_seconds']:>7.1f}"
               f"{f['state']:>11,}{f['peak_rss_mib']:>14,.0f}")
+    phases = ["find", "restore", "tail", "export", "marks", "write"]
+    print(f"\nseconds by phase\n{'':<18}" + "".join(f"{p:>9}" for p in phases))
+    for name, f in figures.items():
+        print(f"{name:<18}" + "".join(f"{f['phases'].get(p, 0.0):>9.2f}" for p in phases))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

@@ -9,6 +9,8 @@ semantic clusters (a deterministic bag-of-words embedding stands in for MiniLM).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zlib
 from collections import deque
 
@@ -260,3 +262,11 @@ def test_the_near_duplicate_index_restores_its_sorted_runs_tombstones_and_dict_t
             copy.remove(f"s{i * 3}")
         copy.commit()
     assert [restored.find("u", p, t, 0.8) for p, t in probes] == [index.find("u", p, t, 0.8) for p, t in probes]
+
+
+def test_the_router_imports_its_runtime_without_numpy() -> None:
+    """Its image installs no numpy (shared's base and grpc extras): checkpoints load only where they are used."""
+    code = ("import sys, distillery_router.app, distillery.runtime.service, distillery.runtime.wiring; "
+            "print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -58,7 +58,8 @@ class VerdictMark(NamedTuple):
 
 class LiveSample(NamedTuple):
     """What the editor keeps of a live sample: enough to retract it, and to tell whether a new judgement
-    of its candidate keeps it (the full event is on the samples topic; a million of them would not fit)."""
+    of its candidate keeps it. The full event is on the samples topic: in memory it took ~8.5 KiB a
+    sample (the golden one, tracemalloc), 8 GiB at a million."""
 
     sample_id: str
     task_id: str

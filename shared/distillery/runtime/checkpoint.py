@@ -16,8 +16,9 @@ A checkpoint is a directory ``<state_dir>/<name>/<fingerprint>/<covered>-<pid>-<
 * ``manifest.json``: the format, the offsets covered per topic and partition, and the crc32 of
   the record just before each offset (a recreated topic with the same name and as many records
   does not pass for the old one);
-* ``state.json``: plain JSON (ids, marks, counters);
-* ``arrays.npz``: numpy arrays (the near-duplicate signatures), read without pickle.
+* ``state.json``: the small parts, as JSON (self-check windows, decisions, column counts);
+* ``arrays.npz``: numpy arrays, read without pickle: the large maps column by column
+  (:func:`text_column`, :func:`category_column`), the near-duplicate signatures and sorted runs.
 
 It is written under a temporary name and renamed, so a crash never leaves half of one; the
 newest :data:`KEEP` per fingerprint are kept. The fingerprint hashes what shapes the fold (the
@@ -177,9 +178,17 @@ class Rebuilt:
     loaded: Path | None = None
     tail: int = 0  # records folded after the checkpoint (all of them without one)
     saved: Path | None = None
-    # Of the rebuild's time: loading, checking and restoring the checkpoint; writing the new one.
-    load_seconds: float = 0.0
-    save_seconds: float = 0.0
+    # Where the time went: finding (loading and checking) and restoring the checkpoint, folding the
+    # tail, exporting the state, reading the topics' marks, writing the new checkpoint.
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def load_seconds(self) -> float:
+        return self.seconds.get("find", 0.0) + self.seconds.get("restore", 0.0)
+
+    @property
+    def save_seconds(self) -> float:
+        return sum(self.seconds.get(phase, 0.0) for phase in ("export", "marks", "write"))
 
 
 async def rebuild(settings: ServiceSettings, fold: Fold, store: CheckpointStore | None,
@@ -201,27 +210,42 @@ async def rebuild(settings: ServiceSettings, fold: Fold, store: CheckpointStore 
 
 
 async def _rebuild(settings: ServiceSettings, fold: Fold, store: CheckpointStore | None, save_after: int) -> Rebuilt:
-    started = time.perf_counter()
+    done = Rebuilt(offsets={})
+    clock = _Clock(done.seconds)
     checkpoint = await store.latest_valid(settings) if store is not None else None
+    clock.lap("find")
     fold.reset()
     if checkpoint is not None:
         fold.restore(checkpoint.state, checkpoint.arrays)
+        done.loaded = checkpoint.path
+    clock.lap("restore")
     since = checkpoint.offsets if checkpoint is not None else {}
-    done = Rebuilt(offsets={}, loaded=checkpoint.path if checkpoint else None,
-                   load_seconds=time.perf_counter() - started)
     for topic, parse in fold.topics.items():
         ends: dict[int, int] = {}
         async for chunk in replay_chunks(settings, topic, parse, since=since.get(topic), ends_out=ends):
             fold.apply(topic, chunk.items)
             done.tail += len(chunk.items) + chunk.skipped
         done.offsets[topic] = ends
+    clock.lap("tail")
     if store is not None and done.tail >= max(save_after, 1):
-        started = time.perf_counter()
         state, arrays = fold.export()
+        clock.lap("export")
         marks = await marks_of(settings, done.offsets)
+        clock.lap("marks")
         done.saved = store.save(Checkpoint(done.offsets, marks, state, arrays))
-        done.save_seconds = time.perf_counter() - started
+        clock.lap("write")
     return done
+
+
+class _Clock:
+    """Seconds since the last lap, recorded under the lap's name."""
+
+    def __init__(self, laps: dict[str, float]) -> None:
+        self.laps, self.last = laps, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self.last = now - self.last, now
 
 
 def text_column(strings: Iterable[str]) -> np.ndarray:

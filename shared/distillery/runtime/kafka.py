@@ -120,7 +120,9 @@ async def read_chunks(settings: ServiceSettings, topic: str, upto: dict[int, int
     """The records of ``topic`` from ``since`` (default: the start) to its end offsets now (or
     ``upto``), a fetch at a time, so a caller folding them need not hold them all. The end offsets
     read are put into ``ends_out`` before the first chunk."""
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
+    # earliest: a topic whose oldest records retention deleted is read from its first record left
+    # (aiokafka's default, latest, would jump to the end and read nothing)
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest", **client_kwargs(settings))
     await consumer.start()
     try:
         tps = await partitions_of(consumer, topic)

@@ -14,7 +14,7 @@ import logging
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.kafka import KafkaBroker
@@ -26,9 +26,11 @@ from distillery.contracts.channels import CHANNELS, TEACHER_STEM, group_name
 from distillery.contracts.settings import ConfigError, ServiceSettings
 from distillery.contracts.spec import CapabilitySpec, judge_version
 from distillery.runtime.bus import Bus
-from distillery.runtime.checkpoint import CheckpointStore, Fold, Rebuilt, rebuild
 from distillery.runtime.kafka import client_kwargs, consumer_lag, ensure_topics
 from distillery.runtime.wiring import Context, Subscription, wire
+
+if TYPE_CHECKING:  # numpy: only the services that checkpoint (judge, editor) install it
+    from distillery.runtime.checkpoint import CheckpointStore, Fold, Rebuilt
 
 
 def make_bus(settings: ServiceSettings, service: str, version: str) -> Bus:
@@ -218,6 +220,8 @@ def checkpoint_of(bootstrap: Callable[[], Context], fold: Callable[[Any], Fold],
                   store: Callable[[Any], CheckpointStore | None]) -> Callable[[], Awaitable[Rebuilt]]:
     """The ``checkpoint`` command of a service whose state is ``fold`` (see :func:`main`)."""
     async def checkpoint() -> Rebuilt:
+        from distillery.runtime.checkpoint import rebuild
+
         deps = bootstrap()
         if deps.settings.state_dir is None:  # type: ignore[attr-defined]
             raise ConfigError("DISTILLERY_STATE_DIR is not set: there is nowhere to write a checkpoint")
