@@ -61,6 +61,12 @@ def submit(run_dir: str, tasks: list[dict], path: Path) -> None:
     cli("submit", str(path), "--run-dir", run_dir)
 
 
+def router_shadowing(state) -> float | None:
+    """The router's ``distillery_router_shadowing`` for the student on the unit (None: not exported yet)."""
+    samples = (stack.scrape(state.process("router")) or {}).get("distillery_router_shadowing", [])
+    return next((value for labels, value in samples if labels == {"student": STUDENT, "unit": UNIT}), None)
+
+
 def readiness(state, name: str) -> tuple[int, str]:
     port = next(p.port for p in state.processes if p.name == name)
     try:
@@ -127,7 +133,10 @@ def test_promoted_student_is_tried_in_shadow_never_sampled_and_demoted(pipeline,
     assert samples and not {s.provenance.candidate_id for s in samples} & shadow_candidates
     assert all(s.provenance.teacher_id != DEPLOYMENT for s in samples)
 
-    # 4. demoted: tickets after the demotion go to the teachers only
+    # 4. demoted: tickets after the demotion go to the teachers only. The router applies the demotion
+    # when its -promotions follower reads it: wait for that (its shadowing gauge at 0), as an operator
+    # would on the dashboard; a suite run under load once submitted first and the router still shadowed.
+    wait_for(lambda: router_shadowing(state), lambda value: value == 0.0, timeout_s=30)
     submit(state.run_dir, after, tmp_path / "after.jsonl")
     after_ids = {t["task_id"] for t in after}
     wait_for(lambda: {v.task.task_id for v in events(settings, settings.topics.verdicts, CandidatesJudged)},
