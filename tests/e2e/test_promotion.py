@@ -107,7 +107,10 @@ def test_promoted_student_is_tried_in_shadow_never_sampled_and_demoted(pipeline,
     model.with_name("model.moved").rename(model)
     wait_for(lambda: readiness(state, f"teacher-{DEPLOYMENT}"), lambda r: r[0] == 204, timeout_s=30)
 
-    # 3. live tickets: the teachers answer as always, the student in shadow, judged, never a sample
+    # 3. live tickets: the teachers answer as always, the student in shadow, judged, never a sample.
+    # The router applies the promotion when its -promotions follower reads it: wait for its shadowing
+    # gauge at 1 first (a CI run under load submitted before and no ticket was shadowed).
+    wait_for(lambda: router_shadowing(state), lambda value: value == 1.0, timeout_s=30)
     submit(state.run_dir, live, tmp_path / "live.jsonl")
     live_ids = {t["task_id"] for t in live}
     wait_for(lambda: events(settings, settings.topics.generation_requests(DEPLOYMENT), GenerationRequested),
@@ -133,9 +136,8 @@ def test_promoted_student_is_tried_in_shadow_never_sampled_and_demoted(pipeline,
     assert samples and not {s.provenance.candidate_id for s in samples} & shadow_candidates
     assert all(s.provenance.teacher_id != DEPLOYMENT for s in samples)
 
-    # 4. demoted: tickets after the demotion go to the teachers only. The router applies the demotion
-    # when its -promotions follower reads it: wait for that (its shadowing gauge at 0), as an operator
-    # would on the dashboard; a suite run under load once submitted first and the router still shadowed.
+    # 4. demoted: tickets after the demotion go to the teachers only, once the router has read the
+    # demotion (its shadowing gauge at 0), as an operator would check on the dashboard.
     wait_for(lambda: router_shadowing(state), lambda value: value == 0.0, timeout_s=30)
     submit(state.run_dir, after, tmp_path / "after.jsonl")
     after_ids = {t["task_id"] for t in after}
