@@ -40,6 +40,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,6 +161,9 @@ class Result:
     # topic -> when its first and last records were produced, in seconds after the first task
     record_span_s: dict[str, tuple[float, float]] | None = None
     replay: dict[str, float] | None = None  # --replay: the judge replay's figures
+    # service -> records its consumers read per batch, on average (fixed costs per batch weigh more
+    # when batches are small: a pipeline that keeps up reads small ones)
+    records_per_batch: dict[str, float] | None = None
 
 
 async def topic_figures(settings: ServiceSettings, n: int) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
@@ -278,12 +282,13 @@ def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0, profile:
             after = {name: cpu_seconds(pid) for name, pid in watched.items()}
             rss = {name: round(peak_rss_mib(pid), 1) for name, pid in watched.items()}
             stop_profilers(profilers)
+            per_batch = records_per_batch(processes)
             samples = asyncio.run(topic_counts(settings, [settings.topics.samples]))[settings.topics.samples]
             result = Result(
                 tasks=n, seconds=round(seconds, 2), tasks_per_s=round(n / seconds, 1), startup_s=round(startup, 1),
                 cpu_s_per_1k={k: round((after[k] - before[k]) / n * 1000, 3) for k in after},
                 startup_cpu_s={k: round(v, 2) for k, v in before.items()}, peak_rss_mib=rss,
-                verdicts=verdicts, samples=samples, teacher_latency_s=latency_s,
+                verdicts=verdicts, samples=samples, teacher_latency_s=latency_s, records_per_batch=per_batch,
                 **dict(zip(("bytes_per_task", "record_span_s"), asyncio.run(topic_figures(settings, n)))))
             if with_replay:
                 result.replay = replay_judge(state, timeout_s)
@@ -294,13 +299,28 @@ def run_distillery(n: int, batch: int, timeout_s: float, seed: int = 0, profile:
             broker.stop()
 
 
+def records_per_batch(processes: list[stack.ProcessInfo]) -> dict[str, float]:
+    """Per service: valid records consumed over batches handled, from its /metrics."""
+    out = {}
+    for proc in processes:
+        metrics = stack.scrape(proc) or {}
+        consumed = sum(v for name, samples in metrics.items() if name.endswith("_events_consumed_total")
+                       for _, v in samples)
+        batches = sum(v for name, samples in metrics.items() if name.endswith("_batch_seconds_count")
+                      for _, v in samples)
+        out[proc.name] = round(consumed / batches, 1) if batches else 0.0
+    return out
+
+
 def print_result(result: Result) -> None:
     paced = f", teachers paced at {result.teacher_latency_s * 1000:g} ms a request" if result.teacher_latency_s else ""
     print(f"distillery: {result.tasks} tasks in {result.seconds} s = {result.tasks_per_s} tasks/s "
           f"(services ready in {result.startup_s} s{paced}); {result.verdicts} verdicts, {result.samples} sample records")
-    print(f"{'service':<16}{'CPU s / 1k tasks':>18}{'startup CPU s':>15}{'peak RSS MiB':>14}")
+    per_batch = result.records_per_batch or {}
+    print(f"{'service':<16}{'CPU s / 1k tasks':>18}{'startup CPU s':>15}{'peak RSS MiB':>14}{'records/batch':>15}")
     for name in result.cpu_s_per_1k:
-        print(f"{name:<16}{result.cpu_s_per_1k[name]:>18}{result.startup_cpu_s[name]:>15}{result.peak_rss_mib[name]:>14}")
+        print(f"{name:<16}{result.cpu_s_per_1k[name]:>18}{result.startup_cpu_s[name]:>15}{result.peak_rss_mib[name]:>14}"
+              f"{per_batch.get(name, ''):>15}")
     if result.bytes_per_task:
         total = sum(result.bytes_per_task.values())
         print(f"broker bytes per task (keys + values): {total:,.0f}; "
@@ -397,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.teacher_latency < 0:
         parser.error("--tasks must be at least 1 and --teacher-latency at least 0")
+    if args.profile and not shutil.which("py-spy"):
+        parser.error("--profile needs py-spy on PATH (pip install py-spy)")
     python = args.distilabel_python.absolute()
     missing = distilabel_venv_missing(python) if args.against_distilabel else None
     if missing:

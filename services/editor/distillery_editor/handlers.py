@@ -31,6 +31,7 @@ from distillery.contracts.settings import ServiceSettings
 from distillery.domain.embeddings import EmbeddingCache
 from distillery.runtime.bus import Rejected, each
 from distillery.runtime.checkpoint import CheckpointStore, Fold, Rebuilt, fingerprint, rebuild
+from distillery.runtime.counting import child
 from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
 from distillery_editor import metrics
 from distillery_editor.dedup import NUM_PERM, SEED
@@ -115,13 +116,13 @@ def on_decision_item(item: In[ReviewDecided], deps: EditorDeps) -> list[Out]:
 def outs(outcome: Outcome, deps: EditorDeps) -> list[Out]:
     """The outcome's retractions, then its samples, on the samples topic; counted."""
     for reason in outcome.duplicates:
-        metrics.DROPPED.labels(reason).inc()
+        child(metrics.DROPPED, reason).inc()
     for retraction in outcome.retractions:
-        metrics.RETRACTED.labels(HUMAN if retraction.judge_version == HUMAN else "judge_version").inc()
+        child(metrics.RETRACTED, HUMAN if retraction.judge_version == HUMAN else "judge_version").inc()
     for sample in outcome.samples:
-        metrics.SAMPLES.labels(sample.unit, sample.pool, sample.pathway, sample.tier).inc()
-        metrics.TOKENS.labels(sample.unit, sample.pathway, "before").inc(sample.tokens_before)
-        metrics.TOKENS.labels(sample.unit, sample.pathway, "after").inc(sample.tokens_after)
+        child(metrics.SAMPLES, sample.unit, sample.pool, sample.pathway, sample.tier).inc()
+        child(metrics.TOKENS, sample.unit, sample.pathway, "before").inc(sample.tokens_before)
+        child(metrics.TOKENS, sample.unit, sample.pathway, "after").inc(sample.tokens_after)
     return [Out(deps.topics.samples, event) for event in [*outcome.retractions, *outcome.samples]]
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import ConsumerRebalanceListener
 from pydantic import Field
@@ -14,12 +15,15 @@ from pydantic import Field
 from distillery.contracts.events import CandidateGenerated, CandidatesJudged, SourceOffset
 from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import judge_version
+from distillery.runtime.counting import child, count_by
 from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription, after_rebuild
 from distillery_judge import metrics
 from distillery_judge.aggregate import Aggregator, OpenTask
 from distillery_judge.logic import TaskInput, judge_batch, regeneration_for, shadow_verdicts
 from distillery_judge.scorers import Scorers
 from distillery_judge.selfcheck import SelfCheckMonitor, check_of
+
+T = TypeVar("T")
 
 
 class JudgeSettings(ServiceSettings):
@@ -74,15 +78,14 @@ class DropRevoked(ConsumerRebalanceListener):
         return None
 
 
-def count_verdict(verdict: CandidatesJudged) -> None:
-    unit = verdict.task.unit
-    metrics.RELATIONS.labels(unit, verdict.relation or "single").inc()
-    for check, ok in verdict.self_checks.items():
-        metrics.SELF_CHECKS.labels(unit, check, "pass" if ok else "fail").inc()
-    for jc in verdict.candidates:
-        metrics.VERDICTS.labels(unit, jc.pool).inc()
-        for check, ok in jc.checks.items():
-            metrics.CHECKS.labels(unit, check, "pass" if ok else "fail").inc()
+def count_verdicts(verdicts: list[CandidatesJudged]) -> None:
+    """Relations, self-checks, pools and checks of a batch's verdicts (added once per label set)."""
+    count_by(metrics.RELATIONS, ((v.task.unit, v.relation or "single") for v in verdicts))
+    count_by(metrics.SELF_CHECKS, ((v.task.unit, check, "pass" if ok else "fail")
+                                   for v in verdicts for check, ok in v.self_checks.items()))
+    count_by(metrics.VERDICTS, ((v.task.unit, jc.pool) for v in verdicts for jc in v.candidates))
+    count_by(metrics.CHECKS, ((v.task.unit, check, "pass" if ok else "fail")
+                              for v in verdicts for jc in v.candidates for check, ok in jc.checks.items()))
 
 
 def export_self_checks(deps: JudgeDeps) -> None:
@@ -92,18 +95,28 @@ def export_self_checks(deps: JudgeDeps) -> None:
         metrics.GATE.labels(unit).set(int(deps.monitor.gate_closed(unit)))
 
 
+async def off_loop_if_blocking(deps: JudgeDeps, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread when model scorers make it slow and blocking (the event loop
+    keeps the consumer's heartbeats going); with rules only, right here: the hand-off to a thread
+    cost more than the rules (bench/hot_path.py)."""
+    if deps.scorers.blocking:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
 def verdicts_for(entries: list[OpenTask], deps: JudgeDeps) -> list[Out]:
     """The verdicts, and a bounded regeneration request where nothing was accepted."""
     inputs = [TaskInput(e.task, sorted(e.candidates.values(), key=lambda cs: cs[0].candidate_id), e.expected,
                         e.attempt) for e in entries]
     outs = []
-    for verdict in judge_batch(inputs, deps.spec, deps.version, deps.produced_by, deps.scorers, deps.monitor):
-        count_verdict(verdict)
+    verdicts = judge_batch(inputs, deps.spec, deps.version, deps.produced_by, deps.scorers, deps.monitor)
+    count_verdicts(verdicts)
+    for verdict in verdicts:
         deps.recorded_here.add(verdict.verdict_id)
         outs.append(Out(deps.topics.verdicts, verdict))
         retry = None if deps.settings.replay else regeneration_for(verdict, deps.spec, deps.produced_by)
         if retry:
-            metrics.REGENERATIONS.labels(verdict.task.unit).inc()
+            child(metrics.REGENERATIONS, verdict.task.unit).inc()
             outs.append(Out(deps.topics.regeneration, retry))
     export_self_checks(deps)
     return outs
@@ -131,11 +144,11 @@ async def on_candidate_generated(items: list[In[CandidateGenerated]], deps: Judg
         metrics.LATE.inc(result.late)
         if result.ready:
             ready.append(result.ready)
-    if ready:  # model scorers are slow and blocking: off the event loop, one batch for all ready tasks
-        outs.extend(await asyncio.to_thread(verdicts_for, ready, deps))
+    if ready:  # one batch for all ready tasks
+        outs.extend(await off_loop_if_blocking(deps, verdicts_for, ready, deps))
     if shadows:
-        verdicts = await asyncio.to_thread(shadow_verdicts, shadows, deps.spec, deps.version, deps.produced_by,
-                                           deps.scorers)
+        verdicts = await off_loop_if_blocking(deps, shadow_verdicts, shadows, deps.spec, deps.version,
+                                              deps.produced_by, deps.scorers)
         for verdict in verdicts:
             metrics.SHADOW.labels(verdict.task.unit, verdict.candidates[0].pool).inc()
         outs.extend(Out(deps.topics.verdicts, v) for v in verdicts)
@@ -150,7 +163,7 @@ async def flush_expired_once(deps: JudgeDeps, now: float | None = None) -> list[
     if not due:
         return []
     metrics.TIMEOUTS.inc(len(due))
-    return await asyncio.to_thread(verdicts_for, due, deps)
+    return await off_loop_if_blocking(deps, verdicts_for, due, deps)
 
 
 def mark_judged(verdict: CandidatesJudged, deps: JudgeDeps) -> None:

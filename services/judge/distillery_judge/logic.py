@@ -39,12 +39,14 @@ from distillery_judge.scorers import (
 )
 from distillery_judge.selfcheck import SelfCheckMonitor, check_of, perturb, sampled
 
+_MARKED_NUMBER = re.compile(r"####\s*-?[\d$.,]")
+
 
 def format_ok(text: str, output_format: str) -> bool:
     if output_format == "tool_call":
         return parse_tool_calls(text) is not None
     if output_format == "final_answer":
-        return "####" in text and bool(re.search(r"####\s*-?[\d$.,]", text))
+        return "####" in text and bool(_MARKED_NUMBER.search(text))
     if output_format == "json":
         return parse_json_answer(text) is not None
     return bool(text.strip())
@@ -384,9 +386,10 @@ def judge_batch(
     items = [(ti.task, spec.units[ti.task.unit], cand, src) for ti in inputs for cand, src in ti.candidates]
     assessed_all = assess(items, scorers)
     per_task: list[list[Assessed]] = []
+    start = 0
     for ti in inputs:
-        per_task.append(assessed_all[: len(ti.candidates)])
-        assessed_all = assessed_all[len(ti.candidates):]
+        per_task.append(assessed_all[start:start + len(ti.candidates)])
+        start += len(ti.candidates)
 
     staged = []
     for ti, assessed in zip(inputs, per_task):

@@ -249,6 +249,11 @@ class Scorers:
     second: ModelJudge | None = None
     embedder: Embedder | None = None
 
+    @property
+    def blocking(self) -> bool:
+        """A model scores here: judging blocks for model calls, so it runs off the event loop."""
+        return any(scorer is not None for scorer in (self.model, self.second, self.embedder))
+
 
 def build_scorers(spec: CapabilitySpec, device: str = "cpu") -> Scorers:
     """The scorers the spec's units use; models load lazily on the first candidate that needs them."""

@@ -14,6 +14,7 @@ from distillery.contracts.events import (
 )
 from distillery.contracts.submission import parse_task_record
 from distillery.domain.loop import serving
+from distillery.runtime.counting import child
 from distillery.runtime.wiring import Context, Out, Subscription, after_rebuild
 from distillery_router import metrics
 from distillery_router.feedback import ValueTable
@@ -56,7 +57,7 @@ def on_task_submitted(event: TaskSubmitted, deps: RouterDeps) -> list[Out]:
     if deps.promoted:
         requests += shadow_requests(event, deps.spec, deps.promoted, deps.produced_by)
     for request in requests:
-        metrics.ROUTED.labels(request.task.unit, request.teacher_id, request.strategy).inc()
+        child(metrics.ROUTED, request.task.unit, request.teacher_id, request.strategy).inc()
     return [Out(deps.topics.generation_requests(r.teacher_id), r) for r in requests]
 
 
@@ -75,7 +76,7 @@ def on_candidate_generated(event: CandidateGenerated, deps: RouterDeps) -> list[
     request = next_chain_step(event, deps.spec, deps.produced_by)
     if request is None:
         return []
-    metrics.ROUTED.labels(request.task.unit, request.teacher_id, request.strategy).inc()
+    child(metrics.ROUTED, request.task.unit, request.teacher_id, request.strategy).inc()
     return [Out(deps.topics.generation_requests(request.teacher_id), request)]
 
 

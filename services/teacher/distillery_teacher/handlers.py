@@ -13,6 +13,7 @@ from distillery.contracts.events import CandidateGenerated, GenerationRequested,
 from distillery.contracts.settings import ServiceSettings
 from distillery.contracts.spec import TeacherSpec
 from distillery.domain.backends import Backend
+from distillery.runtime.counting import child, count_by
 from distillery.runtime.wiring import Context, DeadLetter, In, Out, Subscription
 from distillery_teacher import metrics
 from distillery_teacher.logic import answer
@@ -49,20 +50,24 @@ async def on_generation_requested(items: list[In[GenerationRequested]], deps: Te
     requests = [item.event for item in items if item.event.task.unit in deps.spec.units]
     # Generation is CPU/GPU-bound: a worker thread keeps the event loop (and heartbeats) alive.
     candidates = await asyncio.to_thread(answer, requests, deps.backend, deps.spec, deps.teacher, deps.produced_by)
-    for candidate in candidates:
-        count(candidate, deps.teacher_id)
+    count(candidates, deps.teacher_id)
     return [*unknown, *(Out(deps.topics.candidates, c) for c in candidates)]
 
 
-def count(candidate: CandidateGenerated, teacher_id: str) -> None:
-    metrics.CANDIDATES.labels(teacher_id, candidate.finish_reason).inc()
-    if candidate.error:
-        metrics.ERRORS.labels(teacher_id).inc()
+def count(candidates: list[CandidateGenerated], teacher_id: str) -> None:
+    """The batch's candidates, errors, tokens, cost and latencies (added once per label set)."""
+    count_by(metrics.CANDIDATES, ((teacher_id, c.finish_reason) for c in candidates))
+    answered = [c for c in candidates if not c.error]
+    if len(answered) < len(candidates):
+        child(metrics.ERRORS, teacher_id).inc(len(candidates) - len(answered))
+    if not answered:
         return
-    metrics.TOKENS.labels(teacher_id, "prompt").inc(candidate.usage.prompt_tokens)
-    metrics.TOKENS.labels(teacher_id, "completion").inc(candidate.usage.completion_tokens)
-    metrics.COST.labels(teacher_id).inc(candidate.cost_usd)
-    metrics.LATENCY.labels(teacher_id).observe(candidate.latency_s)
+    child(metrics.TOKENS, teacher_id, "prompt").inc(sum(c.usage.prompt_tokens for c in answered))
+    child(metrics.TOKENS, teacher_id, "completion").inc(sum(c.usage.completion_tokens for c in answered))
+    child(metrics.COST, teacher_id).inc(sum(c.cost_usd for c in answered))
+    latency = child(metrics.LATENCY, teacher_id)
+    for candidate in answered:
+        latency.observe(candidate.latency_s)
 
 
 def on_loop_decided(event: LoopDecided, deps: TeacherDeps) -> list[Out]:

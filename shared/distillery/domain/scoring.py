@@ -459,6 +459,12 @@ def match_tool_calls(
 _NUMBER = re.compile(r"(?:(?<![\w)])-)?\$?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)")
 _HASHES = re.compile(r"####")
 _ANSWER_CUE = re.compile(r"final answer|answer is|answer:", re.I)
+# compiled once: the judge runs these on every candidate, twice or more
+_NOISE = re.compile(r"[\s$,%]")
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
+_RATIO = re.compile(r"-?\d+/\d+")
+_DECIMAL = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+_SPACES = re.compile(r"\s+")
 
 
 def normalize_answer(value: str | None) -> str | None:
@@ -466,8 +472,8 @@ def normalize_answer(value: str | None) -> str | None:
     (``18.00`` -> ``18``, ``0.50`` -> ``0.5``, ``-0`` -> ``0``). Other text is only stripped."""
     if value is None:
         return None
-    s = re.sub(r"[\s$,%]", "", str(value)).rstrip(".")
-    if re.fullmatch(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)", s):
+    s = _NOISE.sub("", str(value)).rstrip(".")
+    if _PLAIN_NUMBER.fullmatch(s):
         d = Decimal(s)
         if d == d.to_integral_value():
             return str(int(d))
@@ -506,9 +512,9 @@ def _as_number(s: str) -> Fraction | None:
     if t is None:
         return None
     try:
-        if re.fullmatch(r"-?\d+/\d+", t):
+        if _RATIO.fullmatch(t):
             return Fraction(t)
-        if re.fullmatch(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?", t):
+        if _DECIMAL.fullmatch(t):
             return Fraction(t)
     except (ValueError, ZeroDivisionError):
         return None
@@ -524,9 +530,7 @@ def answers_equal(a: str | None, b: str | None) -> bool:
         if x == y:
             return True
         return math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-9)
-    return re.sub(r"\s+", " ", str(a).strip().lower().rstrip(".")) == re.sub(
-        r"\s+", " ", str(b).strip().lower().rstrip(".")
-    )
+    return _SPACES.sub(" ", str(a).strip().lower().rstrip(".")) == _SPACES.sub(" ", str(b).strip().lower().rstrip("."))
 
 
 # --- the reference check ----------------------------------------------------------------

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from distillery.contracts import ids
 from distillery.contracts.events import Event, EventDeadLettered, NewerSchema, Trace, parse_event
 from distillery.contracts.settings import ServiceSettings
+from distillery.runtime.counting import child, count_by
 from distillery.runtime.kafka import client_kwargs
 
 log = logging.getLogger("distillery.runtime.bus")
@@ -141,10 +142,11 @@ class Bus:
 
     async def publish(self, outs: Iterable[Out]) -> None:
         """Send every event, then wait until the broker acknowledged all of them."""
+        outs = list(outs)
         if self.in_memory:
             for out in outs:
                 await self.broker.publish(out.event.model_dump_json().encode(), out.topic, key=out.partition_key.encode())
-                self.published.labels(out.topic).inc()
+                child(self.published, out.topic).inc()
             return
         if self.producer is None:
             await self.start()
@@ -152,13 +154,13 @@ class Bus:
         for out in outs:
             payload = out.event.model_dump_json().encode()
             futures.append(await self.producer.send(out.topic, payload, key=out.partition_key.encode()))
-            self.published.labels(out.topic).inc()
         if futures:
             await asyncio.gather(*futures)
+        count_by(self.published, ((out.topic,) for out in outs))
 
     def dead_letter(self, record: ConsumerRecord, error: str, reason: str = "invalid") -> Out:
         """A dead-letter event for ``record`` (deterministic id: one per source offset)."""
-        self.dead_letters.labels(record.topic, reason).inc()
+        child(self.dead_letters, record.topic, reason).inc()
         payload = record.value.decode("utf-8", errors="replace") if record.value else ""
         event = EventDeadLettered(
             dead_letter_id=ids.content_id("dlq", self.service, record.topic, record.partition, record.offset),
@@ -205,8 +207,7 @@ class Bus:
                 dead.append(self.dead_letter(record, _short_error(exc), "invalid"))
             except Exception as exc:  # noqa: BLE001 - a record no parser foresaw must not stall its partition
                 dead.append(self.dead_letter(record, _short_error(exc), "poison"))
-        for item in valid:
-            self.consumed.labels(item.record.topic).inc()
+        count_by(self.consumed, ((item.record.topic,) for item in valid))
         return valid, dead
 
     def per_event(self, fn: Callable[[In[E]], list[Out]]) -> BatchHandler[E]:
