@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import json
 import os
 import sys
 import tempfile
@@ -100,8 +101,6 @@ async def flow(n: int, batch: int, folder: Path) -> dict[str, float]:
                 judge.bus)
     editor = Hop("editor", *service("editor", env))
     tune_gc()  # as every service does once started
-    import json
-
     tasks = [(router.deps.topics.tasks, t["task_id"].encode(), json.dumps(t).encode()) for t in load.tasks]
     to_teacher: dict[str, list] = defaultdict(list)
     candidates: list = []
@@ -126,9 +125,10 @@ async def flow(n: int, batch: int, folder: Path) -> dict[str, float]:
     for chunk in batches([v for v in verdicts if v[0] == judge.deps.topics.verdicts], batch):
         await editor.run(editor.records(chunk))
         samples += len(editor.payloads)
-    figures = {hop.name: hop.cpu_s for hop in [router, *teachers.values(), judge, peers, editor]}
     print(f"{n} tasks: {len(candidates)} candidates, {len(verdicts)} judge outputs, {samples} editor outputs")
-    return figures
+    return {"tasks": n, "candidates": len(candidates), "judge_outputs": len(verdicts), "editor_outputs": samples,
+            "cpu_ms_per_task": {hop.name: round(hop.cpu_s / n * 1000, 3)
+                                for hop in [router, *teachers.values(), judge, peers, editor]}}
 
 
 async def inline(fn, /, *args, **kwargs):
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=500, help="records per batch at every hop")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the run here")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.batch < 1:
         parser.error("--tasks and --batch must be at least 1")
@@ -152,10 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         if profiler:
             profiler.disable()
             profiler.dump_stats(args.profile)
+    per_task = figures["cpu_ms_per_task"]
+    per_task["all"] = round(sum(per_task.values()), 3)
     print(f"{'service':<16}{'CPU ms / task':>14}")
-    for name, cpu_s in figures.items():
-        print(f"{name:<16}{cpu_s / args.tasks * 1000:>14.3f}")
-    print(f"{'all':<16}{sum(figures.values()) / args.tasks * 1000:>14.3f}")
+    for name, ms in per_task.items():
+        print(f"{name:<16}{ms:>14.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
 
