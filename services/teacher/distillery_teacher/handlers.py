@@ -48,10 +48,18 @@ async def on_generation_requested(items: list[In[GenerationRequested]], deps: Te
     unknown = [DeadLetter(item.record, "unknown_unit", f"unknown unit '{item.event.task.unit}': not in the teacher's spec")
                for item in items if item.event.task.unit not in deps.spec.units]
     requests = [item.event for item in items if item.event.task.unit in deps.spec.units]
-    # Generation is CPU/GPU-bound: a worker thread keeps the event loop (and heartbeats) alive.
-    candidates = await asyncio.to_thread(answer, requests, deps.backend, deps.spec, deps.teacher, deps.produced_by)
+    args = (requests, deps.backend, deps.spec, deps.teacher, deps.produced_by)
+    candidates = answer(*args) if answers_inline(requests, deps) else await asyncio.to_thread(answer, *args)
     count(candidates, deps.teacher_id)
     return [*unknown, *(Out(deps.topics.candidates, c) for c in candidates)]
+
+
+def answers_inline(requests: list[GenerationRequested], deps: TeacherDeps) -> bool:
+    """Generating is CPU/GPU-bound, waits on a server or runs tools: a worker thread keeps the event
+    loop (and the consumer's heartbeats) alive. A replay that is not paced is a lookup, cheaper here
+    than the hand-off to a thread (bench/hot_path.py)."""
+    return (not getattr(deps.backend, "blocking", True)
+            and not any(deps.spec.units[r.task.unit].uses_tools for r in requests))
 
 
 def count(candidates: list[CandidateGenerated], teacher_id: str) -> None:

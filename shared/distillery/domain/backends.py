@@ -20,6 +20,9 @@ from distillery.domain.generate import Generation
 
 
 class Backend(Protocol):
+    """Generates for a teacher. A backend may set ``blocking = False`` when a batch is only a lookup
+    (an unpaced replay): the teacher then answers on its event loop instead of in a worker thread."""
+
     def generate(self, requests: list[tuple[str, str, str]], max_new_tokens: int) -> list[Generation]:
         """``requests`` are (task_id, system, user) triples; one Generation each, in order."""
 
@@ -71,6 +74,7 @@ class ReplayBackend:
 
     def __init__(self, path: str | Path, teacher_id: str, pace: bool = False) -> None:
         self.pace = pace
+        self.blocking = pace  # a paced replay sleeps each request's latency; an unpaced one is a lookup
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"teacher '{teacher_id}': field 'replay_path': file not found: {path}")
