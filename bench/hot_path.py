@@ -64,6 +64,8 @@ class Hop:
 
     async def run(self, records: list[ConsumerRecord]) -> list[Out]:
         started = time.process_time()  # the whole process, worker threads included
+        skip = self.options.get("skip")
+        records = [r for r in records if not skip(r)] if skip else records  # as Bus.subscribe passes over
         items, dead = self.bus.decode(records, self.sub.model, self.options.get("max_bytes"), self.options.get("parse"))
         outs = [*(await self.handle(items)), *dead] if items else dead
         payloads = [(out.topic, out.partition_key.encode(), out.event.model_dump_json().encode()) for out in outs]
